@@ -1,0 +1,54 @@
+"""The task interface: a task owns its parameters, its randomness, its data and its loss.
+
+Optimizers never know which task they run on, and tasks never import an optimizer.
+"""
+from __future__ import annotations
+
+import abc
+
+import torch
+
+
+class Task(abc.ABC):
+    """A benchmark problem (SPEC §3).
+
+    Protocol, once per optimizer step::
+
+        batch = task.sample()          # next noise sample / minibatch; advances the task's RNG
+        loss = task.loss(batch)        # any number of evaluations on that same batch
+    """
+
+    name: str = "task"
+
+    def __init__(self, seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        self.seed = int(seed)
+        self.device = torch.device(device)
+        self.dtype = dtype
+
+    @abc.abstractmethod
+    def parameters(self) -> list[torch.Tensor]:
+        """The leaf tensors to optimise (requires_grad), initialised from the seed."""
+
+    @abc.abstractmethod
+    def sample(self):
+        """Draw the next noise sample or minibatch."""
+
+    @abc.abstractmethod
+    def loss(self, batch) -> torch.Tensor:
+        """Scalar training loss at the current parameters on `batch`."""
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out metrics (validation loss, test accuracy); empty for tasks without held-out data."""
+        return {}
+
+    def info(self) -> dict[str, float]:
+        """Constants worth reporting next to the results (e.g. the noisy bowl's Newton loss)."""
+        return {}
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit-identically: parameters, RNG state, data position."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned."""
