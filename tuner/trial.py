@@ -1,0 +1,203 @@
+"""One trial: build a task and an optimizer, step, record every evaluation's loss (SPEC §3, §4).
+
+The same loop serves the GA's short trials and the full-length runs::
+
+    for each optimizer step:
+        batch = task.sample()             # one noise sample / minibatch per step
+        opt.step(closure)                 # closure: zero grads, loss = task.loss(batch), backward,
+                                          #          record (loss, wall time), return loss
+
+Every closure evaluation is one *step* of the budget (SPEC §3 "What a step is"): L-BFGS evaluates
+twice per iteration on the same batch and both losses count. The run stops once `steps`
+evaluations are recorded (evaluations beyond that are not recorded).
+
+On an accelerator losses stay device tensors and move to the host every `check_every`
+evaluations, so there is no host sync per step (on the CPU each is read at once with `item()`,
+which is cheaper than keeping tensors). Divergence (a NaN/inf loss) is checked every
+`check_every` evaluations: a diverged run stops at that check, its `losses`/`times` end with the
+first non-finite loss (later evaluations are dropped, nothing is padded) and its `final_loss` is
++inf, so it ranks last. `times[i]` on an accelerator is when evaluation i was *queued*; the queue
+is drained at every check, so the times are exact to within `check_every` evaluations.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import tasks
+from tasks import Task
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What one trial recorded: `losses[i]` is evaluation i's loss, `times[i]` its wall seconds since start."""
+
+    losses: np.ndarray
+    times: np.ndarray
+    final_loss: float
+    seconds: float
+    steps_per_second: float
+    diverged: bool
+
+
+def last_fraction_mean(losses: np.ndarray, fraction: float = 0.1) -> float:
+    """Mean of the last ceil(fraction·len) losses: "the average training loss over the last 10 %"."""
+    if len(losses) == 0:
+        return math.inf
+    count = max(1, math.ceil(fraction * len(losses)))
+    return float(np.mean(losses[-count:]))
+
+
+def time_budget_loss(losses: np.ndarray, times: np.ndarray, budget: float, fraction: float = 0.1) -> float:
+    """Mean loss over the last 10 % of a time budget: evaluations with (1 − fraction)·budget < t ≤ budget.
+
+    This is the paper's time milestone (e.g. 300 s on the noisy bowl) read off a run's `times`.
+    +inf (ranks last) if a loss in the budget is non-finite or no evaluation falls in the window.
+    """
+    if budget <= 0:
+        raise ValueError(f"Invalid budget: {budget!r} (must be > 0)")
+    losses, times = np.asarray(losses), np.asarray(times)
+    within = times <= budget
+    if not np.all(np.isfinite(losses[within])):
+        return math.inf
+    window = within & (times > (1.0 - fraction) * budget)
+    return float(np.mean(losses[window])) if window.any() else math.inf
+
+
+def report_loss(task: Task, losses: np.ndarray) -> float:
+    """The reported loss: the mean over the task's `report_window` (0-based evaluation indices
+    [start, stop)) when it has one and the run recorded all of it, else over the last 10 %."""
+    window = getattr(task, "report_window", None)
+    if window is not None and len(losses) >= window[1]:
+        return float(np.mean(losses[window[0] : window[1]]))
+    return last_fraction_mean(losses)
+
+
+def _build_task(task, seed, task_options, device) -> Task:
+    if isinstance(task, Task):
+        if task_options:
+            raise ValueError(f"Invalid task_options: {task_options!r} (only for a task given by name)")
+        return task
+    return tasks.create(task, seed=seed, device=device, **(task_options or {}))
+
+
+def _build_optimizer(optimizer, hparams, params, seed) -> torch.optim.Optimizer:
+    if isinstance(optimizer, torch.optim.Optimizer):
+        if hparams:
+            raise ValueError(f"Invalid hparams: {hparams!r} (only for an optimizer given by name)")
+        return optimizer
+    import lodo  # the registry; imported here so tasks-only users never need it
+
+    return lodo.create(optimizer, params, seed=seed, **(hparams or {}))
+
+
+def run_trial(
+    task,
+    optimizer,
+    hparams: dict | None,
+    steps: int,
+    seed: int,
+    task_options: dict | None = None,
+    device="cpu",
+    time_limit: float | None = None,
+    check_every: int = 100,
+) -> TrialResult:
+    """Train `optimizer` on `task` for `steps` evaluations and record each evaluation's loss.
+
+    task: a name (built with `tasks.create(task, seed=seed, device=device, **task_options)`) or a Task.
+    optimizer: a registry name (built with `lodo.create(optimizer, task.parameters(), seed=seed,
+        **hparams)`) or a ready `torch.optim.Optimizer` over the task's parameters (hparams empty).
+    time_limit: optional wall seconds; the run also stops once that much time has passed, and its
+        final_loss is then the mean over the last 10 % of the time budget (`time_budget_loss`).
+    final_loss: the task's report window or the last 10 % of the evaluations (`report_loss`);
+        +inf if a loss was NaN/inf.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"Invalid steps: {steps!r} (must be an integer >= 1)")
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"Invalid time_limit: {time_limit!r} (must be > 0)")
+    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+        raise ValueError(f"Invalid check_every: {check_every!r} (must be an integer >= 1)")
+    task = _build_task(task, seed, task_options, device)
+    opt = _build_optimizer(optimizer, hparams, task.parameters(), seed)
+    create_graph = getattr(opt, "create_graph", False)
+
+    losses = np.empty(steps)
+    times = np.empty(steps)
+    on_host = task.device.type == "cpu"
+    pending: list[torch.Tensor] = []  # accelerators: losses of evaluations [flushed, recorded), not yet on the host
+    recorded = flushed = 0
+    batch = None
+
+    def closure():
+        nonlocal recorded
+        opt.zero_grad()
+        loss = task.loss(batch)
+        loss.backward(create_graph=create_graph)
+        if recorded < steps:
+            if on_host:
+                losses[recorded] = loss.item()  # no sync to wait for on the CPU
+            else:
+                pending.append(loss.detach())
+            times[recorded] = time.perf_counter() - start
+            recorded += 1
+        return loss
+
+    def flush() -> bool:
+        """Move the pending losses to the host; True if a loss since the last flush is NaN/inf."""
+        nonlocal flushed
+        if pending:
+            losses[flushed:recorded] = torch.stack(pending).double().cpu().numpy()
+            pending.clear()
+        chunk = losses[flushed:recorded]
+        flushed = recorded
+        return not np.isfinite(chunk).all()
+
+    def train() -> bool:
+        """Step until `steps` evaluations are recorded, the time limit passes or a loss is NaN/inf."""
+        nonlocal batch
+        while recorded < steps:
+            batch = task.sample()
+            try:
+                opt.step(closure)
+            except (RuntimeError, ValueError):  # e.g. a factorisation failing on NaNs: divergence, not a bug
+                if flush():
+                    return True
+                raise
+            if recorded - flushed >= check_every and flush():
+                return True
+            if time_limit is not None and time.perf_counter() - start >= time_limit:
+                break
+        return flush()
+
+    with warnings.catch_warnings():
+        if create_graph:  # the reference cycle torch warns about is broken by every evaluation's zero_grad
+            warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
+        start = time.perf_counter()
+        diverged = train()
+    seconds = time.perf_counter() - start
+    if create_graph:  # a gradient with a graph holds a reference cycle to its parameter
+        opt.zero_grad(set_to_none=True)
+
+    losses, times = losses[:recorded], times[:recorded]
+    if diverged:
+        first_bad = int(np.argmin(np.isfinite(losses)))
+        losses, times = losses[: first_bad + 1], times[: first_bad + 1]
+        final_loss = math.inf
+    elif time_limit is not None and recorded < steps:
+        final_loss = time_budget_loss(losses, times, time_limit)
+    else:
+        final_loss = report_loss(task, losses)
+    return TrialResult(
+        losses=losses,
+        times=times,
+        final_loss=final_loss,
+        seconds=seconds,
+        steps_per_second=recorded / seconds if seconds > 0 else math.inf,
+        diverged=diverged,
+    )
