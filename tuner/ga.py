@@ -1,0 +1,311 @@
+"""The Appendix-E genetic algorithm as an ask/tell object (SPEC §4).
+
+    u = rescale(x)                        "log": u = ln x;  "decay": u = 1 − ln(1 − x)
+    generation 0:  mean ← rescale(defaults or start values)
+    each generation g with (σ_g, steps_g):
+        individual i:  u_i = mean + σ_g · z_i,  z_i ~ N(0, I) from a generator seeded by seed_i
+                       x_i = unrescale(u_i), trained for steps_g steps with trial seed seed_i
+        fitness_i = average training loss over the last 10 % of its steps (the caller's business)
+        mean ← mean over the better half (by fitness) of rescale(x_i); NaN/inf rank last and
+               never enter the mean; if no individual is finite, the mean stays.
+    the tuned values = the final mean
+
+Evaluation belongs to the caller (a loop, a process pool, Ray), as with pycma's and
+nevergrad's ask/tell. Nothing here imports torch or ray, there is no hidden RNG, and the whole
+state serialises to JSON and restores exactly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from collections import namedtuple
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+SCALES = ("log", "decay")
+FORMAT = "lodo-tune.ga/1"
+
+# The largest double below 1: a decay rate never reaches 1, whatever u (1 − ln(1 − x) → ∞).
+_BELOW_ONE = math.nextafter(1.0, 0.0)
+_TINY, _HUGE = np.finfo(float).tiny, np.finfo(float).max
+
+Dimension = namedtuple("Dimension", "name default scale")
+"""One searched hyperparameter; `lodo.hyperparameters(name)` returns objects of the same shape."""
+
+Space = Sequence[Any]
+"""A list of (name, default, scale) tuples or of objects with .name, .default and .scale."""
+
+
+def rescale(x: float, scale: str) -> float:
+    """The GA's coordinate of value x: u = ln x ("log", x > 0) or u = 1 − ln(1 − x) ("decay", 0 ≤ x < 1)."""
+    x = float(x)
+    if scale == "log":
+        if not (0.0 < x < math.inf):
+            raise ValueError(f"Invalid log-scaled value: {x!r} (must be positive and finite)")
+        return math.log(x)
+    if scale == "decay":
+        if not (0.0 <= x < 1.0):
+            raise ValueError(f"Invalid decay value: {x!r} (must be in [0, 1))")
+        return 1.0 - math.log1p(-x)
+    raise ValueError(f"Invalid scale: {scale!r} (must be one of {', '.join(SCALES)})")
+
+
+def unrescale(u: float, scale: str) -> float:
+    """The value at GA coordinate u: x = e^u ("log") or x = 1 − e^(1 − u) ("decay").
+
+    "decay" is clipped to [0, 1): u < 1 gives 0, and large u gives the largest double below 1,
+    never 1 itself. "log" is clipped to the positive finite doubles.
+    """
+    u = float(u)
+    if math.isnan(u):
+        raise ValueError(f"Invalid rescaled value: {u!r} (must not be NaN)")
+    if scale == "log":
+        return min(max(math.exp(min(u, 709.0)), _TINY), _HUGE)  # e^709 < max double
+    if scale == "decay":
+        if u <= 1.0:
+            return 0.0
+        return min(-math.expm1(1.0 - u), _BELOW_ONE)
+    raise ValueError(f"Invalid scale: {scale!r} (must be one of {', '.join(SCALES)})")
+
+
+def _dimensions(space: Space) -> tuple[Dimension, ...]:
+    """Normalise a space to Dimension tuples, validating names, scales and defaults."""
+    dims = []
+    for entry in space:
+        if all(hasattr(entry, a) for a in ("name", "default", "scale")):
+            name, default, scale = entry.name, entry.default, entry.scale
+        else:
+            name, default, scale = entry
+        if scale not in SCALES:
+            raise ValueError(f"Invalid scale for {name}: {scale!r} (must be one of {', '.join(SCALES)})")
+        try:
+            rescale(default, scale)
+        except ValueError as error:
+            raise ValueError(f"Invalid default for {name}: {default!r} ({error})") from None
+        dims.append(Dimension(str(name), float(default), scale))
+    if not dims:
+        raise ValueError("Invalid space: [] (must name at least one hyperparameter)")
+    names = [d.name for d in dims]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Invalid space: {names} (hyperparameter names must be unique)")
+    return tuple(dims)
+
+
+def individual_seed(seed: int, name: str, generation: int, index: int) -> int:
+    """The trial seed of one individual, a 32-bit integer fixed by (tuner seed, optimizer, generation, index).
+
+    The optimizer name enters through SHA-256 (not Python's salted hash()), so the seed is the
+    same in every process and whatever order individuals are evaluated or told in.
+    """
+    name_key = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
+    sequence = np.random.SeedSequence([int(seed), name_key, int(generation), int(index)])
+    return int(sequence.generate_state(1, np.uint32)[0])
+
+
+@dataclass(frozen=True)
+class Individual:
+    """One member of a generation: train `hparams` for `steps` steps with trial seed `seed`."""
+
+    generation: int
+    index: int
+    seed: int
+    hparams: dict[str, float]
+    steps: int
+
+
+def _encode(x: float) -> float | str:
+    """JSON has no inf/nan: encode them as the strings "inf", "-inf", "nan"; finite floats stay (repr round-trips)."""
+    return x if math.isfinite(x) else repr(float(x))
+
+
+def _decode(x: float | str) -> float:
+    return float(x)
+
+
+class GeneticAlgorithm:
+    """The Appendix-E GA over one optimizer's hyperparameters (SPEC §4), ask/tell style.
+
+    >>> ga = GeneticAlgorithm(space, [(3.0, 200)] * 10, population=32, seed=0, name="Adam")
+    >>> while not ga.done:
+    ...     individuals = ga.ask()
+    ...     ga.tell({i.index: evaluate(i) for i in individuals})
+    >>> ga.best()
+
+    `generations` holds (noise std σ, steps) per generation; `start` optionally replaces some
+    defaults as generation 0's mean.
+    """
+
+    def __init__(self, space: Space, generations: Iterable[tuple[float, int]], population: int,
+                 seed: int = 0, name: str = "", start: Mapping[str, float] | None = None):
+        self.space = _dimensions(space)
+        self.generations = tuple(self._check_generation(g, i) for i, g in enumerate(generations))
+        if not self.generations:
+            raise ValueError("Invalid generations: [] (must hold at least one (noise, steps) pair)")
+        if isinstance(population, bool) or not isinstance(population, (int, np.integer)) or population < 2:
+            raise ValueError(f"Invalid population: {population!r} (must be an integer >= 2)")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"Invalid seed: {seed!r} (must be a non-negative integer)")
+        if not isinstance(name, str):
+            raise ValueError(f"Invalid name: {name!r} (must be a string)")
+        self.population, self.seed, self.name = int(population), int(seed), name
+        start = dict(start or {})
+        unknown = sorted(set(start) - {d.name for d in self.space})
+        if unknown:
+            raise ValueError(f"Invalid start: {unknown[0]!r} is not a hyperparameter "
+                             f"(must be one of {', '.join(d.name for d in self.space)})")
+        for d in self.space:
+            if d.name in start:
+                try:
+                    rescale(start[d.name], d.scale)
+                except ValueError as error:
+                    raise ValueError(f"Invalid start value for {d.name}: {start[d.name]!r} ({error})") from None
+        self.start = {k: float(v) for k, v in start.items()}
+        self.generation = 0
+        self.history: list[dict] = []
+        self._mean_u = [rescale(self.start.get(d.name, d.default), d.scale) for d in self.space]
+        self._asked: list[Individual] | None = None
+
+    @staticmethod
+    def _check_generation(entry, i: int) -> tuple[float, int]:
+        noise, steps = entry
+        if isinstance(noise, bool) or not isinstance(noise, (int, float, np.number)) \
+                or not (0.0 <= float(noise) < math.inf):
+            raise ValueError(f"Invalid generations[{i}] noise: {noise!r} (must be a finite number >= 0)")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(f"Invalid generations[{i}] steps: {steps!r} (must be a positive integer)")
+        return float(noise), int(steps)
+
+    @property
+    def done(self) -> bool:
+        """True once every generation of the schedule has been told."""
+        return self.generation >= len(self.generations)
+
+    @property
+    def mean(self) -> dict[str, float]:
+        """The current generation mean on the original scale."""
+        return {d.name: unrescale(u, d.scale) for d, u in zip(self.space, self._mean_u)}
+
+    @property
+    def mean_rescaled(self) -> dict[str, float]:
+        """The current generation mean in rescaled space (u)."""
+        return {d.name: u for d, u in zip(self.space, self._mean_u)}
+
+    def ask(self) -> list[Individual]:
+        """The current generation's individuals: mean + N(0, σ²) per rescaled coordinate.
+
+        Individual i is fixed by (tuner seed, name, generation, i, mean), so repeated calls
+        return the same list until `tell`.
+        """
+        if self.done:
+            raise RuntimeError(f"all {len(self.generations)} generations are told; nothing left to ask")
+        if self._asked is None:
+            noise, steps = self.generations[self.generation]
+            asked = []
+            for index in range(self.population):
+                seed = individual_seed(self.seed, self.name, self.generation, index)
+                z = np.random.default_rng(seed).standard_normal(len(self.space))
+                hparams = {d.name: unrescale(u + noise * float(zi), d.scale)
+                           for d, u, zi in zip(self.space, self._mean_u, z)}
+                asked.append(Individual(self.generation, index, seed, hparams, steps))
+            self._asked = asked
+        return list(self._asked)
+
+    def tell(self, fitness: Mapping[int, float] | Sequence[float]) -> dict[str, float]:
+        """Record the fitness (lower is better) of every individual of the current generation.
+
+        Next mean = mean in rescaled space of the better half (population // 2 lowest fitness,
+        ties by index) of rescale(x_i), finite fitness only. If no fitness is finite, the mean
+        stays, a warning is issued and the generation's history entry has `no_finite: True`.
+        Returns the new mean on the original scale and advances the generation.
+        """
+        if self.done:
+            raise RuntimeError(f"all {len(self.generations)} generations are told; nothing left to tell")
+        individuals = self.ask()
+        if isinstance(fitness, Mapping):
+            table = {int(k): v for k, v in fitness.items()}
+        else:
+            table = dict(enumerate(fitness))
+        expected = set(range(self.population))
+        if set(table) != expected:
+            missing, extra = sorted(expected - set(table)), sorted(set(table) - expected)
+            raise ValueError(f"Invalid fitness: indices missing {missing}, unexpected {extra} "
+                             f"(must give one value per index 0..{self.population - 1})")
+        values = [float(table[i]) for i in range(self.population)]
+        # The rescaled values that were evaluated: a decay clipped at 0 counts as u = 1, not below.
+        rescaled = [[rescale(ind.hparams[d.name], d.scale) for d in self.space] for ind in individuals]
+
+        finite = sorted((values[i], i) for i in range(self.population) if math.isfinite(values[i]))
+        selected = [i for _, i in finite[: self.population // 2]]  # the better half; NaN/inf rank last
+        mean_before = list(self._mean_u)
+        if selected:
+            self._mean_u = [math.fsum(rescaled[i][k] for i in selected) / len(selected)
+                            for k in range(len(self.space))]
+        else:
+            warnings.warn(f"GA {self.name or '(unnamed)'} generation {self.generation}: no individual has a "
+                          f"finite fitness; keeping the previous mean", RuntimeWarning, stacklevel=2)
+        noise, steps = self.generations[self.generation]
+        names = [d.name for d in self.space]
+        self.history.append({
+            "generation": self.generation,
+            "noise": noise,
+            "steps": steps,
+            "mean": {d.name: unrescale(u, d.scale) for d, u in zip(self.space, mean_before)},
+            "mean_rescaled": dict(zip(names, mean_before)),
+            "individuals": [{"index": ind.index, "seed": ind.seed, "hparams": dict(ind.hparams),
+                             "rescaled": dict(zip(names, rescaled[ind.index])), "fitness": values[ind.index]}
+                            for ind in individuals],
+            "selected": selected,
+            "no_finite": not selected,
+            "next_mean": self.mean,
+            "next_mean_rescaled": self.mean_rescaled,
+        })
+        self.generation += 1
+        self._asked = None
+        return self.mean
+
+    def best(self) -> dict[str, float]:
+        """The tuned values: the final generation mean (as in the paper), on the original scale.
+
+        Before the last `tell` this is the current mean.
+        """
+        return self.mean
+
+    def to_json(self) -> str:
+        """The whole state as standard JSON (no NaN/Infinity tokens); `from_json` restores it exactly."""
+        history = [dict(h, individuals=[dict(ind, fitness=_encode(ind["fitness"])) for ind in h["individuals"]])
+                   for h in self.history]
+        state = {
+            "format": FORMAT,
+            "space": [list(d) for d in self.space],
+            "generations": [list(g) for g in self.generations],
+            "population": self.population,
+            "seed": self.seed,
+            "name": self.name,
+            "start": self.start,
+            "generation": self.generation,
+            "mean_rescaled": self._mean_u,
+            "history": history,
+        }
+        return json.dumps(state, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "GeneticAlgorithm":
+        """Restore a GA written by `to_json`; asking and telling then continue identically."""
+        state = json.loads(text)
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise ValueError(f"Invalid GA state: format {state.get('format') if isinstance(state, dict) else None!r} "
+                             f"(must be {FORMAT!r})")
+        ga = cls([tuple(d) for d in state["space"]], [tuple(g) for g in state["generations"]],
+                 state["population"], seed=state["seed"], name=state["name"], start=state["start"])
+        if len(state["mean_rescaled"]) != len(ga.space):
+            raise ValueError(f"Invalid GA state: mean_rescaled has {len(state['mean_rescaled'])} values "
+                             f"(must have {len(ga.space)})")
+        ga._mean_u = [float(u) for u in state["mean_rescaled"]]
+        ga.generation = int(state["generation"])
+        ga.history = [dict(h, individuals=[dict(ind, fitness=_decode(ind["fitness"])) for ind in h["individuals"]])
+                      for h in state["history"]]
+        return ga

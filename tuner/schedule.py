@@ -1,0 +1,318 @@
+"""Tuning schedules: one YAML per task holding Table 5 (SPEC §4) and what a run needs.
+
+    task: rosenbrock
+    population: 32                      # individuals per generation (>= 2)
+    generations:                        # Table 5: GA noise σ (rescaled space) and steps per individual
+      - {noise: 3, steps: 200}
+      ...
+    optimizers: [Adam, Momentum, ...]   # tuned by default
+    full_run: {steps: 200, seeds: 8, time_milestone_s: null}
+    lr_scale: 1                         # multiplies the tuned lr before full runs (0.5: image_generation)
+    task_options: {}                    # optional, passed to tasks.create
+    scales: {RMSprop: {rho: log}}       # optional per-hyperparameter scale overrides
+    start: {Adam: {lr: 0.01}}           # optional GA starting values (default: the registry defaults)
+
+Every error is a `ScheduleError` whose str is one line naming file, field, value and what is
+allowed, e.g. `schedules/x.yaml: generations[3].steps: -5 is not allowed (must be a positive integer)`.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.resources
+import math
+from collections import namedtuple
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from tuner.ga import SCALES, Dimension, rescale
+
+Generation = namedtuple("Generation", "noise steps")
+"""One row of Table 5; a tuple, so `schedule.generations` goes straight to `GeneticAlgorithm`."""
+
+FullRun = namedtuple("FullRun", "steps seeds time_milestone_s")
+"""The full-length runs after tuning: steps, number of seeds, wall-clock milestone (s) or None."""
+
+REQUIRED = ("task", "population", "generations", "optimizers", "full_run", "lr_scale")
+OPTIONAL = ("task_options", "scales", "start")
+FULL_RUN_KEYS = ("steps", "seeds", "time_milestone_s")
+GENERATION_KEYS = ("noise", "steps")
+
+
+class ScheduleError(ValueError):
+    """A schedule that cannot be used; str(error) is one line: file, field, value, what is allowed."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A validated tuning schedule (see the module docstring for the fields)."""
+
+    task: str
+    population: int
+    generations: tuple[Generation, ...]
+    optimizers: tuple[str, ...]
+    full_run: FullRun
+    lr_scale: float
+    task_options: dict[str, Any] = field(default_factory=dict)
+    scales: dict[str, dict[str, str]] = field(default_factory=dict)
+    start: dict[str, dict[str, float]] = field(default_factory=dict)
+    source: str = field(default="<dict>", compare=False)
+
+    def to_dict(self) -> dict:
+        """Plain data in the YAML layout (for run manifests); `Schedule.from_dict` reads it back."""
+        return {
+            "task": self.task,
+            "population": self.population,
+            "generations": [{"noise": g.noise, "steps": g.steps} for g in self.generations],
+            "optimizers": list(self.optimizers),
+            "full_run": dict(self.full_run._asdict()),
+            "lr_scale": self.lr_scale,
+            "task_options": copy.deepcopy(self.task_options),
+            "scales": copy.deepcopy(self.scales),
+            "start": copy.deepcopy(self.start),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>", registry=None, task_names=None) -> "Schedule":
+        """Validate plain data in the YAML layout; errors name `source`."""
+        return _validate(data, source, registry, task_names)
+
+
+def _show(value: Any) -> str:
+    """A value as one short line."""
+    text = repr(value) if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True,
+                                                                    width=10**6).strip()
+    if text.endswith("\n..."):
+        text = text[:-4].strip()
+    text = " ".join(text.split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _Checker:
+    """Raises ScheduleError lines for one source."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, where: str, value: Any, allowed: str):
+        raise ScheduleError(f"{self.source}: {where}: {_show(value)} is not allowed ({allowed})")
+
+    def mapping(self, where: str, value: Any, allowed: str = "must be a mapping") -> dict:
+        if not isinstance(value, dict):
+            self.fail(where, value, allowed)
+        for key in value:
+            if not isinstance(key, str):
+                self.fail(f"{where}.{key}" if where else str(key), key, "keys must be strings")
+        return value
+
+    def keys(self, where: str, value: dict, required: tuple, optional: tuple = ()):
+        prefix = f"{where}." if where else ""
+        for key in value:
+            if key not in required + optional:
+                raise ScheduleError(f"{self.source}: {prefix}{key}: unknown key "
+                                    f"(allowed: {', '.join(required + optional)})")
+        for key in required:
+            if key not in value:
+                raise ScheduleError(f"{self.source}: {prefix}{key}: missing (required)")
+
+    def integer(self, where: str, value: Any, minimum: int, allowed: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.fail(where, value, allowed)
+        return value
+
+    def number(self, where: str, value: Any, ok, allowed: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not ok(value):
+            self.fail(where, value, allowed)
+        return float(value)
+
+    def name(self, where: str, value: Any, names: list[str], what: str) -> str:
+        if not isinstance(value, str) or value not in names:
+            self.fail(where, value, f"must be one of the {what}: {', '.join(names)}")
+        return value
+
+
+def _registry(registry):
+    """The optimizer registry: `lodo` (imported lazily, so tuner.ga stays torch-free) unless given."""
+    return registry if registry is not None else importlib.import_module("lodo")
+
+
+def _task_names(task_names) -> list[str]:
+    if task_names is not None:
+        return list(task_names)
+    return list(importlib.import_module("tasks").available())
+
+
+def _optional(data: dict, key: str) -> Any:
+    """An optional mapping field; absent or null means empty."""
+    value = data.get(key)
+    return {} if value is None else value
+
+
+def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedule:
+    check = _Checker(source)
+    check.mapping("top level", data, "must be a mapping of schedule fields")
+    check.keys("", data, REQUIRED, OPTIONAL)
+
+    task = check.name("task", data["task"], _task_names(task_names), "tasks")
+    population = check.integer("population", data["population"], 2, "must be an integer >= 2")
+
+    generations = data["generations"]
+    if not isinstance(generations, list) or not generations:
+        check.fail("generations", generations, "must be a non-empty list of {noise, steps}")
+    rows = []
+    for i, row in enumerate(generations):
+        where = f"generations[{i}]"
+        check.mapping(where, row, "must be a mapping {noise, steps}")
+        check.keys(where, row, GENERATION_KEYS)
+        noise = check.number(f"{where}.noise", row["noise"], lambda v: v >= 0, "must be a finite number >= 0")
+        steps = check.integer(f"{where}.steps", row["steps"], 1, "must be a positive integer")
+        rows.append(Generation(noise, steps))
+
+    registry = _registry(registry)
+    known = list(registry.available())
+    optimizers = data["optimizers"]
+    if not isinstance(optimizers, list) or not optimizers:
+        check.fail("optimizers", optimizers, "must be a non-empty list of optimizer names")
+    for i, name in enumerate(optimizers):
+        check.name(f"optimizers[{i}]", name, known, "optimizers")
+        if optimizers.index(name) != i:
+            check.fail(f"optimizers[{i}]", name, "must not repeat an optimizer")
+
+    full = check.mapping("full_run", data["full_run"], "must be a mapping {steps, seeds, time_milestone_s}")
+    check.keys("full_run", full, FULL_RUN_KEYS)
+    milestone = full["time_milestone_s"]
+    if milestone is not None:
+        milestone = check.number("full_run.time_milestone_s", milestone, lambda v: v > 0,
+                                 "must be a positive number of seconds or null")
+    full_run = FullRun(check.integer("full_run.steps", full["steps"], 1, "must be a positive integer"),
+                       check.integer("full_run.seeds", full["seeds"], 1, "must be a positive integer"),
+                       milestone)
+    lr_scale = check.number("lr_scale", data["lr_scale"], lambda v: v > 0, "must be a positive number")
+
+    task_options = check.mapping("task_options", _optional(data, "task_options"),
+                                 "must be a mapping of task options")
+    for key, value in task_options.items():
+        if not isinstance(value, (bool, int, float, str)) and value is not None:
+            check.fail(f"task_options.{key}", value, "must be a number, string, boolean or null")
+
+    scales = check.mapping("scales", _optional(data, "scales"), "must be a mapping optimizer -> {name: scale}")
+    start = check.mapping("start", _optional(data, "start"), "must be a mapping optimizer -> {name: value}")
+    for field_name, table in (("scales", scales), ("start", start)):
+        for optimizer, entries in table.items():
+            check.name(f"{field_name}.{optimizer}", optimizer, known, "optimizers")
+            check.mapping(f"{field_name}.{optimizer}", entries, "must be a mapping hyperparameter -> value")
+            names = [h.name for h in registry.hyperparameters(optimizer)]
+            for hp in entries:
+                check.name(f"{field_name}.{optimizer}.{hp}", hp, names, f"hyperparameters of {optimizer}")
+    for optimizer, entries in scales.items():
+        for hp, scale in entries.items():
+            check.name(f"scales.{optimizer}.{hp}", scale, list(SCALES), "scales")
+    for optimizer, entries in start.items():
+        scale_of = {h.name: scales.get(optimizer, {}).get(h.name, h.scale)
+                    for h in registry.hyperparameters(optimizer)}
+        for hp, value in entries.items():
+            where = f"start.{optimizer}.{hp}"
+            allowed = "must be > 0 (log scale)" if scale_of[hp] == "log" else "must be in [0, 1) (decay scale)"
+            number = check.number(where, value, lambda v: True, allowed)
+            try:
+                rescale(number, scale_of[hp])
+            except ValueError:
+                check.fail(where, value, allowed)
+
+    return Schedule(
+        task=task, population=population, generations=tuple(rows), optimizers=tuple(optimizers),
+        full_run=full_run, lr_scale=lr_scale, task_options=dict(task_options),
+        scales={o: dict(e) for o, e in scales.items()},
+        start={o: {k: float(v) for k, v in e.items()} for o, e in start.items()},
+        source=source)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (not "last wins")."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                continue  # unhashable keys: PyYAML reports them itself
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _merge(base: dict, overrides: Mapping) -> dict:
+    """`base` with `overrides` applied: mappings merge key by key, everything else is replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def bundled() -> list[str]:
+    """Names of the schedules shipped in `schedules/`."""
+    root = importlib.resources.files("schedules")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml") and p.name != "paper_hparams.yaml")
+
+
+def _read(name_or_path: str | Path) -> tuple[str, str]:
+    """(text, source for messages) of a bundled name or a file path."""
+    text_name = str(name_or_path)
+    if isinstance(name_or_path, Path) or "/" in text_name or text_name.endswith((".yaml", ".yml")):
+        try:
+            return Path(name_or_path).read_text(encoding="utf-8"), text_name
+        except OSError as error:
+            raise ScheduleError(f"{text_name}: cannot be read ({error.strerror or error})") from None
+    names = bundled()
+    if text_name not in names:
+        raise ScheduleError(f"{text_name}: no such schedule (bundled: {', '.join(names)}; or give a path to a .yaml)")
+    return (importlib.resources.files("schedules") / f"{text_name}.yaml").read_text(encoding="utf-8"), \
+        f"schedules/{text_name}.yaml"
+
+
+def load_schedule(name_or_path: str | Path, overrides: Mapping | None = None, *,
+                  registry=None, task_names=None) -> Schedule:
+    """Load and validate a schedule: a bare name ("rosenbrock") is a bundled one, anything else a path.
+
+    `overrides` replaces fields for this run; mappings (full_run, scales, ...) merge key by key,
+    e.g. {"population": 4, "full_run": {"steps": 1000}}. `registry` (default: `lodo`) and
+    `task_names` (default: `tasks.available()`) are there for tests.
+    """
+    text, source = _read(name_or_path)
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "document"
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ScheduleError(f"{source}: {where}: invalid YAML ({problem})") from None
+    if not overrides:
+        return _validate(data, source, registry, task_names)
+    # The merged schedule is what runs, so that is what is validated (a file may rely on overrides).
+    source = f"{source} (with overrides)"
+    if not isinstance(overrides, Mapping):
+        raise ScheduleError(f"{source}: overrides: {_show(overrides)} is not allowed (must be a mapping of fields)")
+    if not isinstance(data, dict):
+        _validate(data, source, registry, task_names)  # raises: the top level is not a mapping
+    return _validate(_merge(data, overrides), source, registry, task_names)
+
+
+def space_for(schedule: Schedule, optimizer: str, registry=None) -> list[Dimension]:
+    """The GA search space of one optimizer: the registry's hyperparameters with this schedule's
+    scale overrides and start values (as defaults, i.e. generation 0's mean) applied."""
+    registry = _registry(registry)
+    known = list(registry.available())
+    if optimizer not in known:
+        raise ScheduleError(f"{schedule.source}: optimizer: {optimizer!r} is not allowed "
+                            f"(must be one of the optimizers: {', '.join(known)})")
+    scales, start = schedule.scales.get(optimizer, {}), schedule.start.get(optimizer, {})
+    return [Dimension(h.name, float(start.get(h.name, h.default)), scales.get(h.name, h.scale))
+            for h in registry.hyperparameters(optimizer)]
