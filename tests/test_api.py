@@ -1,0 +1,72 @@
+"""tuner.tune / tuner.evaluate / tuner.export_table: lr scaling, resume by replay, full-run report."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+import tuner
+from tuner.api import full_run_seed
+from tuner.schedule import Schedule
+from tuner.trial import run_trial
+
+SCHEDULE = Schedule.from_dict({"task": "noisy_bowl", "population": 4, "generations": [{"noise": 3, "steps": 200}] * 2,
+                               "optimizers": ["Adam", "LODO"],
+                               "full_run": {"steps": 100, "seeds": 1, "time_milestone_s": None}, "lr_scale": 0.5})
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_resume_replays_records_reruns_only_missing_and_scales_lr(ray_session, tmp_path):
+    rd = tmp_path / "run"
+    first = tuner.tune("noisy_bowl", schedule=SCHEDULE, seed=2, run_dir=rd, workers=2)
+    assert (first.ran, first.reused, first.errors) == (16, 0, 0)
+    for opt in ("Adam", "LODO"):  # post-tuning lr scaling (×0.5) on "lr" only, raw GA mean recorded
+        assert first.hyperparameters[opt]["lr"] == first.raw[opt]["lr"] * 0.5
+        assert {k: v for k, v in first.hyperparameters[opt].items() if k != "lr"} == \
+               {k: v for k, v in first.raw[opt].items() if k != "lr"}
+        assert first.raw[opt] == first.history[opt][-1]["next_mean"]
+    tuned = json.loads((rd / "tuned.json").read_text())
+    assert tuned["lr_scale"] == 0.5 and tuned["raw"] == first.raw
+
+    # Simulate a crash in generation 1: some records never written, a half-written temp file.
+    for i in (0, 2, 3):
+        (rd / "tuning" / "Adam" / f"g01-i{i:02d}.json").unlink()
+    for i in range(4):
+        (rd / "tuning" / "LODO" / f"g01-i{i:02d}.json").unlink()
+    (rd / "tuning" / "Adam" / ".g01-i00.json.x.tmp").write_text('{"gener')
+    (rd / "tuned.json").unlink()
+    kept = {p: p.stat().st_mtime_ns for p in (rd / "tuning").rglob("g*-i*.json")}
+
+    again = tuner.tune("noisy_bowl", schedule=SCHEDULE, seed=2, run_dir=rd, resume=True, workers=2)
+    assert (again.reused, again.ran) == (9, 7)
+    assert again.hyperparameters == first.hyperparameters  # bit-identical
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+
+
+def test_resume_with_another_seed_is_refused(ray_session, tmp_path):
+    tuner.tune("noisy_bowl", optimizers=["Adam"], schedule=SCHEDULE, seed=0, run_dir=tmp_path / "r", workers=2)
+    with pytest.raises(ValueError, match="--seed 0, not 1"):
+        tuner.tune("noisy_bowl", optimizers=["Adam"], schedule=SCHEDULE, seed=1, run_dir=tmp_path / "r", resume=True)
+
+
+def test_evaluate_reports_mean_std_over_seeds_at_both_milestones(ray_session, tmp_path):
+    hp = {"Momentum": {"lr": 0.1, "momentum": 0.5}}
+    report = tuner.evaluate("noisy_bowl", hp, steps=300, seeds=2, time_milestone=0.3, run_dir=tmp_path / "e",
+                            workers=2)
+    ref = [run_trial("noisy_bowl", "Momentum", hp["Momentum"], 300, full_run_seed(0, i)).final_loss for i in range(2)]
+    m = report["Momentum"]
+    assert m["final_loss_mean"] == pytest.approx(np.mean(ref), rel=1e-12)
+    assert m["final_loss_std"] == pytest.approx(np.std(ref), rel=1e-9)
+    assert math.isfinite(m["time_loss_mean"]) and m["time_milestone_s"] == 0.3
+    assert (m["seeds"], m["diverged"], m["steps"]) == (2, 0, 300) and m["steps_per_second"] > 0
+    data = json.loads(tuner.export_table(tmp_path / "e", "json"))
+    assert data["results"]["Momentum"]["final_loss_mean"] == m["final_loss_mean"]
+    assert data["tuned"]["Momentum"]["hyperparameters"] == hp["Momentum"]

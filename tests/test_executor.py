@@ -1,0 +1,102 @@
+"""Ray execution: actors retried when killed mid-trial, raising trials rank last, GPU placement."""
+import collections
+import math
+import os
+import signal
+
+import pytest
+
+from tuner.api import _Session
+from tuner.executor import Executor, Job, execute
+from tuner.rundir import RunDir
+from tuner.schedule import Schedule
+from tuner.trial import run_trial
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    # Logical GPUs: Ray only does the bookkeeping (CUDA_VISIBLE_DEVICES), no device is touched.
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _job(i, steps=6000, **hp):
+    return Job(("t", i), "noisy_bowl", "Adam", hp or {"lr": 0.1}, steps, seed=i)
+
+
+def test_a_worker_killed_mid_trial_is_retried_and_results_are_unchanged(ray_session):
+    ex = Executor(workers=2).start()
+    try:
+        pids = [p["pid"] for p in __import__("ray").get([a.whoami.remote() for a in ex.actors])]
+        results, killed = {}, []
+
+        def on_result(job, result):
+            results[job.key] = result
+            if not killed:  # the other worker is mid-trial now: kill its process
+                victim = next(p for p in pids if p != result["pid"])
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+
+        ex.run([_job(i) for i in range(6)], on_result)
+    finally:
+        ex.stop()
+    assert killed and ex.resubmitted >= 1
+    assert sorted(results) == [("t", i) for i in range(6)]
+    for i in range(6):  # reference: the same trial run directly in this process
+        assert "error" not in results[("t", i)]
+        assert results[("t", i)]["final_loss"] == run_trial("noisy_bowl", "Adam", {"lr": 0.1}, 6000, i).final_loss
+
+
+def test_a_trial_that_raises_returns_its_traceback_and_the_others_finish(ray_session):
+    ex = Executor(workers=2)
+    results = {}
+    try:
+        ex.run([_job(0, 200), _job(1, 200, lr=-1.0), _job(2, 200)], lambda j, r: results.__setitem__(j.key, r))
+    finally:
+        ex.stop()
+    assert "Traceback" in results[("t", 1)]["error"] and "lr" in results[("t", 1)]["error"]
+    assert math.isfinite(results[("t", 0)]["final_loss"]) and math.isfinite(results[("t", 2)]["final_loss"])
+    assert 0 < ex.efficiency() <= 1.0
+
+
+def test_an_individual_that_raises_ranks_last_is_logged_and_the_ga_goes_on(tmp_path):
+    schedule = Schedule.from_dict({"task": "noisy_bowl", "population": 4, "generations": [{"noise": 1, "steps": 50}] * 2,
+                                   "optimizers": ["Adam"], "full_run": {"steps": 10, "seeds": 1, "time_milestone_s": None},
+                                   "lr_scale": 1})
+    rd = RunDir.create(tmp_path / "r", task="noisy_bowl", schedule=schedule.to_dict(), seed=0, optimizers=["Adam"])
+    session = _Session(rd, "noisy_bowl", schedule, 0, None)
+    jobs = session.start_ga("Adam")
+    assert [j.key[2:] for j in jobs] == [(0, i) for i in range(4)]
+    more = []
+    for j in jobs:
+        result = {"error": "Traceback (most recent call last):\nValueError: boom\n"} if j.key[3] == 2 else \
+                 {"final_loss": float(j.key[3]), "seconds": 0.1}
+        more += session.on_result(j, result)
+    fitness = [i["fitness"] for i in session.gas["Adam"].history[0]["individuals"]]
+    assert fitness == [0.0, 1.0, math.inf, 3.0] and session.gas["Adam"].history[0]["selected"] == [0, 1]
+    assert [j.key[2] for j in more] == [1] * 4  # generation 1 was asked
+    assert (rd.path / "errors" / "Adam" / "g00-i02.txt").read_text().endswith("ValueError: boom\n")
+    assert rd.read_individual("Adam", 0, 2)["error"] == "ValueError: boom"
+
+
+def test_full_run_reaches_both_the_step_and_the_time_milestone():
+    r = execute(Job(("f", 0), "noisy_bowl", "Momentum", {"lr": 0.1}, 100, 0, kind="full", time_limit=0.5))
+    ref = run_trial("noisy_bowl", "Momentum", {"lr": 0.1}, 100, 0)
+    assert r["final_loss"] == ref.final_loss and r["evaluations"] == 100
+    assert r["time_evaluations"] > 100 and math.isfinite(r["time_loss"])
+
+
+def test_trials_get_their_declared_gpu_share_and_distinct_devices(ray_session):
+    import ray
+
+    ex = Executor(cpus_per_trial=0.5, gpus_per_trial=0.5).start()
+    try:
+        who = ray.get([a.whoami.remote() for a in ex.actors])
+    finally:
+        ex.stop()
+    assert len(who) == 4  # 2 GPUs / 0.5 per trial: two trials share each GPU, each sees only its own
+    assert collections.Counter(tuple(w["gpu_ids"]) for w in who) == {("0",): 2, ("1",): 2}
+    assert collections.Counter(w["cuda_visible_devices"] for w in who) == {"0": 2, "1": 2}

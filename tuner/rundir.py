@@ -1,0 +1,214 @@
+"""A run directory: the durable record of one tuning + full-run session.
+
+Layout (one file per record, so a crash can only lose the record being written)::
+
+    manifest.json                   task, schedule (full dict), seed, optimizers, versions, created
+    tuning/<optimizer>/g03-i17.json one finished GA individual (hparams, steps, seed, fitness, curve)
+    tuning/<optimizer>/state.json   the GA's mean after its last complete generation
+    errors/<optimizer>/g03-i17.txt  traceback of an individual whose trial raised (fitness +inf)
+    tuned.json                      tuned hyperparameters (after lr scaling) and the raw GA means
+    full/<optimizer>/seed-2.json    one finished full-length run
+    summary.json                    reused/ran counts, efficiency, wall time of the last session
+
+Every write is atomic (temp file + fsync + os.replace): on kill -9 a record either exists
+whole or not at all; stray ``*.tmp`` files are ignored.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import tempfile
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+_SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be created or resumed (one-line message)."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so readers see the old file or the new one, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    """JSON with exact float round-trip (repr) and ``Infinity`` for diverged fitness."""
+    atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=True) + "\n")
+
+
+def read_json(path: Path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def versions() -> dict[str, str]:
+    """Versions worth recording next to results."""
+    out = {"python": platform.python_version()}
+    try:
+        from importlib.metadata import version
+
+        out["lodo-tune"] = version("lodo-tune")
+    except Exception:  # not installed (running from a source tree)
+        out["lodo-tune"] = "unknown"
+    for mod in ("torch", "ray", "numpy"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:
+            out[mod] = "unknown"
+    return out
+
+
+def safe_name(optimizer: str) -> str:
+    """Optimizer name as a directory name ("Levenberg-Marquardt" stays, "/" and spaces do not)."""
+    return _SAFE.sub("_", optimizer)
+
+
+def finite_or_none(x):
+    return None if x is None or not math.isfinite(x) else x
+
+
+class RunDir:
+    """Reads and writes the records of one run directory."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    # -- creation / resume -------------------------------------------------------------------
+    @staticmethod
+    def check_new(path) -> None:
+        """Raise RunDirError unless `path` can become a fresh run directory (writes nothing)."""
+        p = Path(path)
+        if p.exists() and not p.is_dir():
+            raise RunDirError(f"--run-dir: {str(p)!r} exists and is not a directory")
+        if p.is_dir() and any(p.iterdir()):
+            raise RunDirError(f"--run-dir: {str(p)!r} is not empty (use --resume {p} to continue it)")
+
+    @staticmethod
+    def check_resume(path, task: str | None, schedule: dict | None) -> dict:
+        """Return the manifest of `path`, or raise RunDirError if it is not a resumable run of
+        the same task and schedule (None skips that comparison)."""
+        p = Path(path)
+        if not (p / MANIFEST).is_file():
+            raise RunDirError(f"--resume: {str(p)!r} is not a run directory (no {MANIFEST})")
+        try:
+            manifest = read_json(p / MANIFEST)
+        except (OSError, ValueError) as e:
+            raise RunDirError(f"--resume: unreadable {MANIFEST} in {str(p)!r} ({e})") from None
+        if task is not None and manifest.get("task") != task:
+            raise RunDirError(f"--resume: {str(p)!r} is a run of task {manifest.get('task')!r}, not {task!r}")
+        if schedule is not None and _canonical(manifest.get("schedule")) != _canonical(schedule):
+            raise RunDirError(f"--resume: {str(p)!r} was run with another schedule")
+        return manifest
+
+    @classmethod
+    def create(cls, path, *, task: str, schedule: dict, seed: int, optimizers: list[str], **extra) -> "RunDir":
+        rd = cls(path)
+        rd.path.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "task": task,
+            "schedule": schedule,
+            "seed": seed,
+            "optimizers": list(optimizers),
+            "versions": versions(),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **extra,
+        }
+        atomic_write_json(rd.path / MANIFEST, manifest)
+        return rd
+
+    @property
+    def manifest(self) -> dict:
+        return read_json(self.path / MANIFEST)
+
+    def update_manifest(self, **fields) -> None:
+        atomic_write_json(self.path / MANIFEST, {**self.manifest, **fields})
+
+    # -- tuning records ----------------------------------------------------------------------
+    def individual_path(self, optimizer: str, generation: int, index: int) -> Path:
+        return self.path / "tuning" / safe_name(optimizer) / f"g{generation:02d}-i{index:02d}.json"
+
+    def write_individual(self, optimizer: str, record: dict) -> None:
+        atomic_write_json(self.individual_path(optimizer, record["generation"], record["index"]), record)
+
+    def read_individual(self, optimizer: str, generation: int, index: int) -> dict | None:
+        p = self.individual_path(optimizer, generation, index)
+        return read_json(p) if p.is_file() else None
+
+    def individuals(self, optimizer: str) -> list[dict]:
+        d = self.path / "tuning" / safe_name(optimizer)
+        if not d.is_dir():
+            return []
+        recs = [read_json(p) for p in sorted(d.glob("g*-i*.json"))]
+        return sorted(recs, key=lambda r: (r["generation"], r["index"]))
+
+    def write_state(self, optimizer: str, state: dict) -> None:
+        atomic_write_json(self.path / "tuning" / safe_name(optimizer) / "state.json", state)
+
+    def read_state(self, optimizer: str) -> dict | None:
+        p = self.path / "tuning" / safe_name(optimizer) / "state.json"
+        return read_json(p) if p.is_file() else None
+
+    def write_error(self, optimizer: str, generation: int, index: int, traceback: str) -> Path:
+        p = self.path / "errors" / safe_name(optimizer) / f"g{generation:02d}-i{index:02d}.txt"
+        atomic_write_text(p, traceback)
+        return p
+
+    def write_tuned(self, tuned: dict) -> None:
+        atomic_write_json(self.path / "tuned.json", tuned)
+
+    def read_tuned(self) -> dict | None:
+        p = self.path / "tuned.json"
+        return read_json(p) if p.is_file() else None
+
+    # -- full-length runs --------------------------------------------------------------------
+    def full_path(self, optimizer: str, seed_index: int) -> Path:
+        return self.path / "full" / safe_name(optimizer) / f"seed-{seed_index}.json"
+
+    def write_full(self, optimizer: str, seed_index: int, record: dict) -> None:
+        atomic_write_json(self.full_path(optimizer, seed_index), record)
+
+    def read_full(self, optimizer: str, seed_index: int) -> dict | None:
+        p = self.full_path(optimizer, seed_index)
+        return read_json(p) if p.is_file() else None
+
+    def full_runs(self, optimizer: str) -> list[dict]:
+        d = self.path / "full" / safe_name(optimizer)
+        if not d.is_dir():
+            return []
+        recs = [read_json(p) for p in d.glob("seed-*.json")]
+        return sorted(recs, key=lambda r: r["seed_index"])
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_json(self.path / "summary.json", summary)
+
+    def read_summary(self) -> dict | None:
+        p = self.path / "summary.json"
+        return read_json(p) if p.is_file() else None
+
+
+def _canonical(obj) -> str:
+    """Schedules compare by content; tuples (from dataclasses) and lists are the same in JSON."""
+    return json.dumps(obj, sort_keys=True, allow_nan=True)
