@@ -4,6 +4,7 @@
     lodo-tune --resume runs/noisy_bowl-20260101-120000
     lodo-tune export RUN_DIR --format markdown|csv|latex|json
     lodo-tune demo
+    lodo-tune meta-train --task noisy_bowl [--steps N] [--resume] [--workers N]
 
 Every input is validated before the run directory is created or Ray starts: bad input prints
 ONE line (`lodo-tune: error: --optimizers: unknown optimizer 'Adamm' (valid: ...)`) and exits 2.
@@ -375,6 +376,16 @@ def main(argv=None) -> int:
             except RunDirError as e:
                 raise UsageError(str(e)) from None
             return 0
+        if argv[:1] == ["meta-train"]:
+            from tuner import meta_train
+
+            args = meta_train.configure_parser(
+                _Parser(prog=f"{PROG} meta-train", description="Meta-train the L2LBGDBGD LSTM optimizer.")
+            ).parse_args(argv[1:])
+            try:
+                return meta_train.run_from_args(args)
+            except ValueError as e:  # invalid meta-training settings name their field
+                raise UsageError(str(e)) from None
         if argv[:1] == ["demo"]:
             parser = _run_parser(f"{PROG} demo")
             args = parser.parse_args(["--task", "noisy_bowl", "--optimizers", "Adam,Momentum,LODO"] + argv[1:])

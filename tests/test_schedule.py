@@ -20,7 +20,7 @@ TABLE_5 = {
 }
 # SPEC §4 / the issue: population, optimizers tuned by default, full runs, lr scale.
 RUNS = {
-    "noisy_bowl": (32, ["Adam", "Momentum", "RMSprop", "Yogi", "L-BFGS", "O-LBFGS", "LODO"],
+    "noisy_bowl": (32, ["Adam", "Momentum", "RMSprop", "Yogi", "L-BFGS", "O-LBFGS", "LODO", "L2LBGDBGD"],
                    (100000, 8, 300), 1.0),
     "rosenbrock": (32, ["Adam", "Momentum", "RMSprop", "Yogi", "LODO"], (200, 8, None), 1.0),
     "image_generation": (32, ["Adam", "Momentum", "RMSprop", "Yogi", "LARS", "LODO", "LODO-Diagonal",

@@ -82,6 +82,8 @@ def _table6_rows(data: dict) -> list[tuple[str, str, str]]:
         hp = entry["hyperparameters"]
         names = " / ".join(hp) if hp else "—"
         values = " / ".join(_sig(v) for v in hp.values()) if hp else "—"
+        if not hp and entry["status"] == "done":
+            values = "none (nothing to tune)"
         if entry["status"] != "done":
             values += f" ({entry['status']})"
         rows.append((o, names, values))
