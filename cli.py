@@ -4,6 +4,7 @@
     lodo-tune --resume runs/noisy_bowl-20260101-120000
     lodo-tune export RUN_DIR --format markdown|csv|latex|json
     lodo-tune demo
+    lodo-tune report RUN_DIR [--out DIR]
     lodo-tune meta-train --task noisy_bowl [--steps N] [--resume] [--workers N]
 
 Every input is validated before the run directory is created or Ray starts: bad input prints
@@ -340,6 +341,7 @@ def _run(args, demo_overrides: dict | None = None) -> int:
             result = api.run(progress=progress, **plan)
     else:
         result = api.run(**plan)
+    report = _write_report(result.run_dir)
     if args.json:
         from tuner.export import collect
 
@@ -347,13 +349,27 @@ def _run(args, demo_overrides: dict | None = None) -> int:
         out.update(run_dir=str(result.run_dir), reused=result.reused, ran=result.ran, errors=result.errors,
                    full_reused=result.full_reused, full_ran=result.full_ran,
                    efficiency=None if math.isnan(result.efficiency) else result.efficiency,
-                   wall_seconds=result.wall_seconds, workers=result.workers)
+                   wall_seconds=result.wall_seconds, workers=result.workers,
+                   report=None if report is None else str(report))
         print(json.dumps(out, indent=2, allow_nan=False))
     elif not args.quiet:
         from rich.console import Console
 
         _print_tables(result, Console())
+        if report is not None:
+            print(f"report {report}")
     return 0
+
+
+def _write_report(run_dir):
+    """The run's report.md and figures; a failure here never fails a finished run."""
+    from tuner.report import write_report
+
+    try:
+        return write_report(run_dir)
+    except Exception as e:  # noqa: BLE001 - the run's records are already safe on disk
+        print(f"{PROG}: warning: report not written: {e}", file=sys.stderr)
+        return None
 
 
 DEMO_SCHEDULE = {
@@ -376,6 +392,16 @@ def main(argv=None) -> int:
             except RunDirError as e:
                 raise UsageError(str(e)) from None
             return 0
+        if argv[:1] == ["report"]:
+            from tuner import report
+
+            args = report.configure_parser(
+                _Parser(prog=f"{PROG} report", description="Write report.md and figures for a run directory.")
+            ).parse_args(argv[1:])
+            try:
+                return report.run_from_args(args)
+            except ValueError as e:  # a missing or invalid run directory
+                raise UsageError(str(e)) from None
         if argv[:1] == ["meta-train"]:
             from tuner import meta_train
 

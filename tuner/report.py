@@ -1,0 +1,506 @@
+"""`lodo-tune report RUN_DIR`: the reproduction report — our numbers next to the paper's.
+
+Writes ``report.md`` and PNG figures from what a run directory already holds (finished or not):
+
+- results next to the paper's Table 1 (noisy_bowl), Table 2 + 3 (image_generation, train NLL)
+  and Table 4 (resnet18_cifar10, train loss), with the ratio ours / paper ("—" where the paper
+  has no row or either side diverged);
+- the tuned hyperparameters next to Table 6 (`lodo.paper_hyperparameters(task)`);
+- ``figures/loss.png``: training loss by step and by wall time, mean ± std over seeds of the
+  full runs' decimated curves (seeds interpolated onto a common grid), one line per optimizer;
+- ``figures/tuning-<optimizer>.png``: per hyperparameter, the GA's generation mean (replayed
+  from the records with `tuner.ga.GeneticAlgorithm`) as a line and every individual as a dot.
+  (256-colour PNGs at 100 dpi, a few tens of KB each.)
+
+matplotlib is the optional extra ``plots``: imported lazily and only through
+`matplotlib.figure.Figure` (the Agg canvas, no pyplot state); without it the report keeps its
+tables and says in one line that figures were skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tuner.rundir import MANIFEST, RunDir, RunDirError, read_json, safe_name
+
+DPI = 100
+FIGURES = "figures"
+SKIPPED = "Figures skipped: matplotlib is not installed (pip install 'lodo-tune[plots]')."
+DIVERGED = math.inf
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    """One of the paper's result tables for a task (SPEC §6): {optimizer: (mean, std or None)}.
+
+    A diverged entry has mean = inf; `time_rows` is the column at the wall-clock milestone `time_s`.
+    """
+
+    name: str
+    metric: str
+    steps: int
+    rows: dict
+    time_s: float | None = None
+    time_rows: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
+
+
+PAPER = {
+    "noisy_bowl": PaperTable(
+        "Table 1", "average training loss over the last 10 %", 100_000,
+        rows={"Adam": (15.28, 0.07), "Momentum": (16.59, 0.08), "RMSprop": (22.37, 0.06),
+              "Yogi": (15.35, 0.10), "L-BFGS": (49.30, 1.04), "O-LBFGS": (13.96, 0.08),
+              "L2LBGDBGD": (14.79, 0.08), "LODO": (8.99, 0.05), "BFGS": (DIVERGED, None),
+              "Levenberg-Marquardt": (7.40, 0.02), "Newton": (7.41, None)},
+        time_s=300,
+        time_rows={"Adam": (15.26, 0.08), "Momentum": (16.56, 0.05), "RMSprop": (22.47, 0.13),
+                   "Yogi": (15.16, 0.05), "L-BFGS": (40.60, 1.40), "O-LBFGS": (10.80, 0.17),
+                   "L2LBGDBGD": (14.81, 0.10), "LODO": (10.05, 0.22), "BFGS": (DIVERGED, None),
+                   "Levenberg-Marquardt": (7.35, 0.07), "Newton": (7.41, None)},
+        notes={"L-BFGS": "the paper's L-BFGS used the authors' slipped initial scaling "
+                         "(s_oldestᵀy_newest / y_newestᵀy_newest); the correct one gives ≈ 15.5 (SPEC §2)",
+               "Newton": "Newton (optimal) scores ½·v·tr(H) = 7.412·v, v the noise variance (SPEC §3)"}),
+    "image_generation": PaperTable(
+        "Tables 2 and 3", "training NLL in nats/pixel", 300_000,
+        rows={"Adam": (0.830, None), "Momentum": (0.708, None), "RMSprop": (0.917, None),
+              "Yogi": (0.683, None), "LARS": (0.701, None), "LODO": (0.696, None),
+              "LODO-Diagonal": (DIVERGED, None), "LODO-Global": (0.770, None),
+              "LODO-Residuals": (0.701, None), "LODO-No-Momentum": (0.753, None),
+              "LODO-SGD": (0.709, None)}),
+    "resnet18_cifar10": PaperTable(
+        "Table 4", "training loss", 3000,
+        rows={"Adam": (0.326, None), "Momentum": (0.386, None), "RMSprop": (2.380, None),
+              "Yogi": (0.398, None), "LARS": (0.296, None), "LODO": (0.624, None)}),
+}
+
+
+# -- numbers ---------------------------------------------------------------------------------
+def ratio(ours: float | None, paper: float | None) -> str:
+    """ours / paper to 2 decimals; "—" when either is missing, diverged or the paper's is 0."""
+    if ours is None or paper is None or not (math.isfinite(ours) and math.isfinite(paper)) or paper == 0:
+        return "—"
+    return f"{ours / paper:.2f}"
+
+
+def _value(x: float) -> str:
+    """Table 6's 4 significant digits; a rate just below 1 keeps 3 digits of 1 − x (0.9999723)."""
+    from tuner.export import _sig
+
+    if 0.99 < x < 1:
+        return f"{x:.{2 - math.floor(math.log10(1 - x))}f}"
+    return _sig(x)
+
+
+def _paper_cell(entry) -> str:
+    if entry is None:
+        return "—"
+    mean, std = entry
+    if not math.isfinite(mean):
+        return "diverged"
+    decimals = 2 if mean >= 1 else 3  # as the paper prints them (15.28 ± 0.07, 0.830)
+    return f"{mean:.{decimals}f}" + (f" ± {std:.{decimals}f}" if std is not None else "")
+
+
+def band(curves: list[dict], x: str, points: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and std (ddof 0) over seeds of `curves` ({x: [...], "loss": [...]}) on a common grid.
+
+    Seeds sharing the same x (the step curves of equally long runs) are averaged point by point;
+    otherwise each is linearly interpolated onto `points` values spanning the range all cover.
+    """
+    xs = [np.asarray(c[x], dtype=float) for c in curves]
+    ys = [np.asarray(c["loss"], dtype=float) for c in curves]
+    if all(len(v) == len(xs[0]) and np.array_equal(v, xs[0]) for v in xs):
+        grid, stack = xs[0], np.stack(ys)
+    else:
+        lo, hi = max(v[0] for v in xs), min(v[-1] for v in xs)
+        grid = np.linspace(lo, hi, points) if hi > lo else xs[0]
+        stack = np.stack([np.interp(grid, v, y) for v, y in zip(xs, ys)])
+    return grid, stack.mean(axis=0), stack.std(axis=0)
+
+
+def finite_curves(records: list[dict]) -> tuple[list[dict], int]:
+    """The curves of the seeds that stayed finite, and how many seeds diverged (left out)."""
+    curves, diverged = [], 0
+    for r in records:
+        c = r.get("curve")
+        if not c or not c.get("loss"):
+            continue
+        if r.get("diverged") or not all(math.isfinite(v) for v in c["loss"]):
+            diverged += 1
+        else:
+            curves.append(c)
+    return curves, diverged
+
+
+def ga_means(rd: RunDir, optimizer: str, space, schedule: dict, seed: int):
+    """The GA's mean by generation, replayed from the tuning records (SPEC §4).
+
+    Returns (generations, means, individuals): means[j] is the mean that generated generation
+    generations[j] (the last entry, at len(schedule generations), is the tuned value once all
+    are told); individuals are the records. means is None when the records do not match a
+    replay of this run's GA (another seed or schedule; then only the individuals are shown).
+    """
+    from tuner.ga import GeneticAlgorithm
+
+    records = rd.individuals(optimizer)
+    ga = GeneticAlgorithm(space, [(g["noise"], g["steps"]) for g in schedule["generations"]],
+                          schedule["population"], seed=seed, name=optimizer)
+    by_key = {(r["generation"], r["index"]): r for r in records}
+    while not ga.done:
+        individuals = ga.ask()
+        found = [by_key.get((i.generation, i.index)) for i in individuals]
+        for ind, rec in zip(individuals, found):
+            if rec is not None and (rec["seed"] != ind.seed or any(
+                    not math.isclose(rec["hparams"].get(k, math.nan), v, rel_tol=1e-9)
+                    for k, v in ind.hparams.items())):
+                return None, None, records
+        if any(rec is None for rec in found):
+            break
+        ga.tell({rec["index"]: float(rec["fitness"]) for rec in found})
+    means = [h["mean"] for h in ga.history] + [ga.mean]
+    return list(range(len(means))), means, records
+
+
+# -- figures ---------------------------------------------------------------------------------
+def _figure_class():
+    """matplotlib's Figure (Agg canvas on save), or None when the `plots` extra is missing."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    return Figure
+
+
+def save_png(fig, path: Path) -> None:
+    """Save `fig` at DPI as a 256-colour PNG (plots need no more; the file shrinks ~2.5×)."""
+    import io
+
+    from PIL import Image  # a dependency of matplotlib
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    buf.seek(0)
+    Image.open(buf).convert("RGB").quantize(256).save(path, format="png", optimize=True)
+
+
+def _use_log(values: list[np.ndarray]) -> bool:
+    """Log-scale y when every value is positive and they span more than a decade."""
+    v = np.concatenate([np.ravel(a) for a in values]) if values else np.array([])
+    v = v[np.isfinite(v)]
+    return v.size > 0 and bool(np.all(v > 0)) and v.max() / v.min() > 10
+
+
+def plot_curves(full: dict[str, list[dict]]):
+    """Training loss by step (left) and by wall time (right), mean ± std band over seeds.
+
+    `full` maps optimizer -> its full-run records. One line per optimizer with a finite seed on
+    each axis; a band (fill_between) only where ≥ 2 seeds are averaged. Returns the Figure.
+    """
+    Figure = _figure_class()
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    plotted = []
+    for optimizer, records in full.items():
+        curves, diverged = finite_curves(records)
+        if not curves:
+            continue
+        label = optimizer + (f" ({diverged} diverged seeds left out)" if diverged else "")
+        color = None
+        for ax, x in zip(axes, ("step", "time")):
+            grid, mean, std = band(curves, x)
+            (line,) = ax.plot(grid, mean, label=label, color=color, lw=1.2)
+            color = line.get_color()
+            if len(curves) > 1:  # keep a positive curve's band positive, for a log-scale y
+                floor = mean.min() * 1e-3 if mean.min() > 0 else -np.inf
+                ax.fill_between(grid, np.maximum(mean - std, floor), mean + std, color=color, alpha=0.2, lw=0)
+            plotted.append(mean)
+    log = _use_log(plotted)
+    for ax, xlabel in zip(axes, ("step (loss/gradient evaluations)", "wall time (s)")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("training loss")
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    if plotted:
+        axes[0].legend(fontsize=8)
+    fig.suptitle("Training loss, mean ± std over seeds")
+    return fig
+
+
+_DECAY_TICKS = [0.0, 0.5] + [1 - 10.0 ** -k for k in range(1, 16)]
+
+
+def _decay_label(t: float) -> str:
+    return f"{t:g}" if t < 0.9999 else f"1−1e-{round(-math.log10(1 - t))}"
+
+
+def plot_tuning(optimizer: str, space, generations, means, records, paper: dict | None = None):
+    """One panel per hyperparameter: individuals as dots (colour = fitness rank within their
+    generation, dark = better), the GA's generation mean as a line, Table 6 as a dashed line.
+
+    Log-scaled hyperparameters get a log y axis; decay rates an axis in the GA's coordinate
+    u = 1 − ln(1 − x), where its noise is isotropic. Returns the Figure.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    Figure = _figure_class()
+    fig = Figure(figsize=(3.3 * len(space), 3.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(space), squeeze=False)[0])
+    gen = np.array([r["generation"] for r in records])
+    rank = np.zeros(len(records))
+    for g in set(gen.tolist()):
+        idx = np.flatnonzero(gen == g)
+        fit = np.array([float(records[i]["fitness"]) for i in idx])
+        fit = np.where(np.isfinite(fit), fit, np.inf)
+        order = np.argsort(np.argsort(fit, kind="stable"), kind="stable")
+        rank[idx] = order / max(len(idx) - 1, 1)
+    for ax, dim in zip(axes, space):
+        values = np.array([r["hparams"][dim.name] for r in records], dtype=float)
+        ax.scatter(gen, values, c=rank, cmap="viridis", vmin=0, vmax=1, s=8, linewidths=0,
+                   label="individuals")
+        if means is not None:
+            ax.plot(generations, [m[dim.name] for m in means], color="black", marker="o", ms=3,
+                    lw=1.5, label="GA mean")
+        if paper and dim.name in paper:
+            ax.axhline(paper[dim.name], color="tab:red", ls="--", lw=1, label="paper (Table 6)")
+        if dim.scale == "log":
+            ax.set_yscale("log")
+        else:
+            ax.set_yscale("function", functions=(_decay_u, _decay_x))
+            shown = np.concatenate([values, [m[dim.name] for m in means or []],
+                                    [paper[dim.name]] if paper and dim.name in paper else []])
+            lo = max([t for t in _DECAY_TICKS if t <= shown.min()], default=0.0)
+            hi = min([t for t in _DECAY_TICKS if t >= shown.max()], default=_DECAY_TICKS[-1])
+            ticks = [t for t in _DECAY_TICKS if lo <= t <= hi]
+            ticks = ticks[:: max(1, math.ceil(len(ticks) / 8))]
+            ax.set_yticks(ticks, [_decay_label(t) for t in ticks])
+            u = _decay_u(shown)
+            pad = 0.05 * max(u.max() - u.min(), 0.1)
+            ax.set_ylim(_decay_x(u.min() - pad) if u.min() > pad else 0.0, _decay_x(u.max() + pad))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(dim.name, fontsize=10)
+        ax.set_xlabel("generation")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{optimizer}: GA tuning by generation", fontsize=11)
+    return fig
+
+
+def _decay_u(x):
+    return -np.log1p(-np.clip(x, 0.0, 1.0 - 1e-15))
+
+
+def _decay_x(u):
+    return -np.expm1(-np.asarray(u))
+
+
+# -- the report ------------------------------------------------------------------------------
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return (["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+            + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def results_section(data: dict, manifest: dict) -> list[str]:
+    """Our last-10 % losses next to the paper's table for this task, with ours / paper."""
+    from tuner.export import _pm
+
+    task, results = data["task"], data["results"]
+    paper = PAPER.get(task)
+    full = manifest["schedule"]["full_run"]
+    steps, milestone = full["steps"], full.get("time_milestone_s")
+    title = f"## Results — {task}" + (f" vs the paper's {paper.name}" if paper else "")
+    lines = [title, ""]
+    if not results:
+        lines += ["No full-length runs yet (tuning only, or the full runs have not finished one seed).", ""]
+    if paper is None:
+        lines += ([] if not results else [f"The paper has no results table for {task}.", ""])
+    timed = milestone is not None and paper is not None and paper.time_s is not None
+    header = ["Optimizer", f"ours, {steps} steps"]
+    if paper:
+        header += [f"paper, {paper.steps} steps", "ours/paper"]
+    if milestone is not None:
+        header += [f"ours, {milestone:g} s"]
+    if timed:
+        header += [f"paper, {paper.time_s:g} s", "ours/paper"]
+    header += ["steps/s (ours)"]
+    names = list(manifest["optimizers"])
+    if paper:
+        names += [o for o in paper.rows if o not in names]
+    rows = []
+    for o in names:
+        r = results.get(o)
+        ours = "not run" if o not in manifest["optimizers"] else "—"
+        ours_mean = ours_time = None
+        if r is not None:
+            ours = _pm(r["final_loss_mean"], r["final_loss_std"], r["diverged"], r["seeds"])
+            if r["seeds"] < r["planned_seeds"]:
+                ours += f" ({r['seeds']}/{r['planned_seeds']} seeds)"
+            ours_mean, ours_time = r["final_loss_mean"], r["time_loss_mean"]
+        row = [o, ours]
+        if paper:
+            entry = paper.rows.get(o)
+            row += [_paper_cell(entry), ratio(ours_mean, entry[0] if entry else None)]
+        if milestone is not None:
+            row += [_pm(r["time_loss_mean"], r["time_loss_std"], r["diverged"], r["seeds"]) if r else "—"]
+        if timed:
+            entry = paper.time_rows.get(o)
+            row += [_paper_cell(entry), ratio(ours_time, entry[0] if entry else None)]
+        row += [f"{r['steps_per_second']:.1f}" if r and r["steps_per_second"] else "—"]
+        rows.append(row)
+    if rows and (results or paper):
+        lines += _table(header, rows)
+    metric = paper.metric if paper else "average training loss over the last 10 %"
+    notes = [f"Mean ± std over seeds of the {metric}; ratio = our mean / the paper's mean."]
+    if paper and steps != paper.steps:
+        notes.append(f"Our full runs take {steps} steps, the paper's {paper.steps}: "
+                     "the ratios compare different budgets.")
+    if timed and milestone != paper.time_s:
+        notes.append(f"Our time milestone is {milestone:g} s, the paper's {paper.time_s:g} s (other hardware).")
+    if paper:
+        notes += [f"{o}: {n}." for o, n in paper.notes.items() if o in names]
+    if manifest["schedule"].get("task_options"):
+        notes.append(f"Task options: {manifest['schedule']['task_options']} (the paper's numbers use the defaults).")
+    return lines + [""] + [f"- {n}" for n in notes]
+
+
+def tuned_section(data: dict, paper_hparams: dict[str, dict[str, float]]) -> list[str]:
+    """Our tuned hyperparameters (after lr scaling) next to Table 6, one row per hyperparameter."""
+    lines = [f"## Tuned hyperparameters ({data['source']}) vs the paper's Table 6", ""]
+    rows = []
+    for o, entry in data["tuned"].items():
+        ours, paper = entry["hyperparameters"], paper_hparams.get(o, {})
+        status = "" if entry["status"] == "done" else f" ({entry['status']})"
+        names = list(ours or {}) or list(paper)
+        if not names:
+            rows.append([o, "—", "none (nothing to tune)" if entry["status"] == "done" else "—", "—"])
+        for name in names:
+            value = _value(ours[name]) + status if ours and name in ours else "—" + status
+            rows.append([o, name, value, _value(paper[name]) if name in paper else "—"])
+    if not rows:
+        return lines + ["No tuning records yet."]
+    return lines + _table(["Optimizer", "hyperparameter", "ours", "paper (Table 6)"], rows) + [
+        "", "- Learning rates are after the schedule's lr_scale (image_generation: halved, as Table 6 prints them)."]
+
+
+def _space(manifest: dict, optimizer: str):
+    from tuner.schedule import Schedule, space_for
+
+    return space_for(Schedule.from_dict(manifest["schedule"]), optimizer)
+
+
+def _paper_hparams(task: str) -> dict:
+    import lodo
+
+    try:
+        return lodo.paper_hyperparameters(task)
+    except ValueError:  # a task Table 6 does not cover
+        return {}
+
+
+def write_figures(rd: RunDir, manifest: dict, out_dir: Path, paper_hparams: dict) -> list[str]:
+    """Save the figures under out_dir/figures; return the report's markdown lines for them."""
+    fig_dir = out_dir / FIGURES
+    lines = []
+    full = {o: rd.full_runs(o) for o in manifest["optimizers"]}
+    if any(finite_curves(r)[0] for r in full.values()):
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        save_png(plot_curves(full), fig_dir / "loss.png")
+        lines += ["### Training loss", "", f"![Training loss by step and by wall time]({FIGURES}/loss.png)", ""]
+    lr_scale = manifest["schedule"].get("lr_scale", 1.0)
+    tuned = [o for o in manifest["optimizers"] if (rd.path / "tuning" / safe_name(o)).is_dir()]
+    for o in tuned:
+        try:
+            space = _space(manifest, o)
+        except ValueError as e:  # a schedule this version no longer accepts
+            lines += [f"GA figure for {o} skipped: {e}", ""]
+            continue
+        if not space:  # nothing to tune (L2LBGDBGD)
+            continue
+        generations, means, records = ga_means(rd, o, space, manifest["schedule"], manifest["seed"])
+        if not records:
+            continue
+        paper = {k: (v / lr_scale if k == "lr" else v) for k, v in paper_hparams.get(o, {}).items()}
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        name = f"tuning-{safe_name(o)}.png"
+        save_png(plot_tuning(o, space, generations, means, records, paper), fig_dir / name)
+        lines += [f"### GA tuning: {o}", "", f"![{o}: GA tuning by generation]({FIGURES}/{name})", ""]
+        if means is None:
+            lines += ["The records do not match a replay of this run's GA: individuals only, no mean.", ""]
+    if any(line.startswith("### GA tuning") for line in lines):
+        lines += ["GA figures: dots are individuals, coloured by fitness rank within their generation "
+                  "(dark = better); the line is the mean each generation was drawn around (its last point "
+                  "is the tuned value once every generation is done); dashed: the paper's Table 6."
+                  + (f" Values are before the lr scaling (×{lr_scale:g}), Table 6's lr scaled back likewise."
+                     if lr_scale != 1 else ""), ""]
+    return lines or ["No curves or tuning records yet."]
+
+
+def _load(run_dir) -> tuple[RunDir, dict]:
+    rd = RunDir(run_dir)
+    if not (rd.path / MANIFEST).is_file():
+        raise RunDirError(f"report: {str(rd.path)!r} is not a run directory (no {MANIFEST})")
+    try:
+        manifest = read_json(rd.path / MANIFEST)
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"report: unreadable {MANIFEST} in {str(rd.path)!r} ({e})") from None
+    needed = ("task", "schedule", "seed", "optimizers")
+    if not isinstance(manifest, dict) or not all(k in manifest for k in needed):
+        raise RunDirError(f"report: {MANIFEST} in {str(rd.path)!r} lacks one of {', '.join(needed)}")
+    return rd, manifest
+
+
+def write_report(run_dir, out_dir=None) -> Path:
+    """Write report.md (and figures/*.png when matplotlib is installed) for `run_dir` into
+    `out_dir` (default: the run directory itself); return the path of report.md."""
+    from tuner.export import collect
+
+    rd, manifest = _load(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else rd.path
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = collect(rd.path)
+    paper_hparams = _paper_hparams(data["task"])
+    schedule = manifest["schedule"]
+    lines = [f"# lodo-tune report — {data['task']}", "",
+             f"Run directory `{rd.path}`, created {manifest.get('created', '?')}, seed {manifest.get('seed')}; "
+             f"population {schedule.get('population')}, generations {len(schedule['generations'])}; "
+             f"full runs of {schedule['full_run']['steps']} steps, seeds {schedule['full_run']['seeds']}"
+             + (f", time milestone {schedule['full_run']['time_milestone_s']:g} s"
+                if schedule["full_run"].get("time_milestone_s") else "") + ".", ""]
+    lines += results_section(data, manifest) + [""]
+    lines += tuned_section(data, paper_hparams) + [""]
+    lines += ["## Figures", ""]
+    if _figure_class() is None:
+        lines += [SKIPPED]
+    else:
+        lines += write_figures(rd, manifest, out_dir, paper_hparams)
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path
+
+
+# -- CLI -------------------------------------------------------------------------------------
+def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of `lodo-tune report`."""
+    parser.add_argument("run_dir", help="run directory (finished or not)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="where to write report.md and figures/ "
+                                                                   "(default: the run directory)")
+    return parser
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Write the report; print its path; exit status 0. A bad run dir raises ValueError (one line)."""
+    print(write_report(args.run_dir, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    _parser = configure_parser(argparse.ArgumentParser(prog="python -m tuner.report"))
+    try:
+        raise SystemExit(run_from_args(_parser.parse_args()))
+    except ValueError as e:
+        _parser.exit(2, f"{_parser.prog}: error: {e}\n")
