@@ -175,13 +175,20 @@ class LODO(Optimizer):
         self._cache = None  # step intermediates are recomputed from θ and m on the next step
 
     # ------------------------------------------------------------------ the algorithm
-    @torch.no_grad()
     def step(self, closure=None):
-        """One LODO step: meta-step on θ, momentum update, x ← x − G(θ) m. Returns the closure's loss."""
+        """One LODO step: meta-step on θ, momentum update, x ← x − G(θ) m. Returns the closure's loss.
+
+        The update runs in inference mode (no autograd bookkeeping: ~10% less dispatch time per
+        kernel, and a step is ~130 small kernels); the closure runs outside it, with grad enabled."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        with torch.inference_mode():
+            self._update()
+        return loss
+
+    def _update(self) -> None:
         group = self.param_groups[0]
         state = self._state
         g = self._flat_grad()
@@ -205,7 +212,6 @@ class LODO(Optimizer):
         self._move(direction)
         state["step_lr"] = float(group["lr"])
         state["step"] += 1
-        return loss
 
     def _meta_step(self, state: dict, hypergradient: torch.Tensor, meta_lr: float) -> None:
         """Adam on θ (betas 0.9/0.999, eps 1e-7, bias-corrected), torch.optim.Adam's fused kernel:
@@ -216,7 +222,8 @@ class LODO(Optimizer):
         beta1, beta2 = META_BETAS
         state["meta_step"] += 1
         if self._meta_step_tensor is None:
-            self._meta_step_tensor = torch.zeros((), dtype=torch.float32, device=hypergradient.device)
+            with torch.inference_mode(False):  # a normal tensor, usable outside step() too
+                self._meta_step_tensor = torch.zeros((), dtype=torch.float32, device=hypergradient.device)
         self._meta_step_tensor.fill_(state["meta_step"])
         torch._fused_adam_([state["theta"]], [hypergradient], [state["meta_exp_avg"]], [state["meta_exp_avg_sq"]],
                            [], [self._meta_step_tensor], lr=meta_lr, beta1=beta1, beta2=beta2,
@@ -256,7 +263,8 @@ class LODO(Optimizer):
         state = self._state
         if self._cache is None or self._cache.get("permutations") is not state["permutations"]:
             permutations = state["permutations"]
-            self._cache = {"permutations": permutations, "inverse": torch.argsort(permutations, dim=1)}
+            with torch.inference_mode(False):
+                self._cache = {"permutations": permutations, "inverse": torch.argsort(permutations, dim=1)}
         return state["theta"], state["permutations"], self._cache["inverse"]
 
     def _forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -291,83 +299,121 @@ class LODO(Optimizer):
 
     def _plan(self) -> dict:
         """The step's fast path: per-layer views of θ, of a contiguous copy of θᵀ (blocks
-        transposed), of the permutations and of preallocated 1-D buffers, so that each layer of
-        each pass is exactly one gather and one batched k×k product, with no allocation."""
+        transposed; refreshed after each meta-step), of the permutations and of preallocated 1-D
+        buffers, so that each layer of each pass is exactly one gather and one batched k×k product,
+        with no allocation and no look-ups in the loop. Its tensors are normal (not inference)
+        tensors even when it is built inside step()."""
         state = self._state
         theta, perm = state["theta"], state["permutations"]
         plan = self._cache.get("plan") if self._cache is not None else None
         if plan is None or plan["theta"] is not theta:
-            _, _, inverse = self._layers()
-            depth, nb, k, _ = theta.shape
-            width = nb * k
-            new = lambda *shape: theta.new_zeros(*shape)  # noqa: E731
-            plan = {"theta": theta, "transposed": new(depth, nb, k, k), "version": None,
-                    "perm": list(perm.unbind(0)), "inverse": list(inverse.unbind(0)),
-                    "blocks": list(theta.unbind(0)), "pad_m": new(width), "pad_g": new(width),
-                    "z": new(width), "u": new(width), "w": new(width), "step_valid": False}
-            if theta.numel() <= SMALL_THETA:  # a_j·λ_i as flat products: λ repeated k times × a tiled
-                flat = torch.arange(theta.numel(), device=theta.device)
-                plan["tile"] = flat // (k * k) * k + flat % k
-            plan["blocks_t"] = list(plan["transposed"].unbind(0))
-            for name in ("inputs_m", "adjoints_y", "inputs_g", "adjoints_p"):
-                buffer = new(depth, width)
-                plan[name] = buffer
-                plan[name + "_1d"] = list(buffer.unbind(0))
-                plan[name + "_3d"] = [b.view(nb, k, 1) for b in buffer.unbind(0)]
-            for name in ("z", "u"):
-                plan[name + "_3d"] = plan[name].view(nb, k, 1)
-            self._cache["plan"] = plan
+            with torch.inference_mode(False):  # normal tensors: usable inside and outside step()
+                plan = self._new_plan(theta, perm)
         if plan["version"] != theta._version:  # θ changed (meta-step, load): refresh θᵀ
-            plan["transposed"].copy_(theta.transpose(-1, -2))
+            if "transpose_index" in plan:  # a contiguous gather: ~2.5× faster than a strided copy
+                torch.index_select(theta.view(-1), 0, plan["transpose_index"], out=plan["transposed"].view(-1))
+            else:
+                plan["transposed"].copy_(theta.transpose(-1, -2))
             plan["version"] = theta._version
         return plan
 
-    def _fast_forward(self, plan: dict, z: torch.Tensor, inputs: str, out: torch.Tensor) -> None:
-        """out ← G̃ z, storing a_i = P_i z_{i−1} in plan[inputs]."""
-        perm, blocks = plan["perm"], plan["blocks"]
-        inputs_1d, inputs_3d = plan[inputs + "_1d"], plan[inputs + "_3d"]
-        last = len(perm) - 1
-        for i in range(last + 1):
-            torch.index_select(z, 0, perm[i], out=inputs_1d[i])
-            torch.bmm(blocks[i], inputs_3d[i], out=out if i == last else plan["z_3d"])
-            z = plan["z"]
+    def _new_plan(self, theta: torch.Tensor, perm: torch.Tensor) -> dict:
+        """The buffers, views and gather indices of `_plan`, and each pass's per-layer arguments."""
+        _, _, inverse = self._layers()
+        depth, nb, k, _ = theta.shape
+        width = nb * k
+        new = lambda *shape: theta.new_zeros(*shape)  # noqa: E731
+        plan = {"theta": theta, "transposed": new(depth, nb, k, k), "version": None,
+                "perm": list(perm.unbind(0)), "inverse": list(inverse.unbind(0)),
+                "blocks": list(theta.unbind(0)), "pad_m": new(width), "pad_g": new(width),
+                "z": new(width), "u": new(width), "w": new(width), "step_valid": False}
+        # the four per-layer vector buffers of the hypergradient, in one allocation: [λ(p), λ(y), a(m), a(g)]
+        vectors = new(4, depth, width)
+        for name, buffer in zip(("adjoints_p", "adjoints_y", "inputs_m", "inputs_g"), vectors.unbind(0)):
+            plan[name] = buffer
+            plan[name + "_1d"] = list(buffer.unbind(0))
+            plan[name + "_3d"] = [b.view(nb, k, 1) for b in buffer.unbind(0)]
+        if theta.numel() <= SMALL_THETA:  # the outer products in a "columns" layout, see _outer_products
+            rows = depth * nb  # one row per block of every layer
+            arange = lambda *shape: torch.arange(math.prod(shape), device=theta.device).view(shape)  # noqa: E731
+            plan["tile"] = (arange(4, rows, k).transpose(1, 2).reshape(-1),  # C[v][r][block] ← [v][block][r]
+                            arange(k, k, rows).permute(2, 0, 1).reshape(-1))  # θ's [block][r][c] ← H[r][c][block]
+            columns, hyper_columns = new(4, k, rows), new(k, k, rows)
+            lam_p, lam_y, a_m, a_g = columns.unbind(0)  # (k, rows) each
+            plan["columns"] = (vectors.view(-1), columns.view(-1), hyper_columns, hyper_columns.view(-1),
+                               lam_p.view(k, 1, rows), a_m.view(1, k, rows),
+                               lam_y.view(k, 1, rows), a_g.view(1, k, rows))
+            plan["transpose_index"] = arange(*theta.shape).transpose(-1, -2).reshape(-1)
+        plan["blocks_t"] = list(plan["transposed"].unbind(0))
+        for name in ("z", "u"):
+            plan[name + "_3d"] = plan[name].view(nb, k, 1)
+        plan["heads"] = tuple(plan[name][: self._n] for name in ("pad_m", "pad_g", "w"))  # [I 0] views
+        self._pass_args(plan)
+        self._cache["plan"] = plan
+        return plan
 
-    def _fast_backward(self, plan: dict, adjoints: str, full: bool) -> torch.Tensor | None:
+    @staticmethod
+    def _fast_forward(plan: dict, inputs: str) -> None:
+        """G̃ z, storing a_i = P_i z_{i−1} in plan[inputs]: z = pad_m → λ_N(y), or pad_g → λ_N(p)."""
+        index_select, bmm = torch.index_select, torch.bmm
+        for source, perm, a_1d, block, a_3d, z_3d in plan["forward_" + inputs]:
+            index_select(source, 0, perm, out=a_1d)
+            bmm(block, a_3d, out=z_3d)
+
+    @staticmethod
+    def _fast_backward(plan: dict, adjoints: str, full: bool) -> torch.Tensor | None:
         """λ_{i−1} = P_iᵀ B_iᵀ λ_i from λ_N = plan[adjoints][N−1]; returns G̃ᵀ λ_N if `full`."""
-        inverse, blocks_t = plan["inverse"], plan["blocks_t"]
-        adjoints_1d, adjoints_3d = plan[adjoints + "_1d"], plan[adjoints + "_3d"]
-        for i in range(len(inverse) - 1, 0, -1):
-            torch.bmm(blocks_t[i], adjoints_3d[i], out=plan["u_3d"])
-            torch.index_select(plan["u"], 0, inverse[i], out=adjoints_1d[i - 1])
-        if not full:
-            return None
-        torch.bmm(blocks_t[0], adjoints_3d[0], out=plan["u_3d"])
-        return torch.index_select(plan["u"], 0, inverse[0], out=plan["w"])
+        index_select, bmm = torch.index_select, torch.bmm
+        layers = plan["backward_" + adjoints]
+        for block_t, lam_3d, u_3d, u, inverse, below in (layers if full else layers[:-1]):
+            bmm(block_t, lam_3d, out=u_3d)
+            index_select(u, 0, inverse, out=below)
+        return plan["w"] if full else None
+
+    @staticmethod
+    def _pass_args(plan: dict) -> None:
+        """Per-layer argument tuples of the four passes, so the loops do no look-ups."""
+        depth = len(plan["perm"])
+        for inputs, source, out in (("inputs_m", "pad_m", "adjoints_y"), ("inputs_g", "pad_g", "adjoints_p")):
+            plan["forward_" + inputs] = [
+                (plan[source] if i == 0 else plan["z"], plan["perm"][i], plan[inputs + "_1d"][i],
+                 plan["blocks"][i], plan[inputs + "_3d"][i], plan[out + "_3d"][-1] if i == depth - 1 else plan["z_3d"])
+                for i in range(depth)]
+        for adjoints in ("adjoints_y", "adjoints_p"):
+            plan["backward_" + adjoints] = [
+                (plan["blocks_t"][i], plan[adjoints + "_3d"][i], plan["u_3d"], plan["u"], plan["inverse"][i],
+                 plan[adjoints + "_1d"][i - 1] if i > 0 else plan["w"])
+                for i in range(depth - 1, -1, -1)]
 
     def _step_direction(self, m: torch.Tensor, lr: float) -> torch.Tensor:
         """G(θ) m = α0 [I 0] G̃ᵀ G̃ [I 0]ᵀ m, caching a_i(m) and λ_i(y), y = G̃ m̃."""
         plan = self._plan()
-        n = self._n
-        plan["pad_m"][:n].copy_(m)
-        self._fast_forward(plan, plan["pad_m"], "inputs_m", out=plan["adjoints_y_3d"][-1])
-        w = self._fast_backward(plan, "adjoints_y", full=True)
+        pad_m, _, w = plan["heads"]
+        pad_m.copy_(m)
+        self._fast_forward(plan, "inputs_m")
+        self._fast_backward(plan, "adjoints_y", full=True)
         plan["step_valid"] = True
-        return torch.mul(w[:n], lr)
+        return torch.mul(w, lr)
 
     @staticmethod
     def _outer_products(plan: dict, k: int) -> torch.Tensor:
         """λ_i(p) a_i(m)ᵀ + λ_i(y) a_i(g)ᵀ for every block of every layer, shape (N·ñ/k, k, k).
 
-        Small θ: flat gathers and products (few dispatches). Large θ: one row r of every block
-        at a time, λ[:, r] broadcast over a (memory-bound; the flat gathers would be 3× slower)."""
+        Small θ ("tile" in the plan): one gather lays the four vectors out as columns
+        C[v][r][block], so that H[r][c][block] = C[λp][r] C[a_m][c] + C[λy][r] C[a_g][c] is two
+        broadcast products with long inner loops, and one gather puts H back in θ's layout (four
+        kernels; the standard layout's inner loops have length k and are ~4× slower per element).
+        Large θ: one row r of every block at a time, λ[:, r] broadcast over a (memory-bound; the
+        index tensors of the gathers would cost more memory than θ)."""
+        if "tile" in plan:
+            to_columns, from_columns = plan["tile"]
+            vectors, columns, hyper_columns, hyper_flat, lam_p, a_m, lam_y, a_g = plan["columns"]
+            torch.index_select(vectors, 0, to_columns, out=columns)
+            torch.mul(lam_p, a_m, out=hyper_columns)  # [r][c][block]
+            hyper_columns.addcmul_(lam_y, a_g)
+            return torch.index_select(hyper_flat, 0, from_columns).view(-1, k, k)
         lam_p, a_m = plan["adjoints_p"].view(-1, k), plan["inputs_m"].view(-1, k)
         lam_y, a_g = plan["adjoints_y"].view(-1, k), plan["inputs_g"].view(-1, k)
-        if "tile" in plan:
-            tile = plan["tile"]
-            hyper = lam_p.reshape(-1).repeat_interleave(k)
-            hyper.mul_(a_m.reshape(-1).index_select(0, tile))
-            hyper.addcmul_(lam_y.reshape(-1).repeat_interleave(k), a_g.reshape(-1).index_select(0, tile))
-            return hyper.view(-1, k, k)
         hyper = lam_p.new_empty(lam_p.shape[0], k, k)
         for r in range(k):
             row = hyper[:, r, :]
@@ -380,13 +426,11 @@ class LODO(Optimizer):
         plan = self._plan()
         if not plan["step_valid"]:  # after load_state_dict: redo the last step's intermediates
             self._step_direction(self._state["momentum"], lr)
-        n, k = self._n, plan["theta"].shape[-1]
         # −α0 folded into ĝ: p and a(g) are linear in ĝ, and each term holds exactly one of them
-        torch.mul(g, -lr, out=plan["pad_g"][:n])
-        self._fast_forward(plan, plan["pad_g"], "inputs_g", out=plan["adjoints_p_3d"][-1])
+        torch.mul(g, -lr, out=plan["heads"][1])
+        self._fast_forward(plan, "inputs_g")
         self._fast_backward(plan, "adjoints_p", full=False)
-        hyper = self._outer_products(plan, k)
-        return hyper.view_as(plan["theta"])
+        return self._outer_products(plan, plan["theta"].shape[-1]).view(plan["theta"].shape)
 
 
 class LODONoMomentum(LODO):
@@ -477,8 +521,9 @@ class LODOResiduals(LODO):
         if "inputs_m" not in self._cache:
             depth, width = perm.shape
             new = lambda: blocks.new_empty(depth, width, 1)  # noqa: E731
-            self._cache.update(inputs_m=new(), adjoints_y=new(), inputs_g=new(), adjoints_p=new(),
-                               step_valid=False)
+            with torch.inference_mode(False):  # normal tensors: usable inside and outside step()
+                self._cache.update(inputs_m=new(), adjoints_y=new(), inputs_g=new(), adjoints_p=new(),
+                                   step_valid=False)
         return self._cache
 
     def _parts(self):

@@ -374,3 +374,66 @@ def test_both_outer_product_paths_agree_with_broadcasting():
     tol = 1e-14 * expected.abs().max().item()  # FMA in addcmul_ vs separate rounding
     torch.testing.assert_close(LODO._outer_products(plan, k), expected, rtol=0, atol=tol)
     torch.testing.assert_close(LODO._outer_products(large, k), expected, rtol=0, atol=tol)
+
+
+# ---------------------------------------------------------------------------- step cost: the two θ-size paths
+def test_cnn_size_path_matches_autograd_through_the_unrolled_step(monkeypatch):
+    """With SMALL_THETA = 0 every θ takes the large-θ path (row-wise outer products, strided θᵀ
+    refresh) that the 94,696-parameter CNN uses; it must still be the algorithm's exact step."""
+    monkeypatch.setattr("lodo.lodo.SMALL_THETA", 0)
+    n, lr, meta_lr, beta = 7, 0.8, 0.02, 0.6
+    h, gen = quadratic(n, 2)
+    centres = [torch.randn(n, generator=gen, dtype=DT) for _ in range(6)]
+    x, opt = make(LODO, n, lr=lr, meta_lr=meta_lr, beta=beta)
+    expected = reference_run(opt, x.detach(), h, centres, lr, meta_lr, beta)
+    for c, (x_ref, theta_ref, hyper_ref) in zip(centres, expected):
+        opt.zero_grad()
+        (0.5 * (x - c) @ h @ (x - c)).backward()
+        opt.step()
+        torch.testing.assert_close(opt._hypergradient_out.reshape(-1), hyper_ref.reshape(-1), rtol=1e-10, atol=1e-13)
+        torch.testing.assert_close(x.detach(), x_ref, rtol=1e-10, atol=1e-13)
+    assert "tile" not in opt._plan() and opt._hypergradient_out.abs().max() > 1e-6
+
+
+def test_small_and_large_theta_paths_take_the_same_steps(monkeypatch):
+    n = 50
+    h, gen = quadratic(n, 8)
+    centres = [torch.randn(n, generator=gen, dtype=DT) for _ in range(40)]
+    trajectories = []
+    for small_theta in (1 << 18, 0):
+        monkeypatch.setattr("lodo.lodo.SMALL_THETA", small_theta)
+        x, opt = make(LODO, n, meta_lr=0.05)
+        for c in centres:
+            opt.zero_grad()
+            (0.5 * (x - c) @ h @ (x - c)).backward()
+            opt.step()
+        assert ("tile" in opt._plan()) == (small_theta > 0)
+        trajectories.append((x.detach().clone(), state_of(opt)["theta"].clone()))
+    (x_small, theta_small), (x_large, theta_large) = trajectories
+    torch.testing.assert_close(x_small, x_large, rtol=1e-11, atol=1e-13)
+    torch.testing.assert_close(theta_small, theta_large, rtol=1e-11, atol=1e-13)
+
+
+def test_step_runs_without_autograd_but_leaves_ordinary_tensors():
+    """step() updates in inference mode; its state and buffers must stay usable outside it
+    (in-place updates there, autograd on the parameters, a closure that builds a graph)."""
+    n = 12
+    h, gen = quadratic(n, 9)
+    x, opt = make(LODO, n)
+    for _ in range(3):
+        c = torch.randn(n, generator=gen, dtype=DT)
+
+        def closure():
+            opt.zero_grad()
+            loss = 0.5 * (x - c) @ h @ (x - c)
+            loss.backward()
+            return loss
+        assert opt.step(closure).requires_grad
+    tensors = [v for v in state_of(opt).values() if isinstance(v, torch.Tensor)]
+    tensors += [v for v in opt._plan().values() if isinstance(v, torch.Tensor)]
+    assert tensors and not any(t.is_inference() for t in tensors) and not x.is_inference()
+    m = state_of(opt)["momentum"]
+    torch.testing.assert_close(opt._step_direction(m, 0.8), opt.preconditioner(m), rtol=1e-13, atol=1e-15)
+    opt.zero_grad()
+    (x * x).sum().backward()  # the parameters still take part in autograd
+    torch.testing.assert_close(x.grad, 2 * x.detach())
