@@ -106,7 +106,10 @@ class _Session:
         from tuner.ga import GeneticAlgorithm
         from tuner.schedule import space_for
 
-        ga = GeneticAlgorithm(space_for(self.schedule, optimizer), list(self.schedule.generations),
+        space = space_for(self.schedule, optimizer)
+        if not space:  # meta-trained offline (L2LBGDBGD): nothing for the GA to tune
+            return self._record_tuned(optimizer, {})
+        ga = GeneticAlgorithm(space, list(self.schedule.generations),
                               self.schedule.population, seed=self.seed, name=optimizer)
         self.gas[optimizer] = ga
         return self._advance(optimizer)
@@ -144,9 +147,11 @@ class _Session:
                                         "done": ga.done, "mean": ga.mean})
 
     def _finish_ga(self, optimizer: str) -> list[Job]:
-        ga = self.gas[optimizer]
-        self.raw[optimizer] = ga.best()
-        self.hyperparameters[optimizer] = scale_lr(ga.best(), self.schedule.lr_scale)
+        return self._record_tuned(optimizer, self.gas[optimizer].best())
+
+    def _record_tuned(self, optimizer: str, best: dict[str, float]) -> list[Job]:
+        self.raw[optimizer] = best
+        self.hyperparameters[optimizer] = scale_lr(best, self.schedule.lr_scale)
         tuned = self.rd.read_tuned() or {"lr_scale": self.schedule.lr_scale, "source": "tuned",
                                          "hyperparameters": {}, "raw": {}}
         tuned["hyperparameters"][optimizer] = self.hyperparameters[optimizer]
@@ -203,7 +208,8 @@ class _Session:
                 self.full_reused += 1
                 continue
             jobs.append(Job(("full", optimizer, i), self.task, optimizer, dict(self.hyperparameters[optimizer]),
-                            steps, full_run_seed(self.seed, i), self.task_options, "full", milestone))
+                            steps, full_run_seed(self.seed, i), self.task_options, "full", milestone,
+                            str(self.rd.full_path(optimizer, i).with_suffix(".ckpt"))))
         self.full_plan[optimizer] = len(jobs)
         self._emit_full(optimizer)
         return jobs
@@ -218,6 +224,8 @@ class _Session:
             record.update(final_loss=math.inf, diverged=False, traceback=str(path.relative_to(self.rd.path)),
                           error=result["error"].strip().splitlines()[-1])
         self.rd.write_full(optimizer, i, record)
+        if "CheckpointError" not in result.get("error", ""):  # another trial's checkpoint stays for the user
+            self.rd.full_path(optimizer, i).with_suffix(".ckpt").unlink(missing_ok=True)  # the record is durable
         self.full_ran += 1
         self.full_plan[optimizer] -= 1
         self._emit_full(optimizer)

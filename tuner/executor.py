@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 CURVE_POINTS = 100
+_RESTART_WAITS, _RESTART_WAIT_S = 120, 0.5  # resubmissions to an actor that is restarting (≤ 60 s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Job:
     task_options: dict = dataclasses.field(default_factory=dict)
     kind: str = "tuning"
     time_limit: float | None = None
+    checkpoint: str | None = None      # full runs: mid-run checkpoint file (`run_trial(checkpoint=...)`)
 
 
 def decimate(losses: np.ndarray, times: np.ndarray, points: int = CURVE_POINTS) -> dict:
@@ -53,7 +55,7 @@ def decimate(losses: np.ndarray, times: np.ndarray, points: int = CURVE_POINTS) 
     return {"step": [int(b) for b in edges[1:]], "loss": loss, "time": time_}
 
 
-def execute(job: Job, device: str = "cpu", trial=None) -> dict:
+def execute(job: Job, device: str = "cpu", trial=None, checkpoint_every_s: float = 300) -> dict:
     """Run one job in this process and summarise it (what an actor sends back).
 
     A full run with a time milestone T must reach both milestones: it first runs `steps`
@@ -61,18 +63,27 @@ def execute(job: Job, device: str = "cpu", trial=None) -> dict:
     trajectory) continues until T with a step cap of 1.5× the measured rate (doubled and rerun
     if hit before T), and the time
     milestone is read off it (mean over the last 10 % of T).
+
+    A job with a `checkpoint` path saves its step-milestone run there every `checkpoint_every_s`
+    seconds and continues from it when it exists (an interrupted full run resumes mid-way); the
+    timed second run is not checkpointed. Deleting the file once the record is written is the
+    driver's job (`tuner.api`). With several machines the run directory must be shared storage.
     """
     start = time.perf_counter()
     try:
         if trial is None:
             from tuner.trial import run_trial as trial
         kwargs = dict(task_options=dict(job.task_options), device=device)
-        res = trial(job.task, job.optimizer, dict(job.hparams), job.steps, job.seed, **kwargs)
+        saving = dict(checkpoint=job.checkpoint, checkpoint_every_s=checkpoint_every_s) if job.checkpoint else {}
+        res = trial(job.task, job.optimizer, dict(job.hparams), job.steps, job.seed, **kwargs, **saving)
         timed = None
         if job.kind == "full" and job.time_limit is not None and not res.diverged and res.seconds < job.time_limit:
             cap = max(job.steps, math.ceil(1.5 * len(res.losses) * job.time_limit / max(res.seconds, 1e-9)))
+            hparams = dict(job.hparams)
+            if "total_steps" in _options(job.optimizer):  # LARS: the same decay as the step run
+                hparams.setdefault("total_steps", job.steps)
             for _ in range(4):  # the rate estimate was too low if the cap is hit before T: double it
-                timed = trial(job.task, job.optimizer, dict(job.hparams), cap, job.seed,
+                timed = trial(job.task, job.optimizer, hparams, cap, job.seed,
                               time_limit=job.time_limit, **kwargs)
                 if timed.diverged or len(timed.losses) < cap:
                     break
@@ -97,6 +108,12 @@ def execute(job: Job, device: str = "cpu", trial=None) -> dict:
                                                                              job.time_limit)
         out["time_evaluations"] = int(np.sum(source.times <= job.time_limit))
     return out
+
+
+def _options(optimizer: str) -> list[str]:
+    import lodo
+
+    return lodo.options(optimizer) if optimizer in lodo.available() else []
 
 
 def _worker_class():
@@ -208,7 +225,7 @@ class Executor:
         generation). Results carry ``error`` (a traceback) when the trial raised or its worker
         died `max_attempts` times."""
         import ray
-        from ray.exceptions import RayActorError, WorkerCrashedError
+        from ray.exceptions import ActorUnavailableError, RayActorError, WorkerCrashedError
 
         self.start()
         pending = collections.deque((j, 1) for j in jobs)
@@ -229,7 +246,10 @@ class Executor:
             try:
                 result = ray.get(ref)
             except (RayActorError, WorkerCrashedError) as e:
-                if attempt < self.max_attempts:
+                restarting = isinstance(e, ActorUnavailableError)  # the actor is coming back: not a new death
+                if attempt < self.max_attempts or (restarting and attempt < _RESTART_WAITS):
+                    if restarting:
+                        time.sleep(_RESTART_WAIT_S)  # a loaded machine may take seconds to restart it
                     self.resubmitted += 1
                     pending.appendleft((job, attempt + 1))
                     continue

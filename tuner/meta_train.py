@@ -213,15 +213,13 @@ def new_net(seed: int, output_scale: float = 0.1) -> L2LNet:
 
 
 def save_checkpoint(path: str, net: L2LNet, adam: torch.optim.Optimizer, meta: dict) -> None:
-    """Atomic: write `path`.tmp, then os.replace, so a crash never leaves a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    """Atomic (`tuner.rundir.atomic_write`), so a crash never leaves a half-written file."""
+    from tuner.rundir import atomic_write
+
     data = {"format": CHECKPOINT_FORMAT, "config": net.config,
             "net": {k: v.detach().float().clone() for k, v in net.state_dict().items()},
             "meta_optimizer": adam.state_dict(), "meta": meta}
-    tmp = path + ".tmp"
-    torch.save(data, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(data, f))
 
 
 def meta_train(task: str = "noisy_bowl", out: str | os.PathLike | None = None, steps: int = 2000,

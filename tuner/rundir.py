@@ -32,14 +32,15 @@ class RunDirError(ValueError):
     """A run directory that cannot be created or resumed (one-line message)."""
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so readers see the old file or the new one, never half of it."""
+def atomic_write(path, write) -> None:
+    """Write a file so readers see the old one or the new one, never half of it, even on kill -9:
+    `write(f)` fills a temp file (binary) in the same folder, which is fsynced and os.replace'd."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -52,6 +53,11 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`text` (UTF-8) to `path`, atomically."""
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def atomic_write_json(path: Path, obj) -> None:

@@ -18,10 +18,22 @@ which is cheaper than keeping tensors). Divergence (a NaN/inf loss) is checked e
 first non-finite loss (later evaluations are dropped, nothing is padded) and its `final_loss` is
 +inf, so it ranks last. `times[i]` on an accelerator is when evaluation i was *queued*; the queue
 is drained at every check, so the times are exact to within `check_every` evaluations.
+
+Mid-run checkpoints (long full-length runs): with `checkpoint=PATH`, at a check (every
+`check_every` evaluations, always between optimizer steps, so never inside an L-BFGS step's two
+evaluations) at least `checkpoint_every_s` seconds after the last save, the run saves
+{task and optimizer state, losses/times so far, elapsed seconds, fingerprint} atomically (temp
+file + fsync + os.replace: a kill -9 leaves the old checkpoint or the new one). A run that finds
+a checkpoint with its fingerprint continues from it and records exactly the losses an
+uninterrupted run would; `times` continue from the saved elapsed seconds. A checkpoint of
+another trial is refused. `run_trial` leaves the file in place when it returns: the caller
+deletes it once the run's record is durable (`tuner.api` does, after writing the record).
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -86,14 +98,52 @@ def _build_task(task, seed, task_options, device) -> Task:
     return tasks.create(task, seed=seed, device=device, **(task_options or {}))
 
 
-def _build_optimizer(optimizer, hparams, params, seed) -> torch.optim.Optimizer:
+def _build_optimizer(optimizer, hparams, params, seed, steps) -> torch.optim.Optimizer:
+    """`lodo.create(optimizer, ...)`; an optimizer with a `total_steps` option (LARS's
+    (1 − progress)² decay) gets the run's `steps` unless `hparams` sets it."""
     if isinstance(optimizer, torch.optim.Optimizer):
         if hparams:
             raise ValueError(f"Invalid hparams: {hparams!r} (only for an optimizer given by name)")
         return optimizer
     import lodo  # the registry; imported here so tasks-only users never need it
 
-    return lodo.create(optimizer, params, seed=seed, **(hparams or {}))
+    hparams = dict(hparams or {})
+    if "total_steps" in lodo.options(optimizer):
+        hparams.setdefault("total_steps", steps)
+    return lodo.create(optimizer, params, seed=seed, **hparams)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that belongs to another trial or cannot be read (one-line message)."""
+
+
+def fingerprint(task, optimizer, hparams, steps, seed, task_options=None, time_limit=None) -> str:
+    """What determines a trial's losses, as canonical JSON: a checkpoint resumes only its own trial."""
+    name = lambda x: x if isinstance(x, str) else type(x).__name__  # noqa: E731
+    return json.dumps({"task": name(task), "task_options": task_options or {}, "optimizer": name(optimizer),
+                       "hparams": hparams or {}, "steps": steps, "seed": seed, "time_limit": time_limit},
+                      sort_keys=True, default=repr)
+
+
+def save_checkpoint(path, state: dict) -> None:
+    """torch.save `state` to `path` atomically (temp file in the same directory, fsync, os.replace)."""
+    from tuner.rundir import atomic_write
+
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path, expected_fingerprint: str) -> dict | None:
+    """The checkpoint at `path` (None if there is none); CheckpointError if it is another trial's."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by save_checkpoint
+    except Exception as e:
+        raise CheckpointError(f"Invalid checkpoint: {os.fspath(path)!r} cannot be read ({type(e).__name__})") from None
+    if state.get("fingerprint") != expected_fingerprint:
+        raise CheckpointError(f"Invalid checkpoint: {os.fspath(path)!r} belongs to another trial "
+                              f"({state.get('fingerprint')}; this one is {expected_fingerprint}); delete it to start over")
+    return state
 
 
 def run_trial(
@@ -106,6 +156,8 @@ def run_trial(
     device="cpu",
     time_limit: float | None = None,
     check_every: int = 100,
+    checkpoint=None,
+    checkpoint_every_s: float = 300,
 ) -> TrialResult:
     """Train `optimizer` on `task` for `steps` evaluations and record each evaluation's loss.
 
@@ -116,6 +168,8 @@ def run_trial(
         final_loss is then the mean over the last 10 % of the time budget (`time_budget_loss`).
     final_loss: the task's report window or the last 10 % of the evaluations (`report_loss`);
         +inf if a loss was NaN/inf.
+    checkpoint: optional file path; save every `checkpoint_every_s` seconds (checked every
+        `check_every` evaluations, between optimizer steps) and resume from it when it exists.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"Invalid steps: {steps!r} (must be an integer >= 1)")
@@ -123,8 +177,11 @@ def run_trial(
         raise ValueError(f"Invalid time_limit: {time_limit!r} (must be > 0)")
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"Invalid check_every: {check_every!r} (must be an integer >= 1)")
+    if not checkpoint_every_s >= 0:
+        raise ValueError(f"Invalid checkpoint_every_s: {checkpoint_every_s!r} (must be >= 0)")
+    key = fingerprint(task, optimizer, hparams, steps, seed, task_options, time_limit) if checkpoint else None
     task = _build_task(task, seed, task_options, device)
-    opt = _build_optimizer(optimizer, hparams, task.parameters(), seed)
+    opt = _build_optimizer(optimizer, hparams, task.parameters(), seed, steps)
     create_graph = getattr(opt, "create_graph", False)
 
     losses = np.empty(steps)
@@ -133,6 +190,23 @@ def run_trial(
     pending: list[torch.Tensor] = []  # accelerators: losses of evaluations [flushed, recorded), not yet on the host
     recorded = flushed = 0
     batch = None
+    elapsed = 0.0  # seconds already spent before this process (a resumed checkpoint)
+    saved = checkpoint and load_checkpoint(checkpoint, key)
+    if saved:
+        task.load_state_dict(saved["task"])
+        opt.load_state_dict(saved["optimizer"])
+        recorded = flushed = int(saved["recorded"])
+        losses[:recorded] = saved["losses"].numpy()
+        times[:recorded] = saved["times"].numpy()
+        elapsed = float(saved["elapsed"])
+
+    def save() -> None:
+        """Everything a resumed run needs; called between optimizer steps right after a flush."""
+        save_checkpoint(checkpoint, {
+            "fingerprint": key, "task": task.state_dict(), "optimizer": opt.state_dict(),
+            "recorded": recorded, "losses": torch.from_numpy(losses[:recorded].copy()),
+            "times": torch.from_numpy(times[:recorded].copy()), "elapsed": time.perf_counter() - start,
+        })
 
     def closure():
         nonlocal recorded
@@ -161,6 +235,7 @@ def run_trial(
     def train() -> bool:
         """Step until `steps` evaluations are recorded, the time limit passes or a loss is NaN/inf."""
         nonlocal batch
+        saved_at = time.perf_counter()
         while recorded < steps:
             batch = task.sample()
             try:
@@ -169,8 +244,12 @@ def run_trial(
                 if flush():
                     return True
                 raise
-            if recorded - flushed >= check_every and flush():
-                return True
+            if recorded - flushed >= check_every:
+                if flush():
+                    return True
+                if checkpoint and recorded < steps and time.perf_counter() - saved_at >= checkpoint_every_s:
+                    save()
+                    saved_at = time.perf_counter()
             if time_limit is not None and time.perf_counter() - start >= time_limit:
                 break
         return flush()
@@ -178,7 +257,7 @@ def run_trial(
     with warnings.catch_warnings():
         if create_graph:  # the reference cycle torch warns about is broken by every evaluation's zero_grad
             warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
-        start = time.perf_counter()
+        start = time.perf_counter() - elapsed  # a resumed run's clock continues from the checkpoint
         diverged = train()
     seconds = time.perf_counter() - start
     if create_graph:  # a gradient with a graph holds a reference cycle to its parameter
