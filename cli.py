@@ -136,13 +136,6 @@ def _check_hparams(table: dict, source: str) -> dict:
     return out
 
 
-def _task_option_names(task: str) -> list[str]:
-    import inspect
-
-    import tasks
-
-    cls = tasks._task_class(task)  # the constructor's keywords are the task's options
-    return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "seed", "device")]
 
 
 def _validate(args) -> dict:
@@ -177,7 +170,7 @@ def _validate(args) -> dict:
         task_options["noise_variance"] = args.noise_variance
     if args.data_dir is not None:
         task_options["data_dir"] = args.data_dir
-    valid_options = _task_option_names(task)
+    valid_options = tasks.options(task)
     for name in task_options:
         if name not in valid_options:
             raise UsageError(f"--{name.replace('_', '-')}: not an option of task {task!r}")

@@ -10,7 +10,7 @@ import inspect
 
 from tasks.base import Task
 
-__all__ = ["Task", "available", "create"]
+__all__ = ["Task", "available", "create", "options"]
 
 _REGISTRY = {
     "noisy_bowl": "tasks.noisy_bowl:NoisyBowl",
@@ -32,14 +32,16 @@ def _task_class(name: str) -> type[Task]:
     return getattr(importlib.import_module(module), cls)
 
 
-def create(name: str, seed: int = 0, device="cpu", **options) -> Task:
-    """Build task `name`, initialised from `seed`; `options` are the task's own keyword arguments."""
-    cls = _task_class(name)
-    params = inspect.signature(cls.__init__).parameters.values()
-    valid = [p.name for p in params if p.name not in ("self", "seed", "device") and p.kind is not p.VAR_KEYWORD]
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params)
-    unknown = sorted(set(options) - set(valid))
-    if unknown and not accepts_any:
-        listed = ", ".join(valid) or "none"
-        raise ValueError(f"Unknown option for task {name!r}: {', '.join(unknown)} (valid: {listed})")
-    return cls(seed=seed, device=device, **options)
+def options(name: str) -> list[str]:
+    """The keyword options task `name` accepts (its constructor's, less seed and device)."""
+    params = inspect.signature(_task_class(name).__init__).parameters.values()
+    return [p.name for p in params if p.name not in ("self", "seed", "device") and p.kind is not p.VAR_KEYWORD]
+
+
+def create(name: str, seed: int = 0, device="cpu", **options_) -> Task:
+    """Build task `name`, initialised from `seed`; the rest are the task's own options (`options(name)`)."""
+    valid = options(name)
+    unknown = sorted(set(options_) - set(valid))
+    if unknown:
+        raise ValueError(f"Unknown option for task {name!r}: {', '.join(unknown)} (valid: {', '.join(valid) or 'none'})")
+    return _task_class(name)(seed=seed, device=device, **options_)
