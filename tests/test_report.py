@@ -309,3 +309,82 @@ def test_manifest_without_a_schedule_is_rejected_naming_the_path(tmp_path):
     (tmp_path / "run" / "manifest.json").write_text('{"task": "noisy_bowl"}')
     with pytest.raises(ValueError, match=f"'{tmp_path / 'run'}' lacks one of task, schedule, seed, optimizers"):
         report.write_report(tmp_path / "run")
+
+
+# -- σ and trajectories (issue 8) -----------------------------------------------------------
+def sigma_record(i, values, steps=(100, 200, 300), diverged=False, trajectory=None):
+    rec = full_record(i, 9.0, diverged=diverged)
+    if values is not None:
+        rec["sigma"] = {"step": list(steps), "value": list(values)}
+    if trajectory is not None:
+        rec["trajectory"] = trajectory
+    return rec
+
+
+def test_sigma_figure_has_a_log_line_per_optimizer_with_sigma_and_a_band_for_several_seeds():
+    pytest.importorskip("matplotlib")
+    records = {
+        "LODO": [sigma_record(0, [1.0, 0.5, 0.25]), sigma_record(1, [0.5, 0.25, 0.125]),
+                 sigma_record(2, [0.9, math.nan, math.nan], diverged=True)],  # left out
+        "LODO-Global": [sigma_record(0, [0.8, 0.7, 0.6])],  # one seed: a line, no band
+        "Adam": [sigma_record(0, None)],  # no σ: no line
+    }
+    ax = report.plot_sigma(records).axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["LODO (2 seeds)", "LODO-Global"]
+    assert len(ax.collections) == 1 and ax.get_yscale() == "log"
+    lodo_line = ax.get_lines()[0]
+    np.testing.assert_array_equal(lodo_line.get_xdata(), [100, 200, 300])
+    np.testing.assert_allclose(lodo_line.get_ydata(), [0.75, 0.375, 0.1875])  # (a + b) / 2 by hand
+    # The band is mean ± std (ddof 0): |a − b| / 2 = 0.25, 0.125, 0.0625.
+    band_y = np.concatenate([p.vertices[:, 1] for p in ax.collections[0].get_paths()])
+    assert band_y.max() == pytest.approx(1.0) and band_y.min() == pytest.approx(0.125)
+
+
+def test_trajectory_figure_draws_seed0_of_each_optimizer_over_the_rosenbrock_heat_map():
+    pytest.importorskip("matplotlib")
+    adam0, adam1 = [[-0.5, 2.0], [-0.4, 1.9], [0.2, 1.0]], [[-0.5, 2.0], [9.0, 9.0]]
+    lodo0 = [[-0.5, 2.0], [0.0, 1.5], [math.inf, math.nan]]  # a diverged path stops where it left
+    records = {"Adam": [sigma_record(1, None, trajectory=adam1), sigma_record(0, None, trajectory=adam0)],
+               "LODO": [sigma_record(0, None, trajectory=lodo0)],
+               "Momentum": [sigma_record(0, None)]}  # no trajectory: no line
+    ax = report.plot_trajectories(records).axes[0]
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == ["Adam", "LODO", "start (−0.5, 2)", "minimum (1, 1)"]
+    np.testing.assert_array_equal(lines[0].get_xydata(), adam0)
+    assert np.isnan(lines[1].get_xydata()[2]).all()
+    np.testing.assert_array_equal(lines[2].get_xydata(), [[-0.5, 2.0]])
+    np.testing.assert_array_equal(lines[3].get_xydata(), [[1.0, 1.0]])
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    assert x0 < -0.5 < 1 < x1 and y0 < 1 < 2 < y1  # the box holds the start and the minimum
+    # Heat map: log10(f + 1e-4), origin lower: f(−1.5, −0.5) = 0.01·6.25 + (2.25 + 0.5)² = 7.625,
+    # f(1.5, 2.5) = 0.01·0.25 + (2.25 − 2.5)² = 0.065.
+    heat = np.asarray(ax.images[0].get_array())
+    assert heat[0, 0] == pytest.approx(math.log10(7.625 + 1e-4))
+    assert heat[-1, -1] == pytest.approx(math.log10(0.065 + 1e-4))
+    assert len(ax.collections) >= 1  # the contours
+
+
+def test_report_embeds_sigma_and_trajectory_pngs_only_when_the_run_has_them(tmp_path):
+    pytest.importorskip("matplotlib")
+    rd = make_run(tmp_path / "bowl", optimizers=("LODO", "Adam"))
+    for i in range(2):
+        rd.write_full("LODO", i, sigma_record(i, [1.0 - 0.1 * i, 0.5, 0.3]))
+        rd.write_full("Adam", i, full_record(i, 10.0))
+    text = report.write_report(rd.path).read_text()
+    figures = rd.path / "figures"
+    assert "](figures/sigma.png)" in text and "trajectories.png" not in text
+    assert (figures / "sigma.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert not (figures / "trajectories.png").exists()
+
+    rd = make_run(tmp_path / "rosenbrock", task="rosenbrock", optimizers=("Adam",), steps=200)
+    rd.write_full("Adam", 0, sigma_record(0, None, trajectory=[[-0.5, 2.0], [0.0, 1.0], [1.0, 1.0]]))
+    text = report.write_report(rd.path).read_text()
+    figures = rd.path / "figures"
+    assert "](figures/trajectories.png)" in text and "sigma.png" not in text
+    assert (figures / "trajectories.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert not (figures / "sigma.png").exists()
+
+    rd = make_run(tmp_path / "plain", optimizers=("Adam",))
+    rd.write_full("Adam", 0, full_record(0, 10.0))
+    text = report.write_report(rd.path).read_text()
+    assert "sigma.png" not in text and "trajectories.png" not in text

@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 CURVE_POINTS = 100
+SIGMA_POINTS = 200  # σ points kept in a full-run record (= tuner.trial.SIGMA_POINTS; not imported: no torch here)
 _RESTART_WAITS, _RESTART_WAIT_S = 120, 0.5  # resubmissions to an actor that is restarting (≤ 60 s)
 
 
@@ -55,6 +56,20 @@ def decimate(losses: np.ndarray, times: np.ndarray, points: int = CURVE_POINTS) 
     return {"step": [int(b) for b in edges[1:]], "loss": loss, "time": time_}
 
 
+def observations(res) -> dict:
+    """A full run's observers for its record: σ ({"step", "value"}, ≤ SIGMA_POINTS points, evenly
+    thinned) and the trajectory ([[x, y], ...] per evaluation), each only when the trial recorded it."""
+    out = {}
+    sigma, trajectory = getattr(res, "sigma", None), getattr(res, "trajectory", None)
+    if sigma is not None:
+        sigma = sigma[np.unique(np.linspace(0, len(sigma) - 1, SIGMA_POINTS).round().astype(int))] \
+            if len(sigma) > SIGMA_POINTS else sigma
+        out["sigma"] = {"step": [int(i) for i in sigma[:, 0]], "value": [float(v) for v in sigma[:, 1]]}
+    if trajectory is not None:
+        out["trajectory"] = [[float(x) for x in row] for row in trajectory]
+    return out
+
+
 def execute(job: Job, device: str = "cpu", trial=None, checkpoint_every_s: float = 300) -> dict:
     """Run one job in this process and summarise it (what an actor sends back).
 
@@ -68,13 +83,21 @@ def execute(job: Job, device: str = "cpu", trial=None, checkpoint_every_s: float
     seconds and continues from it when it exists (an interrupted full run resumes mid-way); the
     timed second run is not checkpointed. Deleting the file once the record is written is the
     driver's job (`tuner.api`). With several machines the run directory must be shared storage.
+
+    A full run's step-milestone run also records σ every `observe_every_for(steps)` optimizer
+    steps (LODO family on the noisy bowl) and the Rosenbrock trajectory (`observations`);
+    tuning individuals record neither.
     """
     start = time.perf_counter()
     try:
+        from tuner.trial import observe_every_for
+
         if trial is None:
             from tuner.trial import run_trial as trial
         kwargs = dict(task_options=dict(job.task_options), device=device)
         saving = dict(checkpoint=job.checkpoint, checkpoint_every_s=checkpoint_every_s) if job.checkpoint else {}
+        if job.kind == "full":
+            saving["observe_every"] = observe_every_for(job.steps)
         res = trial(job.task, job.optimizer, dict(job.hparams), job.steps, job.seed, **kwargs, **saving)
         timed = None
         if job.kind == "full" and job.time_limit is not None and not res.diverged and res.seconds < job.time_limit:
@@ -100,6 +123,8 @@ def execute(job: Job, device: str = "cpu", trial=None, checkpoint_every_s: float
         "curve": decimate(res.losses, res.times),
         "pid": os.getpid(),
     }
+    if job.kind == "full":
+        out.update(observations(res))
     if job.kind == "full" and job.time_limit is not None:
         from tuner.trial import time_budget_loss
 

@@ -9,7 +9,11 @@ Writes ``report.md`` and PNG figures from what a run directory already holds (fi
 - ``figures/loss.png``: training loss by step and by wall time, mean ± std over seeds of the
   full runs' decimated curves (seeds interpolated onto a common grid), one line per optimizer;
 - ``figures/tuning-<optimizer>.png``: per hyperparameter, the GA's generation mean (replayed
-  from the records with `tuner.ga.GeneticAlgorithm`) as a line and every individual as a dot.
+  from the records with `tuner.ga.GeneticAlgorithm`) as a line and every individual as a dot;
+- ``figures/sigma.png`` (runs whose full runs recorded σ, the LODO family on the noisy bowl):
+  σ by step, mean ± std over seeds, log y (the paper's Fig. 2 left);
+- ``figures/trajectories.png`` (runs whose full runs recorded a trajectory, Rosenbrock): each
+  optimizer's seed-0 path over the loss heat map with contours (the paper's Fig. 3).
   (256-colour PNGs at 100 dpi, a few tens of KB each.)
 
 matplotlib is the optional extra ``plots``: imported lazily and only through
@@ -232,6 +236,89 @@ def plot_curves(full: dict[str, list[dict]]):
     return fig
 
 
+def sigma_curves(records: list[dict]) -> list[dict]:
+    """The σ series ({"step", "loss": σ}, `band`'s shape) of the seeds that stayed finite."""
+    out = []
+    for r in records:
+        sigma = r.get("sigma")
+        if r.get("diverged") or not sigma or not sigma.get("value"):
+            continue
+        if all(math.isfinite(v) for v in sigma["value"]):
+            out.append({"step": sigma["step"], "loss": sigma["value"]})
+    return out
+
+
+def plot_sigma(full: dict[str, list[dict]]):
+    """σ = ‖I − G H‖_F / √n by step, mean ± std band over seeds (≥ 2), one line per optimizer
+    that recorded σ; log y as the paper's Fig. 2 (left). Returns the Figure."""
+    Figure = _figure_class()
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    for optimizer, records in full.items():
+        curves = sigma_curves(records)
+        if not curves:
+            continue
+        grid, mean, std = band(curves, "step")
+        (line,) = ax.plot(grid, mean, label=optimizer + (f" ({len(curves)} seeds)" if len(curves) > 1 else ""),
+                          lw=1.2)
+        if len(curves) > 1:  # floored so the band stays positive on the log axis
+            ax.fill_between(grid, np.maximum(mean - std, mean * 1e-3), mean + std, color=line.get_color(),
+                            alpha=0.2, lw=0)
+    ax.set_yscale("log")
+    ax.set_xlabel("step (loss/gradient evaluations)")
+    ax.set_ylabel("σ = ‖I − G H‖_F / √n")
+    ax.grid(alpha=0.3, which="both")
+    if ax.get_lines():
+        ax.legend(fontsize=8)
+    fig.suptitle("Hessian-approximation error σ, mean ± std over seeds")
+    return fig
+
+
+ROSENBROCK_START, ROSENBROCK_MINIMUM = (-0.5, 2.0), (1.0, 1.0)
+TRAJECTORY_BOX = ((-1.5, 1.5), (-0.5, 2.5))  # (x range, y range): holds the start and the minimum
+
+
+def rosenbrock_loss(x, y):
+    """f(x, y) = 0.01 (x − 1)² + (x² − y)² (SPEC §3), elementwise on arrays."""
+    return 0.01 * (x - 1.0) ** 2 + (x * x - y) ** 2
+
+
+def seed0_trajectory(records: list[dict]):
+    """The trajectory (k, 2) of the lowest seed index that recorded one, or None."""
+    for r in sorted(records, key=lambda r: r.get("seed_index", 0)):
+        if r.get("trajectory"):
+            xy = np.asarray(r["trajectory"], dtype=float).reshape(-1, 2)
+            return np.where(np.isfinite(xy), xy, np.nan)  # a diverged run's path stops where it left
+    return None
+
+
+def plot_trajectories(full: dict[str, list[dict]]):
+    """Each optimizer's seed-0 path over log10 f on TRAJECTORY_BOX, with contours; the start
+    (−0.5, 2) and the minimum (1, 1) marked (the paper's Fig. 3). Returns the Figure."""
+    Figure = _figure_class()
+    fig = Figure(figsize=(6, 5), layout="constrained")
+    ax = fig.subplots()
+    (x0, x1), (y0, y1) = TRAJECTORY_BOX
+    x, y = np.meshgrid(np.linspace(x0, x1, 301), np.linspace(y0, y1, 301))
+    log_f = np.log10(rosenbrock_loss(x, y) + 1e-4)  # f = 0 at the minimum
+    image = ax.imshow(log_f, origin="lower", extent=(x0, x1, y0, y1), aspect="auto", cmap="Greys")
+    ax.contour(x, y, log_f, levels=np.arange(-3, 1.5, 0.5), colors="white", linewidths=0.5, alpha=0.6)
+    fig.colorbar(image, ax=ax, label="log₁₀ (f(x, y) + 10⁻⁴)")
+    for optimizer, records in full.items():
+        xy = seed0_trajectory(records)
+        if xy is not None:
+            ax.plot(xy[:, 0], xy[:, 1], lw=1.2, label=optimizer)
+    ax.plot(*ROSENBROCK_START, "o", color="tab:green", ms=7, label="start (−0.5, 2)")
+    ax.plot(*ROSENBROCK_MINIMUM, "*", color="tab:red", ms=11, label="minimum (1, 1)")
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle("Rosenbrock: trajectories (seed 0) over f(x, y) = 0.01(x − 1)² + (x² − y)²", fontsize=10)
+    return fig
+
+
 _DECAY_TICKS = [0.0, 0.5] + [1 - 10.0 ** -k for k in range(1, 16)]
 
 
@@ -411,6 +498,18 @@ def write_figures(rd: RunDir, manifest: dict, out_dir: Path, paper_hparams: dict
         fig_dir.mkdir(parents=True, exist_ok=True)
         save_png(plot_curves(full), fig_dir / "loss.png")
         lines += ["### Training loss", "", f"![Training loss by step and by wall time]({FIGURES}/loss.png)", ""]
+    if any(sigma_curves(r) for r in full.values()):
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        save_png(plot_sigma(full), fig_dir / "sigma.png")
+        lines += ["### Hessian-approximation error σ", "",
+                  f"![σ by step, mean ± std over seeds]({FIGURES}/sigma.png)", "",
+                  "σ = sqrt(‖I − G H‖_F² / n), estimated on the task's 100 fixed probe vectors every K "
+                  "steps of the full runs (the paper's Fig. 2, left).", ""]
+    if any(seed0_trajectory(r) is not None for r in full.values()):
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        save_png(plot_trajectories(full), fig_dir / "trajectories.png")
+        lines += ["### Trajectories", "", f"![Trajectories of seed 0 over the loss]({FIGURES}/trajectories.png)", "",
+                  "Each optimizer's seed-0 parameters at every evaluation over log₁₀ f (the paper's Fig. 3).", ""]
     lr_scale = manifest["schedule"].get("lr_scale", 1.0)
     tuned = [o for o in manifest["optimizers"] if (rd.path / "tuning" / safe_name(o)).is_dir()]
     for o in tuned:

@@ -28,6 +28,14 @@ a checkpoint with its fingerprint continues from it and records exactly the loss
 uninterrupted run would; `times` continue from the saved elapsed seconds. A checkpoint of
 another trial is refused. `run_trial` leaves the file in place when it returns: the caller
 deletes it once the run's record is durable (`tuner.api` does, after writing the record).
+
+Observers (full runs, `observe_every=K`): σ, LODO's Hessian-approximation error (SPEC §1.2,
+the paper's Fig. 2 left), is `task.hessian_error(opt.preconditioner)` on the task's fixed probes,
+recorded after every K-th optimizer step when the task has `hessian_error` and the optimizer a
+`preconditioner` (the LODO family); it costs ~3 LODO steps on the bowl, so full runs' K ≥ 200
+keeps it near 1.5 % of the run (`benchmarks/sigma_overhead.py`). A task with 2 numbers in all (Rosenbrock) also
+records the flat parameter vector at every evaluation (Fig. 3's trajectories). Both go into the
+checkpoint, so a resumed run records them bit for bit as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -55,6 +63,18 @@ class TrialResult:
     seconds: float
     steps_per_second: float
     diverged: bool
+    sigma: np.ndarray | None = None       # (m, 2): rows (evaluations so far, σ) every K optimizer steps
+    trajectory: np.ndarray | None = None  # (len(losses), 2): the parameters (x, y) at each evaluation
+
+
+SIGMA_EVERY = 200      # σ every ≥ 200 optimizer steps: ~1.5 % of a LODO run on the bowl (measured)
+SIGMA_POINTS = 200     # ... and at most ~200 σ points in a full run
+TRAJECTORY_SIZE = 2    # tasks with this many parameters in all record their trajectory
+
+
+def observe_every_for(steps: int) -> int:
+    """The σ interval K of a full run of `steps` evaluations: max(SIGMA_EVERY, ⌈steps / SIGMA_POINTS⌉)."""
+    return max(SIGMA_EVERY, math.ceil(steps / SIGMA_POINTS))
 
 
 def last_fraction_mean(losses: np.ndarray, fraction: float = 0.1) -> float:
@@ -158,6 +178,7 @@ def run_trial(
     check_every: int = 100,
     checkpoint=None,
     checkpoint_every_s: float = 300,
+    observe_every: int | None = None,
 ) -> TrialResult:
     """Train `optimizer` on `task` for `steps` evaluations and record each evaluation's loss.
 
@@ -170,6 +191,8 @@ def run_trial(
         +inf if a loss was NaN/inf.
     checkpoint: optional file path; save every `checkpoint_every_s` seconds (checked every
         `check_every` evaluations, between optimizer steps) and resume from it when it exists.
+    observe_every: optional K; record σ every K optimizer steps (`sigma`) and, for a 2-number
+        task, the parameters at every evaluation (`trajectory`) — see the module docstring.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"Invalid steps: {steps!r} (must be an integer >= 1)")
@@ -179,10 +202,21 @@ def run_trial(
         raise ValueError(f"Invalid check_every: {check_every!r} (must be an integer >= 1)")
     if not checkpoint_every_s >= 0:
         raise ValueError(f"Invalid checkpoint_every_s: {checkpoint_every_s!r} (must be >= 0)")
+    if observe_every is not None and (isinstance(observe_every, bool) or not isinstance(observe_every, int)
+                                      or observe_every < 1):
+        raise ValueError(f"Invalid observe_every: {observe_every!r} (must be None or an integer >= 1)")
     key = fingerprint(task, optimizer, hparams, steps, seed, task_options, time_limit) if checkpoint else None
     task = _build_task(task, seed, task_options, device)
     opt = _build_optimizer(optimizer, hparams, task.parameters(), seed, steps)
     create_graph = getattr(opt, "create_graph", False)
+    observing = observe_every is not None
+    sigma_of = getattr(task, "hessian_error", None) if observing and hasattr(opt, "preconditioner") else None
+    params = [p for p in task.parameters()]
+    tracing = observing and sum(p.numel() for p in params) == TRAJECTORY_SIZE
+    sigma: list[tuple[int, float]] = []  # (evaluations so far, σ) after every K-th optimizer step
+    trajectory = np.full((steps, TRAJECTORY_SIZE), np.nan) if tracing else None
+    next_sigma = observe_every if sigma_of is not None else 0  # the optimizer step of the next σ (0: never)
+    optimizer_steps = 0
 
     losses = np.empty(steps)
     times = np.empty(steps)
@@ -199,6 +233,12 @@ def run_trial(
         losses[:recorded] = saved["losses"].numpy()
         times[:recorded] = saved["times"].numpy()
         elapsed = float(saved["elapsed"])
+        optimizer_steps = int(saved.get("optimizer_steps", recorded))
+        sigma = [(int(i), float(v)) for i, v in saved.get("sigma", torch.empty(0, 2)).tolist()]
+        if trajectory is not None and saved.get("trajectory") is not None:
+            trajectory[:recorded] = saved["trajectory"].numpy()
+        if next_sigma:
+            next_sigma = (optimizer_steps // observe_every + 1) * observe_every
 
     def save() -> None:
         """Everything a resumed run needs; called between optimizer steps right after a flush."""
@@ -206,6 +246,9 @@ def run_trial(
             "fingerprint": key, "task": task.state_dict(), "optimizer": opt.state_dict(),
             "recorded": recorded, "losses": torch.from_numpy(losses[:recorded].copy()),
             "times": torch.from_numpy(times[:recorded].copy()), "elapsed": time.perf_counter() - start,
+            "optimizer_steps": optimizer_steps,
+            "sigma": torch.tensor(sigma, dtype=torch.float64).reshape(-1, 2),
+            "trajectory": None if trajectory is None else torch.from_numpy(trajectory[:recorded].copy()),
         })
 
     def closure():
@@ -219,6 +262,8 @@ def run_trial(
             else:
                 pending.append(loss.detach())
             times[recorded] = time.perf_counter() - start
+            if trajectory is not None:  # 2 numbers: cheap
+                trajectory[recorded] = torch.cat([p.detach().reshape(-1) for p in params]).cpu().numpy()
             recorded += 1
         return loss
 
@@ -234,7 +279,7 @@ def run_trial(
 
     def train() -> bool:
         """Step until `steps` evaluations are recorded, the time limit passes or a loss is NaN/inf."""
-        nonlocal batch
+        nonlocal batch, optimizer_steps, next_sigma
         saved_at = time.perf_counter()
         while recorded < steps:
             batch = task.sample()
@@ -244,6 +289,10 @@ def run_trial(
                 if flush():
                     return True
                 raise
+            optimizer_steps += 1
+            if optimizer_steps == next_sigma:  # the only per-step cost of σ: one integer comparison
+                sigma.append((recorded, sigma_of(opt.preconditioner)))
+                next_sigma += observe_every
             if recorded - flushed >= check_every:
                 if flush():
                     return True
@@ -267,6 +316,7 @@ def run_trial(
     if diverged:
         first_bad = int(np.argmin(np.isfinite(losses)))
         losses, times = losses[: first_bad + 1], times[: first_bad + 1]
+        sigma = [(i, v) for i, v in sigma if i <= first_bad + 1]
         final_loss = math.inf
     elif time_limit is not None and recorded < steps:
         final_loss = time_budget_loss(losses, times, time_limit)
@@ -279,4 +329,6 @@ def run_trial(
         seconds=seconds,
         steps_per_second=recorded / seconds if seconds > 0 else math.inf,
         diverged=diverged,
+        sigma=np.array(sigma, dtype=float).reshape(-1, 2) if sigma_of is not None else None,
+        trajectory=trajectory[: len(losses)] if trajectory is not None else None,
     )
