@@ -52,3 +52,28 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` returned."""
+
+
+class ModelTask(Task):
+    """A task whose parameters are those of an `nn.Module` (`self.model`, buffers such as
+    BatchNorm statistics included in its state) and whose randomness is one device generator
+    (`self.generator`), its training images `self.train_images`: the image tasks."""
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.model.parameters())
+
+    def info(self) -> dict[str, float]:
+        return {
+            "num_parameters": float(sum(p.numel() for p in self.model.parameters())),
+            "num_train": float(self.train_images.shape[0]),
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.generator.set_state(state["generator"].cpu())

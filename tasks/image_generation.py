@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tasks import datasets
-from tasks.base import Task
+from tasks.base import ModelTask
 
 SIZE = 28
 NUM_PIXELS = SIZE * SIZE
@@ -128,7 +128,7 @@ def synthetic_images(count: int, seed: int) -> torch.Tensor:
     return torch.randint(0, 256, (count, SIZE, SIZE), generator=generator, dtype=torch.uint8)
 
 
-class ImageGeneration(Task):
+class ImageGeneration(ModelTask):
     """MNIST autoregressive pixel model; `evaluate()` → {"validation_loss": NLL in nats/pixel}.
 
     The last 64 of MNIST's 60,000 training images are held out (as in the authors' code) and
@@ -169,9 +169,6 @@ class ImageGeneration(Task):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed + (1 << 32))  # a stream apart from the init's
 
-    def parameters(self) -> list[torch.Tensor]:
-        return list(self.model.parameters())
-
     def sample(self) -> PixelBatch:
         """Draw `batch_size` training images (with replacement) and a uniform query pixel for each."""
         shape, options = (self.batch_size,), dict(generator=self.generator, device=self.device)
@@ -204,19 +201,3 @@ class ImageGeneration(Task):
 
     def evaluate(self) -> dict[str, float]:
         return {"validation_loss": self.nll_per_pixel(self.validation_images)}
-
-    def info(self) -> dict[str, float]:
-        return {
-            "num_parameters": float(sum(p.numel() for p in self.model.parameters())),
-            "num_train": float(self.train_images.shape[0]),
-        }
-
-    def state_dict(self) -> dict:
-        return {
-            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "generator": self.generator.get_state(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.generator.set_state(state["generator"].cpu())

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tasks import datasets
-from tasks.base import Task
+from tasks.base import ModelTask
 
 NUM_CLASSES = 10
 SIZE = 32
@@ -118,7 +118,7 @@ def synthetic_cifar10(num_train: int, num_test: int, seed: int) -> dict[str, tor
             "test_images": images(num_test), "test_labels": labels(num_test)}
 
 
-class ResNet18CIFAR10(Task):
+class ResNet18CIFAR10(ModelTask):
     """CIFAR-10 classification with ResNet-18; `evaluate()` → {"test_loss", "test_accuracy"}."""
 
     name = "resnet18_cifar10"
@@ -164,9 +164,6 @@ class ResNet18CIFAR10(Task):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed + (1 << 32))  # a stream apart from the init's
 
-    def parameters(self) -> list[torch.Tensor]:
-        return list(self.model.parameters())
-
     def sample(self) -> AugmentedBatch:
         """Draw `batch_size` training images (with replacement), crop offsets in 0..8 and flips."""
         shape, options = (self.batch_size,), dict(generator=self.generator, device=self.device)
@@ -203,19 +200,3 @@ class ResNet18CIFAR10(Task):
             self.model.train(was_training)
         count = self.test_images.shape[0]
         return {"test_loss": float(total_loss) / count, "test_accuracy": float(correct) / count}
-
-    def info(self) -> dict[str, float]:
-        return {
-            "num_parameters": float(sum(p.numel() for p in self.model.parameters())),
-            "num_train": float(self.train_images.shape[0]),
-        }
-
-    def state_dict(self) -> dict:
-        return {
-            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},  # incl. BN buffers
-            "generator": self.generator.get_state(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.generator.set_state(state["generator"].cpu())
