@@ -16,22 +16,7 @@ from tasks.rosenbrock import Rosenbrock
 from tuner.executor import SIGMA_POINTS, Job, execute, observations
 from tuner.trial import observe_every_for, run_trial
 
-
-class Interrupted(Exception):
-    """Stands in for a kill between two optimizer steps."""
-
-
-def interrupt_after(monkeypatch, cls, steps: int) -> None:
-    original = cls.sample
-    calls = {"n": 0}
-
-    def sample(self):
-        calls["n"] += 1
-        if calls["n"] > steps:
-            raise Interrupted
-        return original(self)
-
-    monkeypatch.setattr(cls, "sample", sample)
+from test_trial_checkpoint import Interrupted, interrupt_after  # tests/ is on sys.path under pytest
 
 
 def hand_loop(task_name: str, optimizer: str, hparams: dict, steps: int, seed: int, every: int):
