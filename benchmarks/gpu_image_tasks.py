@@ -2,7 +2,7 @@
 
 Runs `--steps` (default 2,000) optimizer steps on image_generation (batch 256) and
 `--resnet-steps` (default 50) on resnet18_cifar10 (batch 2048) with synthetic data of the real
-shapes (no downloads), the paper's tuned hyperparameters (SPEC §5, Table 6), float32. Only
+shapes (no downloads), the paper's tuned hyperparameters (docs/paper.md §5, Table 6), float32. Only
 the steps after `--warmup` untimed ones are timed, with the device synchronised at both ends.
 On CUDA it also checks that the task's sample(), loss() and backward never synchronise with the
 host (torch.cuda.set_sync_debug_mode("error")).
@@ -37,7 +37,7 @@ PAPER_STEPS_PER_SECOND = {
     ("resnet18_cifar10", "Adam"): 0.0793,
     ("resnet18_cifar10", "LODO"): 0.0316,
 }
-TUNED = {  # SPEC §5 (Table 6); image_generation learning rates already halved
+TUNED = {  # docs/paper.md §5 (Table 6); image_generation learning rates already halved
     ("image_generation", "Adam"): dict(lr=0.0009554, beta1=0.9323, beta2=0.99505),
     ("image_generation", "LODO"): dict(meta_lr=7.946e-6, beta=0.9343, lr=0.08459),
     ("resnet18_cifar10", "Adam"): dict(lr=0.0004295, beta1=0.9562, beta2=0.99814),
@@ -64,7 +64,7 @@ def make_optimizer(name: str, params, hparams: dict, seed: int) -> torch.optim.O
 
 
 def lodo_state_gib(num_parameters: int, depth: int = 16, block_size: int = 4) -> float:
-    """θ of LODO plus its two Adam moments: 3 · N · ñ · k float32 values, ñ ≈ 2n (SPEC §1)."""
+    """θ of LODO plus its two Adam moments: 3 · N · ñ · k float32 values, ñ ≈ 2n (docs/paper.md §1)."""
     return 3 * depth * 2 * num_parameters * block_size * 4 / 2**30
 
 

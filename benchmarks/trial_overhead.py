@@ -2,7 +2,7 @@
 
     python benchmarks/trial_overhead.py [--steps 5000] [--repeats 7]
 
-Both loops run the same task and optimizer (torch Adam, eps 1e-7, SPEC §2) in this process,
+Both loops run the same task and optimizer (torch Adam, eps 1e-7, docs/paper.md §2) in this process,
 interleaved, single-threaded. Each repeat times one plain run and one trial run back to back, so
 both see the same machine load; the overhead is the median over repeats of (trial − plain) / plain
 per step. The target is ≤ 20 % of an Adam step.

@@ -1,5 +1,5 @@
 """L2LBGDBGD: the meta-trained LSTM optimizer of Andrychowicz et al. (2016), "Learning to learn
-by gradient descent by gradient descent" — a baseline of the LODO paper (SPEC §2, Table 1).
+by gradient descent by gradient descent" — a baseline of the LODO paper (docs/paper.md §2, Table 1).
 
 A coordinate-wise two-layer LSTM m_φ (20 hidden units per layer, weights φ shared by every
 coordinate) maps each coordinate's gradient to that coordinate's step:
@@ -31,7 +31,7 @@ import os
 import torch
 from torch import nn
 
-#: the shipped checkpoint, meta-trained on the noisy bowl (SPEC §3) by `tuner/meta_train.py`
+#: the shipped checkpoint, meta-trained on the noisy bowl (docs/paper.md §3) by `tuner/meta_train.py`
 SHIPPED_CHECKPOINT = "l2lbgdbgd_noisy_bowl.pt"
 CHECKPOINT_FORMAT = "l2lbgdbgd/1"
 
@@ -129,7 +129,7 @@ class L2LBGDBGD(torch.optim.Optimizer):
     Args:
         params: the parameters to optimise.
         checkpoint: path of a meta-trained checkpoint; None loads the shipped one, meta-trained
-            on the noisy bowl (SPEC §3).
+            on the noisy bowl (docs/paper.md §3).
         seed: accepted for the registry's uniform signature; the LSTM draws no random numbers.
 
     The weights φ are fixed; `state_dict` holds the hidden states (h, c) of every coordinate.

@@ -1,4 +1,4 @@
-"""LARS, layer-wise adaptive rate scaling (You et al., 2017), in SPEC §2's form."""
+"""LARS, layer-wise adaptive rate scaling (You et al., 2017), in docs/paper.md §2's form."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Stochastic L-BFGS and O-LBFGS without line search (Schraudolph, Yu & Günter, 2007; SPEC §2).
+"""Stochastic L-BFGS and O-LBFGS without line search (Schraudolph, Yu & Günter, 2007; docs/paper.md §2).
 
 All parameters form one flat vector x. One iteration makes two evaluations on the same noise
 sample / minibatch (Alg. 1 with the §3.2 stochastic changes)::

@@ -1,4 +1,4 @@
-r"""LODO, the learned online quasi-Newton optimizer, and its ablations (SPEC §1, §1.1).
+r"""LODO, the learned online quasi-Newton optimizer, and its ablations (docs/paper.md §1, §1.1).
 
 All parameters form one flat vector x in R^n. LODO keeps a preconditioner G(θ) and learns θ
 online by hypergradient descent on the loss of the step it just took:
@@ -434,7 +434,7 @@ class LODO(Optimizer):
 
 
 class LODONoMomentum(LODO):
-    """LODO with β = 0 (SPEC §1.1, the paper's text): the step is −G(θ) g."""
+    """LODO with β = 0 (docs/paper.md §1.1, the paper's text): the step is −G(θ) g."""
 
     def __init__(self, params, lr: float = 1.0, meta_lr: float = 1e-3, depth: int = 16,
                  block_size: int = 4, seed: int | None = None):
@@ -442,7 +442,7 @@ class LODONoMomentum(LODO):
 
 
 class LODOSGD(LODO):
-    """LODO whose meta-optimizer is plain SGD: θ ← θ − meta_lr · ∇θ f (SPEC §1.1)."""
+    """LODO whose meta-optimizer is plain SGD: θ ← θ − meta_lr · ∇θ f (docs/paper.md §1.1)."""
 
     def _meta_step(self, state: dict, hypergradient: torch.Tensor, meta_lr: float) -> None:
         state["meta_step"] += 1

@@ -1,9 +1,9 @@
 """The optimizer registry: paper names → constructors, GA hyperparameters, Table 6 values.
 
 `available()` lists the names in the paper's spelling, `hyperparameters(name)` the GA's search
-space (SPEC §2: public names, defaults = the GA's starting point, scale "log" for rates and other
+space (docs/paper.md §2: public names, defaults = the GA's starting point, scale "log" for rates and other
 positive scalars, "decay" for decay rates in [0, 1)), `create(name, params, ...)` builds one.
-`paper_hyperparameters(task)` reads Table 6 (SPEC §5) from `schedules/paper_hparams.yaml`.
+`paper_hyperparameters(task)` reads Table 6 (docs/paper.md §5) from `schedules/paper_hparams.yaml`.
 
 Entries name their constructor as "module:attribute" and are imported on first use, so the
 registry imports even while an optional module (the meta-trained L2LBGDBGD) is absent.
@@ -113,7 +113,7 @@ def _entry(name: str) -> tuple[str, tuple[Hyperparameter, ...]]:
 
 
 def hyperparameters(name: str) -> list[Hyperparameter]:
-    """The GA-tunable hyperparameters of optimizer `name` with their defaults and scales (SPEC §2)."""
+    """The GA-tunable hyperparameters of optimizer `name` with their defaults and scales (docs/paper.md §2)."""
     return list(_entry(name)[1])
 
 
@@ -147,7 +147,7 @@ def create(name: str, params, seed: int | None = None, **hparams) -> torch.optim
 
 
 def paper_hyperparameters(task: str) -> dict[str, dict[str, float]]:
-    """Table 6's tuned values for `task` (SPEC §5), as {optimizer: {hyperparameter: value}}.
+    """Table 6's tuned values for `task` (docs/paper.md §5), as {optimizer: {hyperparameter: value}}.
 
     Image-generation learning rates are already halved, as the full runs use them. Every name is
     checked against the registry, so a typo in the YAML fails here rather than in a run.

@@ -1,4 +1,4 @@
-"""Dense second-order baselines (SPEC §2): BFGS, Levenberg–Marquardt and Newton.
+"""Dense second-order baselines (docs/paper.md §2): BFGS, Levenberg–Marquardt and Newton.
 
 All parameters form one flat vector x of size n; these cost O(n²) memory and O(n²)–O(n³) time
 per step, so they only make sense on small tasks (the noisy bowl, Rosenbrock).

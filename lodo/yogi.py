@@ -1,4 +1,4 @@
-"""Yogi (Zaheer et al., 2018) in the exact form that reproduces the paper's numbers (SPEC §2)."""
+"""Yogi (Zaheer et al., 2018) in the exact form that reproduces the paper's numbers (docs/paper.md §2)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Benchmark tasks (SPEC §3): `available()` names them, `create(name, ...)` builds one.
+"""Benchmark tasks (docs/paper.md §3): `available()` names them, `create(name, ...)` builds one.
 
 Registry entries are "module:Class" strings, imported only when that task is created, so the
 small tasks never pay for torchvision-sized imports.

@@ -10,7 +10,7 @@ import torch
 
 
 class Task(abc.ABC):
-    """A benchmark problem (SPEC §3).
+    """A benchmark problem (docs/paper.md §3).
 
     Protocol, once per optimizer step::
 

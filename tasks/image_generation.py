@@ -1,4 +1,4 @@
-"""Autoregressive pixel model on MNIST (SPEC §3 "image_generation"; paper §5.3, App. F.2).
+"""Autoregressive pixel model on MNIST (docs/paper.md §3 "image_generation"; paper §5.3, App. F.2).
 
 Each sample is a random training image and a random query pixel (r, c); the network sees the
 image with the query pixel and everything after it in raster order blackened, and predicts the

@@ -1,4 +1,4 @@
-"""The noisy quadratic bowl (SPEC §3, paper §5.1 and App. F.1).
+"""The noisy quadratic bowl (docs/paper.md §3, paper §5.1 and App. F.1).
 
     H = U D Uᵀ,   U uniformly random orthogonal,   D = geometric sequence from 0.001 to 1
     c_0 = 0,      c_{t+1} = c_t + ε_t,   ε_t ~ N(0, v·I)        (a random walk; one move per sample())
@@ -86,7 +86,7 @@ class NoisyBowl(Task):
         return torch.dot(d, torch.mv(self._half_hessian, d))
 
     def info(self) -> dict[str, float]:
-        """newton_loss = ½·v·tr(H): the expected loss of the ideal tracker (SPEC §3)."""
+        """newton_loss = ½·v·tr(H): the expected loss of the ideal tracker (docs/paper.md §3)."""
         return {"newton_loss": 0.5 * self.noise_variance * float(self.eigenvalues.sum())}
 
     def probes(self, num_probes: int) -> torch.Tensor:
@@ -101,7 +101,7 @@ class NoisyBowl(Task):
 
     @torch.no_grad()
     def hessian_error(self, preconditioner, num_probes: int = 100) -> float:
-        """σ = sqrt(‖I − G H‖_F² / n) (SPEC §1.2), estimated as sqrt(mean_i ‖(I − G H) v_i‖²).
+        """σ = sqrt(‖I − G H‖_F² / n) (docs/paper.md §1.2), estimated as sqrt(mean_i ‖(I − G H) v_i‖²).
 
         For v uniform on the unit sphere E‖A v‖² = ‖A‖_F²/n, so the mean over the fixed probes
         v_1..v_m is an unbiased estimate of σ². `preconditioner` maps a batch (b, n) to G·v.

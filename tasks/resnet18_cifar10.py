@@ -1,4 +1,4 @@
-"""ResNet-18 on CIFAR-10 (SPEC §3 "resnet18_cifar10"; paper §5.4).
+"""ResNet-18 on CIFAR-10 (docs/paper.md §3 "resnet18_cifar10"; paper §5.4).
 
 The CIFAR variant of ResNet-18: a 3×3 stride-1 stem convolution and no max-pool, then
 BasicBlock stages [2, 2, 2, 2] of widths 64-128-256-512 (strides 1, 2, 2, 2; a 1×1 conv + BN

@@ -1,4 +1,4 @@
-"""The Rosenbrock task (SPEC §3, paper §5.2 and App. G).
+"""The Rosenbrock task (docs/paper.md §3, paper §5.2 and App. G).
 
     f(x, y) = 0.01 (x − 1)² + (x² − y)²,    start (x, y) = (−0.5, 2),    minimum f(1, 1) = 0
 

@@ -15,15 +15,6 @@ SCHEDULE = Schedule.from_dict({"task": "noisy_bowl", "population": 4, "generatio
                                "full_run": {"steps": 100, "seeds": 1, "time_milestone_s": None}, "lr_scale": 0.5})
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def test_resume_replays_records_reruns_only_missing_and_scales_lr(ray_session, tmp_path):
     rd = tmp_path / "run"
     first = tuner.tune("noisy_bowl", schedule=SCHEDULE, seed=2, run_dir=rd, workers=2)

@@ -1,4 +1,4 @@
-"""The baseline optimizers (SPEC §2) against hand-computed updates and independent references."""
+"""The baseline optimizers (docs/paper.md §2) against hand-computed updates and independent references."""
 import copy
 import math
 

@@ -89,16 +89,6 @@ def test_a_non_empty_run_dir_is_refused(tmp_path, capsys):
     assert os.listdir(tmp_path / "r") == ["keep"]
 
 
-# -- runs on Ray (one session for the module) ------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
 def test_tiny_end_to_end_run_writes_a_complete_run_dir_and_prints_tables(ray_session, tmp_path, capsys):
     rd = tmp_path / "run"
     assert main(["--task", "noisy_bowl", "--schedule", _schedule(tmp_path), "--workers", "2",
@@ -123,7 +113,7 @@ def test_hparams_paper_runs_full_runs_with_table6_values(ray_session, tmp_path, 
     assert main(["--task", "noisy_bowl", "--hparams", "paper", "--optimizers", "Adam,LODO", "--steps", "200",
                  "--seeds", "2", "--time-milestone", "none", "--workers", "2", "--run-dir", str(rd), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    # Table 6, noisy bowl column (the paper, SPEC §5)
+    # Table 6, noisy bowl column (the paper, docs/paper.md §5)
     assert data["tuned"]["Adam"]["hyperparameters"] == {"lr": 1.164, "beta1": 0.465, "beta2": 0.9884}
     assert data["tuned"]["LODO"]["hyperparameters"] == {"meta_lr": 0.00096, "beta": 0.195, "lr": 0.27}
     assert not (rd / "tuning").exists() and data["ran"] == 0
@@ -175,7 +165,7 @@ def test_paper_hparams_reproduce_table1_through_the_cli(tmp_path, capsys):
     assert main(["--task", "noisy_bowl", "--hparams", "paper", "--optimizers", "Adam,Momentum,LODO",
                  "--time-milestone", "none", "--run-dir", str(tmp_path / "t1"), "--json"]) == 0
     results = json.loads(capsys.readouterr().out)["results"]
-    # Table 1, 100k steps (SPEC §6): Adam 15.28 ± 0.07, Momentum 16.59 ± 0.08, LODO 8.99 ± 0.05
+    # Table 1, 100k steps (docs/paper.md §6): Adam 15.28 ± 0.07, Momentum 16.59 ± 0.08, LODO 8.99 ± 0.05
     for opt, paper in (("Adam", 15.28), ("Momentum", 16.59), ("LODO", 8.99)):
         assert results[opt]["seeds"] == 8 and results[opt]["diverged"] == 0
         assert results[opt]["final_loss_mean"] == pytest.approx(paper, abs=0.5), opt

@@ -14,46 +14,7 @@ import pytest
 import torch
 
 from tasks import datasets
-
-
-def write_idx_gz(path: Path, array: np.ndarray, magic: int) -> None:
-    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def md5_of(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def write_tiny_mnist(folder: Path, rng: np.random.Generator, n_train=70, n_test=5) -> dict:
-    arrays = {
-        "train-images-idx3-ubyte.gz": (rng.integers(0, 256, (n_train, 28, 28)), 2051),
-        "train-labels-idx1-ubyte.gz": (rng.integers(0, 10, (n_train,)), 2049),
-        "t10k-images-idx3-ubyte.gz": (rng.integers(0, 256, (n_test, 28, 28)), 2051),
-        "t10k-labels-idx1-ubyte.gz": (rng.integers(0, 10, (n_test,)), 2049),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, (array, magic) in arrays.items():
-        write_idx_gz(folder / name, array, magic)
-    return {name: array for name, (array, _) in arrays.items()}
-
-
-def write_tiny_cifar10(path: Path, rng: np.random.Generator, per_batch=3) -> dict:
-    batches = {}
-    with tarfile.open(path, "w:gz") as archive:
-        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
-            if name == "batches.meta":
-                entry = {b"label_names": [b"airplane"] * 10}
-            else:
-                entry = {b"data": rng.integers(0, 256, (per_batch, 3072)).astype(np.uint8),
-                         b"labels": [int(v) for v in rng.integers(0, 10, per_batch)]}
-                batches[name] = entry
-            payload = pickle.dumps(entry, protocol=2)
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(payload)
-            archive.addfile(info, io.BytesIO(payload))
-    return batches
+from conftest import md5_of, write_idx_gz, write_tiny_cifar10, write_tiny_mnist
 
 
 @pytest.fixture

@@ -13,16 +13,6 @@ from tuner.schedule import Schedule
 from tuner.trial import run_trial
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    # Logical GPUs: Ray only does the bookkeeping (CUDA_VISIBLE_DEVICES), no device is touched.
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _job(i, steps=6000, **hp):
     return Job(("t", i), "noisy_bowl", "Adam", hp or {"lr": 0.1}, steps, seed=i)
 

@@ -1,4 +1,4 @@
-"""The Appendix-E genetic algorithm (SPEC §4): rescaling, selection, seeding, JSON state, convergence.
+"""The Appendix-E genetic algorithm (docs/paper.md §4): rescaling, selection, seeding, JSON state, convergence.
 
 References are computed here independently: the rescaling formulas written out with `math`, the
 better half sorted by hand, the optimum of a quadratic known in closed form.

@@ -11,7 +11,7 @@ import pytest
 
 from cli import main
 from tasks import datasets
-from test_datasets import md5_of, write_tiny_cifar10, write_tiny_mnist
+from conftest import md5_of, write_tiny_cifar10, write_tiny_mnist
 
 SCHEDULE = """task: {task}
 population: 2
@@ -51,6 +51,7 @@ def offline_ray(tiny_data):
     import ray
 
     folder, mnist_md5, cifar_md5 = tiny_data
+    ray.shutdown()  # the shared session (conftest.ray_session) restarts on its next use
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"LODO_OFFLINE": "1", "LODO_DATA_DIR": str(folder / "nowhere")},
                           "worker_process_setup_hook": _md5_hook(mnist_md5, cifar_md5)})

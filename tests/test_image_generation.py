@@ -1,4 +1,4 @@
-"""The MNIST autoregressive pixel task against hand-written references (SPEC §3, App. F.2)."""
+"""The MNIST autoregressive pixel task against hand-written references (docs/paper.md §3, App. F.2)."""
 import copy
 import gzip
 import hashlib

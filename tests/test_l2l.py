@@ -222,25 +222,17 @@ def test_meta_train_rejects_invalid_schedule_with_named_field():
         mt.meta_train(out="/nonexistent/x.pt", lr=-1.0, progress=False)
 
 
-def test_two_ray_workers_give_the_same_meta_gradient_as_one(tmp_path):
-    ray = pytest.importorskip("ray")
+def test_two_ray_workers_give_the_same_meta_gradient_as_one(ray_session, tmp_path):
     hessians, error, noise = mt.draw_episode("noisy_bowl", seed=4, episode=0, batch_of_bowls=4,
                                              noise_variance=1.0, start_lr=1.5, steps=8, dtype=torch.float64)
     net = mt.new_net(seed=2, output_scale=1.0).double()
     state = net.initial_state(error.numel(), dtype=torch.float64)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        one = mt.meta_gradient(net, hessians, error, state, noise, workers=1)
-        two = mt.meta_gradient(net, hessians, error, state, noise, workers=2)
-        # and end to end: two meta-steps of meta_train on one process vs two Ray workers
-        kwargs = dict(steps=2, unroll=5, episode=10, batch_of_bowls=4, warmup=2, seed=3, progress=False)
-        serial = torch.load(mt.meta_train(out=tmp_path / "w1.pt", workers=1, **kwargs), weights_only=True)
-        parallel = torch.load(mt.meta_train(out=tmp_path / "w2.pt", workers=2, **kwargs), weights_only=True)
-    finally:
-        if started:
-            ray.shutdown()
+    one = mt.meta_gradient(net, hessians, error, state, noise, workers=1)
+    two = mt.meta_gradient(net, hessians, error, state, noise, workers=2)
+    # and end to end: two meta-steps of meta_train on one process vs two Ray workers
+    kwargs = dict(steps=2, unroll=5, episode=10, batch_of_bowls=4, warmup=2, seed=3, progress=False)
+    serial = torch.load(mt.meta_train(out=tmp_path / "w1.pt", workers=1, **kwargs), weights_only=True)
+    parallel = torch.load(mt.meta_train(out=tmp_path / "w2.pt", workers=2, **kwargs), weights_only=True)
     assert one[1] == pytest.approx(two[1], rel=1e-12)
     for g1, g2 in zip(one[0], two[0]):
         assert g1.abs().sum() > 0

@@ -1,4 +1,4 @@
-"""The optimizer registry: paper names, SPEC §2's hyperparameter table, Table 6 as data."""
+"""The optimizer registry: paper names, docs/paper.md §2's hyperparameter table, Table 6 as data."""
 import pytest
 import torch
 
@@ -9,8 +9,8 @@ PAPER_NAMES = ["Adam", "Momentum", "RMSprop", "Yogi", "LARS", "L-BFGS", "O-LBFGS
                "Levenberg-Marquardt", "Newton", "LODO", "LODO-Diagonal", "LODO-Global",
                "LODO-Residuals", "LODO-No-Momentum", "LODO-SGD"]
 
-# SPEC §2's table, written out: (name, default, scale); decay rates in [0, 1) are "decay".
-SPEC_HYPERPARAMETERS = {
+# docs/paper.md §2's table, written out: (name, default, scale); decay rates in [0, 1) are "decay".
+DOCUMENTED_HYPERPARAMETERS = {
     "Adam": [("lr", 0.001, "log"), ("beta1", 0.9, "decay"), ("beta2", 0.999, "decay")],
     "Momentum": [("lr", 0.01, "log"), ("momentum", 0.0, "decay")],
     "RMSprop": [("lr", 0.001, "log"), ("rho", 0.9, "decay"), ("momentum", 0.0, "decay")],
@@ -29,7 +29,7 @@ SPEC_HYPERPARAMETERS = {
     "LODO-SGD": [("lr", 1.0, "log"), ("meta_lr", 0.001, "log"), ("beta", 0.9, "decay")],
 }
 
-# Table 6 (SPEC §5), typed in independently of schedules/paper_hparams.yaml.
+# Table 6 (docs/paper.md §5), typed in independently of schedules/paper_hparams.yaml.
 TABLE6 = {
     "noisy_bowl": {
         "Adam": {"lr": 1.164, "beta1": 0.465, "beta2": 0.9884},
@@ -39,7 +39,7 @@ TABLE6 = {
         "L-BFGS": {"lr": 1.204, "tau": 23002},
         "O-LBFGS": {"lr": 1.050, "tau": 36721},
         "LODO": {"meta_lr": 0.0009600, "beta": 0.195, "lr": 0.270},
-        "Levenberg-Marquardt": {"damping": 1e-4},  # not in Table 6: SPEC §2's λ for Table 1's 7.40
+        "Levenberg-Marquardt": {"damping": 1e-4},  # not in Table 6: docs/paper.md §2's λ for Table 1's 7.40
     },
     "rosenbrock": {
         "Adam": {"lr": 0.9704, "beta1": 0.864, "beta2": 0.99804},
@@ -83,7 +83,7 @@ def test_available_lists_the_paper_names_in_order():
 
 @pytest.mark.parametrize("name", PAPER_NAMES)
 def test_hyperparameters_match_the_spec_table(name):
-    expected = [Hyperparameter(*row) for row in SPEC_HYPERPARAMETERS[name]]
+    expected = [Hyperparameter(*row) for row in DOCUMENTED_HYPERPARAMETERS[name]]
     assert lodo.hyperparameters(name) == expected
 
 

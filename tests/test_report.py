@@ -1,7 +1,7 @@
 """`lodo-tune report`: tables next to the paper's, figures, and graceful degradation.
 
 Run directories are built by hand with known numbers; expected means, stds, ratios and GA means
-are computed here from those numbers and the paper's tables as SPEC §5–6 print them.
+are computed here from those numbers and the paper's tables as docs/paper.md §5–6 print them.
 """
 import argparse
 import math
@@ -274,7 +274,7 @@ def test_cli_prints_the_report_path_and_rejects_a_missing_run_dir(tmp_path, caps
         report.write_report(tmp_path / "bad")
 
 
-# Transcribed independently from the paper (SPEC §6): every row the report shows as "paper".
+# Transcribed independently from the paper (docs/paper.md §6): every row the report shows as "paper".
 PAPER_CELLS = {
     "noisy_bowl": {"Adam": ("15.28 ± 0.07", "15.26 ± 0.08"), "Momentum": ("16.59 ± 0.08", "16.56 ± 0.05"),
                    "RMSprop": ("22.37 ± 0.06", "22.47 ± 0.13"), "Yogi": ("15.35 ± 0.10", "15.16 ± 0.05"),

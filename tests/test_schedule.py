@@ -1,4 +1,4 @@
-"""Tuning schedules: the bundled YAMLs hold Table 5 (SPEC §4), overrides, validation errors."""
+"""Tuning schedules: the bundled YAMLs hold Table 5 (docs/paper.md §4), overrides, validation errors."""
 import shutil
 from collections import namedtuple
 from pathlib import Path
@@ -11,14 +11,14 @@ from tuner.schedule import Schedule, ScheduleError, bundled, load_schedule, spac
 BAD = Path(__file__).parent / "bad_schedules"
 STANDARD = [3, 3, 3, 3, 2, 1.7, 1.4, 1.2, 0.9, 0.6]
 
-# Table 5 written out from SPEC §4: (noise σ, steps) for generations 0..9.
+# Table 5 written out from docs/paper.md §4: (noise σ, steps) for generations 0..9.
 TABLE_5 = {
     "noisy_bowl": list(zip(STANDARD, [1000] * 4 + [1500, 1500, 2000, 3000, 5000, 8000])),
     "rosenbrock": list(zip([3, 3, 3, 2.5, 2, 1.5, 1, 0.75, 0.5, 0.3], [200] * 10)),
     "image_generation": list(zip(STANDARD, [1000] * 4 + [1500, 1500, 2000, 3000, 5000, 8000])),
     "resnet18_cifar10": list(zip(STANDARD, [50] * 6 + [100, 200, 300, 500])),
 }
-# SPEC §4 / the issue: population, optimizers tuned by default, full runs, lr scale.
+# docs/paper.md §4 / the issue: population, optimizers tuned by default, full runs, lr scale.
 RUNS = {
     "noisy_bowl": (32, ["Adam", "Momentum", "RMSprop", "Yogi", "L-BFGS", "O-LBFGS", "LODO", "L2LBGDBGD"],
                    (100000, 8, 300), 1.0),
@@ -29,7 +29,7 @@ RUNS = {
     "resnet18_cifar10": (16, ["Adam", "Momentum", "RMSprop", "Yogi", "LARS", "LODO"], (3000, 8, 24000), 1.0),
 }
 
-# A stand-in optimizer registry (SPEC §2's names, defaults and scales) so the error corpus does
+# A stand-in optimizer registry (docs/paper.md §2's names, defaults and scales) so the error corpus does
 # not depend on what lodo/registry.py happens to list.
 H = namedtuple("Hyperparameter", "name default scale")
 STAND_IN = {

@@ -24,24 +24,21 @@ def reference_mean():
     return ga.mean
 
 
-def test_tune_run_with_ga_searcher_matches_the_ga_driven_directly(tmp_path):
+def test_tune_run_with_ga_searcher_matches_the_ga_driven_directly(ray_session, tmp_path):
     import ray
     from ray import tune
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tests/ is not importable on workers
-    try:
-        def trainable(config):
-            assert config["ga_steps"] in (10, 20)
-            return {"loss": objective(config)}
 
-        searcher = GASearcher(SPACE, GENERATIONS, population=4, metric="loss", mode="min", seed=7)
-        tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(search_alg=searcher, num_samples=8),
-                           run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0))
-        results = tuner.fit()
-        assert len(results) == 8 and not results.errors
-    finally:
-        ray.shutdown()
+    def trainable(config):
+        assert config["ga_steps"] in (10, 20)
+        return {"loss": objective(config)}
+
+    searcher = GASearcher(SPACE, GENERATIONS, population=4, metric="loss", mode="min", seed=7)
+    tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(search_alg=searcher, num_samples=8),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0))
+    results = tuner.fit()
+    assert len(results) == 8 and not results.errors
     assert searcher.ga.done and searcher.mean == reference_mean()
 
 

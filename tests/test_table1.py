@@ -1,6 +1,6 @@
-"""Table 1 (SPEC §6): the noisy bowl, average loss over the last 10 % of 100k steps.
+"""Table 1 (docs/paper.md §6): the noisy bowl, average loss over the last 10 % of 100k steps.
 
-Every closure evaluation is one step (SPEC §3): L-BFGS and O-LBFGS get 50k iterations. The slow
+Every closure evaluation is one step (docs/paper.md §3): L-BFGS and O-LBFGS get 50k iterations. The slow
 tests use Table 6's values (schedules/paper_hparams.yaml, typed in again here so a typo there
 cannot move the target) and the mean over seeds 0 and 1; `pytest -m slow -s` prints per-seed
 results. A fast test runs the optimizers on Rosenbrock.
@@ -24,10 +24,10 @@ ROWS = [
     ("RMSprop", {"lr": 0.449, "rho": 0.04943, "momentum": 0.595}, 22.37),
     ("Yogi", {"lr": 2.169, "beta1": 0.4362, "beta2": 0.9999723}, 15.35),
     ("O-LBFGS", {"lr": 1.050, "tau": 36721}, 13.96),
-    # Table 1's 49.30 came from the authors' scaling slip; the correct scaling gives ≈ 15.5 (SPEC §2).
+    # Table 1's 49.30 came from the authors' scaling slip; the correct scaling gives ≈ 15.5 (docs/paper.md §2).
     ("L-BFGS", {"lr": 1.204, "tau": 23002}, 15.5),
     ("LODO", {"meta_lr": 0.0009600, "beta": 0.195, "lr": 0.270}, 8.99),
-    # Table 6 omits λ; λ = 1e-4 is SPEC §2's value for Table 1's 7.40.
+    # Table 6 omits λ; λ = 1e-4 is docs/paper.md §2's value for Table 1's 7.40.
     ("Levenberg-Marquardt", {"damping": 1e-4}, 7.40),
 ]
 

@@ -1,4 +1,4 @@
-"""The small tasks (SPEC §3) and the task registry, against closed forms and finite differences."""
+"""The small tasks (docs/paper.md §3) and the task registry, against closed forms and finite differences."""
 import math
 import subprocess
 import sys

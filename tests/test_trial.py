@@ -238,7 +238,7 @@ def test_task_and_optimizer_by_name_are_built_from_the_seed():
     a = run_trial("noisy_bowl", "Adam", hparams, steps=200, seed=3, task_options={"noise_variance": 0.5})
     b = run_trial("noisy_bowl", "Adam", hparams, steps=200, seed=3, task_options={"noise_variance": 0.5})
     np.testing.assert_array_equal(a.losses, b.losses)
-    # Independent reference: the same Adam (eps 1e-7, SPEC §2) by hand on the same task.
+    # Independent reference: the same Adam (eps 1e-7, docs/paper.md §2) by hand on the same task.
     task = NoisyBowl(seed=3, noise_variance=0.5)
     opt = torch.optim.Adam(task.parameters(), lr=0.1, betas=(0.9, 0.999), eps=1e-7)
     expected = []

@@ -20,24 +20,7 @@ from tasks.noisy_bowl import NoisyBowl
 from tuner.executor import Job, execute
 from tuner.trial import CheckpointError, run_trial
 
-
-class Interrupted(Exception):
-    """Stands in for a kill between two optimizer steps."""
-
-
-def interrupt_after(monkeypatch, cls, steps: int) -> dict:
-    """Make `cls.sample` raise on its (steps + 1)-th call; returns the call counter."""
-    calls = {"n": 0}
-    original = cls.sample
-
-    def sample(self):
-        calls["n"] += 1
-        if calls["n"] > steps:
-            raise Interrupted
-        return original(self)
-
-    monkeypatch.setattr(cls, "sample", sample)
-    return calls
+from conftest import Interrupted, interrupt_after
 
 
 def count_samples(monkeypatch, cls) -> dict:

@@ -16,7 +16,7 @@ from tasks.rosenbrock import Rosenbrock
 from tuner.executor import SIGMA_POINTS, Job, execute, observations
 from tuner.trial import observe_every_for, run_trial
 
-from test_trial_checkpoint import Interrupted, interrupt_after  # tests/ is on sys.path under pytest
+from conftest import Interrupted, interrupt_after
 
 
 def hand_loop(task_name: str, optimizer: str, hparams: dict, steps: int, seed: int, every: int):

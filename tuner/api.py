@@ -55,7 +55,7 @@ def full_run_seed(seed: int, index: int) -> int:
 
 
 def scale_lr(hparams: Mapping[str, float], lr_scale: float) -> dict[str, float]:
-    """Post-tuning learning-rate scaling (×0.5 for image_generation, SPEC §3)."""
+    """Post-tuning learning-rate scaling (×0.5 for image_generation, docs/paper.md §3)."""
     return {k: (v * lr_scale if k == "lr" else v) for k, v in hparams.items()}
 
 

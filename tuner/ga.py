@@ -1,4 +1,4 @@
-"""The Appendix-E genetic algorithm as an ask/tell object (SPEC §4).
+"""The Appendix-E genetic algorithm as an ask/tell object (docs/paper.md §4).
 
     u = rescale(x)                        "log": u = ln x;  "decay": u = 1 − ln(1 − x)
     generation 0:  mean ← rescale(defaults or start values)
@@ -127,7 +127,7 @@ def _decode(x: float | str) -> float:
 
 
 class GeneticAlgorithm:
-    """The Appendix-E GA over one optimizer's hyperparameters (SPEC §4), ask/tell style.
+    """The Appendix-E GA over one optimizer's hyperparameters (docs/paper.md §4), ask/tell style.
 
     >>> ga = GeneticAlgorithm(space, [(3.0, 200)] * 10, population=32, seed=0, name="Adam")
     >>> while not ga.done:

@@ -1,6 +1,6 @@
 """Meta-training L2LBGDBGD's LSTM on a task distribution (Andrychowicz et al. 2016, §2).
 
-The optimizee is a freshly drawn noisy bowl (SPEC §3) per episode. Inside the unroll its loss
+The optimizee is a freshly drawn noisy bowl (docs/paper.md §3) per episode. Inside the unroll its loss
 and gradient are written in closed form on the tracking error e = x − c, which is all that
 matters (f depends on x only through x − c):
 

@@ -39,7 +39,7 @@ DIVERGED = math.inf
 
 @dataclass(frozen=True)
 class PaperTable:
-    """One of the paper's result tables for a task (SPEC §6): {optimizer: (mean, std or None)}.
+    """One of the paper's result tables for a task (docs/paper.md §6): {optimizer: (mean, std or None)}.
 
     A diverged entry has mean = inf; `time_rows` is the column at the wall-clock milestone `time_s`.
     """
@@ -66,8 +66,8 @@ PAPER = {
                    "L2LBGDBGD": (14.81, 0.10), "LODO": (10.05, 0.22), "BFGS": (DIVERGED, None),
                    "Levenberg-Marquardt": (7.35, 0.07), "Newton": (7.41, None)},
         notes={"L-BFGS": "the paper's L-BFGS used the authors' slipped initial scaling "
-                         "(s_oldestᵀy_newest / y_newestᵀy_newest); the correct one gives ≈ 15.5 (SPEC §2)",
-               "Newton": "Newton (optimal) scores ½·v·tr(H) = 7.412·v, v the noise variance (SPEC §3)"}),
+                         "(s_oldestᵀy_newest / y_newestᵀy_newest); the correct one gives ≈ 15.5 (docs/paper.md §2)",
+               "Newton": "Newton (optimal) scores ½·v·tr(H) = 7.412·v, v the noise variance (docs/paper.md §3)"}),
     "image_generation": PaperTable(
         "Tables 2 and 3", "training NLL in nats/pixel", 300_000,
         rows={"Adam": (0.830, None), "Momentum": (0.708, None), "RMSprop": (0.917, None),
@@ -141,7 +141,7 @@ def finite_curves(records: list[dict]) -> tuple[list[dict], int]:
 
 
 def ga_means(rd: RunDir, optimizer: str, space, schedule: dict, seed: int):
-    """The GA's mean by generation, replayed from the tuning records (SPEC §4).
+    """The GA's mean by generation, replayed from the tuning records (docs/paper.md §4).
 
     Returns (generations, means, individuals): means[j] is the mean that generated generation
     generations[j] (the last entry, at len(schedule generations), is the tuned value once all
@@ -279,7 +279,7 @@ TRAJECTORY_BOX = ((-1.5, 1.5), (-0.5, 2.5))  # (x range, y range): holds the sta
 
 
 def rosenbrock_loss(x, y):
-    """f(x, y) = 0.01 (x − 1)² + (x² − y)² (SPEC §3), elementwise on arrays."""
+    """f(x, y) = 0.01 (x − 1)² + (x² − y)² (docs/paper.md §3), elementwise on arrays."""
     return 0.01 * (x - 1.0) ** 2 + (x * x - y) ** 2
 
 

@@ -1,4 +1,4 @@
-"""Tuning schedules: one YAML per task holding Table 5 (SPEC §4) and what a run needs.
+"""Tuning schedules: one YAML per task holding Table 5 (docs/paper.md §4) and what a run needs.
 
     task: rosenbrock
     population: 32                      # individuals per generation (>= 2)

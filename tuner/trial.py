@@ -1,4 +1,4 @@
-"""One trial: build a task and an optimizer, step, record every evaluation's loss (SPEC §3, §4).
+"""One trial: build a task and an optimizer, step, record every evaluation's loss (docs/paper.md §3, §4).
 
 The same loop serves the GA's short trials and the full-length runs::
 
@@ -7,7 +7,7 @@ The same loop serves the GA's short trials and the full-length runs::
         opt.step(closure)                 # closure: zero grads, loss = task.loss(batch), backward,
                                           #          record (loss, wall time), return loss
 
-Every closure evaluation is one *step* of the budget (SPEC §3 "What a step is"): L-BFGS evaluates
+Every closure evaluation is one *step* of the budget (docs/paper.md §3 "What a step is"): L-BFGS evaluates
 twice per iteration on the same batch and both losses count. The run stops once `steps`
 evaluations are recorded (evaluations beyond that are not recorded).
 
@@ -29,7 +29,7 @@ uninterrupted run would; `times` continue from the saved elapsed seconds. A chec
 another trial is refused. `run_trial` leaves the file in place when it returns: the caller
 deletes it once the run's record is durable (`tuner.api` does, after writing the record).
 
-Observers (full runs, `observe_every=K`): σ, LODO's Hessian-approximation error (SPEC §1.2,
+Observers (full runs, `observe_every=K`): σ, LODO's Hessian-approximation error (docs/paper.md §1.2,
 the paper's Fig. 2 left), is `task.hessian_error(opt.preconditioner)` on the task's fixed probes,
 recorded after every K-th optimizer step when the task has `hessian_error` and the optimizer a
 `preconditioner` (the LODO family); it costs ~3 LODO steps on the bowl, so full runs' K ≥ 200
