@@ -3,7 +3,7 @@
 `available()` lists the names in the paper's spelling, `hyperparameters(name)` the GA's search
 space (docs/paper.md §2: public names, defaults = the GA's starting point, scale "log" for rates and other
 positive scalars, "decay" for decay rates in [0, 1)), `create(name, params, ...)` builds one.
-`paper_hyperparameters(task)` reads Table 6 (docs/paper.md §5) from `schedules/paper_hparams.yaml`.
+`paper_hyperparameters(task)` gives Table 6 (docs/paper.md §5) from `lodo.paper`.
 
 Entries name their constructor as "module:attribute" and are imported on first use, so the
 registry imports even while an optional module (the meta-trained L2LBGDBGD) is absent.
@@ -147,23 +147,21 @@ def create(name: str, params, seed: int | None = None, **hparams) -> torch.optim
 
 
 def paper_hyperparameters(task: str) -> dict[str, dict[str, float]]:
-    """Table 6's tuned values for `task` (docs/paper.md §5), as {optimizer: {hyperparameter: value}}.
+    """Table 6's tuned values for `task` (`lodo.paper.TABLE6`), as {optimizer: {hyperparameter: value}}.
 
     Image-generation learning rates are already halved, as the full runs use them. Every name is
-    checked against the registry, so a typo in the YAML fails here rather than in a run.
+    checked against the registry, so a typo in the table fails here rather than in a run.
     """
-    import yaml
+    from lodo.paper import TABLE6
 
-    text = importlib.resources.files("schedules").joinpath("paper_hparams.yaml").read_text()
-    table = yaml.safe_load(text)
-    if task not in table:
-        raise ValueError(f"Unknown task: {task!r} (valid: {', '.join(table)})")
+    if task not in TABLE6:
+        raise ValueError(f"Unknown task: {task!r} (valid: {', '.join(TABLE6)})")
     values = {}
-    for optimizer, hparams in table[task].items():
+    for optimizer, hparams in TABLE6[task].items():
         valid = [h.name for h in hyperparameters(optimizer)]  # raises for an unknown optimizer
         unknown = sorted(set(hparams) - set(valid))
         if unknown:
-            raise ValueError(f"Unknown hyperparameter for {optimizer} in paper_hparams.yaml: "
+            raise ValueError(f"Unknown hyperparameter for {optimizer} in Table 6: "
                              f"{', '.join(unknown)} (valid: {', '.join(valid)})")
         values[optimizer] = {key: float(value) for key, value in hparams.items()}
     return values

@@ -11,6 +11,12 @@ import torch
 from tasks.base import Task
 
 START = (-0.5, 2.0)
+MINIMUM = (1.0, 1.0)
+
+
+def rosenbrock(x, y):
+    """f(x, y) = 0.01 (x − 1)² + (x² − y)², elementwise on tensors or arrays."""
+    return 0.01 * (x - 1.0) ** 2 + (x * x - y) ** 2
 
 
 class Rosenbrock(Task):
@@ -23,7 +29,6 @@ class Rosenbrock(Task):
     """
 
     name = "rosenbrock"
-    steps = 200
     report_window = (180, 200)
 
     def __init__(self, seed: int = 0, device="cpu"):
@@ -38,8 +43,7 @@ class Rosenbrock(Task):
 
     def loss(self, batch=None) -> torch.Tensor:
         """f(x, y) = 0.01 (x − 1)² + (x² − y)²."""
-        x, y = self.xy[0], self.xy[1]
-        return 0.01 * (x - 1.0) ** 2 + (x * x - y) ** 2
+        return rosenbrock(self.xy[0], self.xy[1])
 
     def state_dict(self) -> dict:
         return {"xy": self.xy.detach().clone()}

@@ -29,7 +29,7 @@ DOCUMENTED_HYPERPARAMETERS = {
     "LODO-SGD": [("lr", 1.0, "log"), ("meta_lr", 0.001, "log"), ("beta", 0.9, "decay")],
 }
 
-# Table 6 (docs/paper.md §5), typed in independently of schedules/paper_hparams.yaml.
+# Table 6 (docs/paper.md §5), typed in independently of lodo/paper.py.
 TABLE6 = {
     "noisy_bowl": {
         "Adam": {"lr": 1.164, "beta1": 0.465, "beta2": 0.9884},
@@ -143,7 +143,7 @@ def test_seed_reaches_lodo_and_is_ignored_by_deterministic_baselines():
 
 
 @pytest.mark.parametrize("task", sorted(TABLE6))
-def test_paper_hparams_yaml_matches_table6(task):
+def test_paper_hyperparameters_match_table6(task):
     loaded = lodo.paper_hyperparameters(task)
     assert set(loaded) == set(TABLE6[task])
     for optimizer, values in TABLE6[task].items():

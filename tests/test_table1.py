@@ -1,7 +1,7 @@
 """Table 1 (docs/paper.md §6): the noisy bowl, average loss over the last 10 % of 100k steps.
 
 Every closure evaluation is one step (docs/paper.md §3): L-BFGS and O-LBFGS get 50k iterations. The slow
-tests use Table 6's values (schedules/paper_hparams.yaml, typed in again here so a typo there
+tests use Table 6's values (lodo/paper.py, typed in again here so a typo there
 cannot move the target) and the mean over seeds 0 and 1; `pytest -m slow -s` prints per-seed
 results. A fast test runs the optimizers on Rosenbrock.
 """

@@ -24,62 +24,17 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from lodo.paper import RESULTS
+from tasks.rosenbrock import MINIMUM, START, rosenbrock
 from tuner.rundir import MANIFEST, RunDir, RunDirError, read_json, safe_name
 
 DPI = 100
 FIGURES = "figures"
 SKIPPED = "Figures skipped: matplotlib is not installed (pip install 'lodo-tune[plots]')."
-DIVERGED = math.inf
-
-
-@dataclass(frozen=True)
-class PaperTable:
-    """One of the paper's result tables for a task (docs/paper.md §6): {optimizer: (mean, std or None)}.
-
-    A diverged entry has mean = inf; `time_rows` is the column at the wall-clock milestone `time_s`.
-    """
-
-    name: str
-    metric: str
-    steps: int
-    rows: dict
-    time_s: float | None = None
-    time_rows: dict = field(default_factory=dict)
-    notes: dict = field(default_factory=dict)
-
-
-PAPER = {
-    "noisy_bowl": PaperTable(
-        "Table 1", "average training loss over the last 10 %", 100_000,
-        rows={"Adam": (15.28, 0.07), "Momentum": (16.59, 0.08), "RMSprop": (22.37, 0.06),
-              "Yogi": (15.35, 0.10), "L-BFGS": (49.30, 1.04), "O-LBFGS": (13.96, 0.08),
-              "L2LBGDBGD": (14.79, 0.08), "LODO": (8.99, 0.05), "BFGS": (DIVERGED, None),
-              "Levenberg-Marquardt": (7.40, 0.02), "Newton": (7.41, None)},
-        time_s=300,
-        time_rows={"Adam": (15.26, 0.08), "Momentum": (16.56, 0.05), "RMSprop": (22.47, 0.13),
-                   "Yogi": (15.16, 0.05), "L-BFGS": (40.60, 1.40), "O-LBFGS": (10.80, 0.17),
-                   "L2LBGDBGD": (14.81, 0.10), "LODO": (10.05, 0.22), "BFGS": (DIVERGED, None),
-                   "Levenberg-Marquardt": (7.35, 0.07), "Newton": (7.41, None)},
-        notes={"L-BFGS": "the paper's L-BFGS used the authors' slipped initial scaling "
-                         "(s_oldestᵀy_newest / y_newestᵀy_newest); the correct one gives ≈ 15.5 (docs/paper.md §2)",
-               "Newton": "Newton (optimal) scores ½·v·tr(H) = 7.412·v, v the noise variance (docs/paper.md §3)"}),
-    "image_generation": PaperTable(
-        "Tables 2 and 3", "training NLL in nats/pixel", 300_000,
-        rows={"Adam": (0.830, None), "Momentum": (0.708, None), "RMSprop": (0.917, None),
-              "Yogi": (0.683, None), "LARS": (0.701, None), "LODO": (0.696, None),
-              "LODO-Diagonal": (DIVERGED, None), "LODO-Global": (0.770, None),
-              "LODO-Residuals": (0.701, None), "LODO-No-Momentum": (0.753, None),
-              "LODO-SGD": (0.709, None)}),
-    "resnet18_cifar10": PaperTable(
-        "Table 4", "training loss", 3000,
-        rows={"Adam": (0.326, None), "Momentum": (0.386, None), "RMSprop": (2.380, None),
-              "Yogi": (0.398, None), "LARS": (0.296, None), "LODO": (0.624, None)}),
-}
 
 
 # -- numbers ---------------------------------------------------------------------------------
@@ -274,13 +229,7 @@ def plot_sigma(full: dict[str, list[dict]]):
     return fig
 
 
-ROSENBROCK_START, ROSENBROCK_MINIMUM = (-0.5, 2.0), (1.0, 1.0)
 TRAJECTORY_BOX = ((-1.5, 1.5), (-0.5, 2.5))  # (x range, y range): holds the start and the minimum
-
-
-def rosenbrock_loss(x, y):
-    """f(x, y) = 0.01 (x − 1)² + (x² − y)² (docs/paper.md §3), elementwise on arrays."""
-    return 0.01 * (x - 1.0) ** 2 + (x * x - y) ** 2
 
 
 def seed0_trajectory(records: list[dict]):
@@ -300,7 +249,7 @@ def plot_trajectories(full: dict[str, list[dict]]):
     ax = fig.subplots()
     (x0, x1), (y0, y1) = TRAJECTORY_BOX
     x, y = np.meshgrid(np.linspace(x0, x1, 301), np.linspace(y0, y1, 301))
-    log_f = np.log10(rosenbrock_loss(x, y) + 1e-4)  # f = 0 at the minimum
+    log_f = np.log10(rosenbrock(x, y) + 1e-4)  # f = 0 at the minimum
     image = ax.imshow(log_f, origin="lower", extent=(x0, x1, y0, y1), aspect="auto", cmap="Greys")
     ax.contour(x, y, log_f, levels=np.arange(-3, 1.5, 0.5), colors="white", linewidths=0.5, alpha=0.6)
     fig.colorbar(image, ax=ax, label="log₁₀ (f(x, y) + 10⁻⁴)")
@@ -308,8 +257,8 @@ def plot_trajectories(full: dict[str, list[dict]]):
         xy = seed0_trajectory(records)
         if xy is not None:
             ax.plot(xy[:, 0], xy[:, 1], lw=1.2, label=optimizer)
-    ax.plot(*ROSENBROCK_START, "o", color="tab:green", ms=7, label="start (−0.5, 2)")
-    ax.plot(*ROSENBROCK_MINIMUM, "*", color="tab:red", ms=11, label="minimum (1, 1)")
+    ax.plot(*START, "o", color="tab:green", ms=7, label="start (−0.5, 2)")
+    ax.plot(*MINIMUM, "*", color="tab:red", ms=11, label="minimum (1, 1)")
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
     ax.set_xlabel("x")
@@ -397,7 +346,7 @@ def results_section(data: dict, manifest: dict) -> list[str]:
     from tuner.export import _pm
 
     task, results = data["task"], data["results"]
-    paper = PAPER.get(task)
+    paper = RESULTS.get(task)
     full = manifest["schedule"]["full_run"]
     steps, milestone = full["steps"], full.get("time_milestone_s")
     title = f"## Results — {task}" + (f" vs the paper's {paper.name}" if paper else "")

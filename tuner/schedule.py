@@ -260,7 +260,7 @@ def _merge(base: dict, overrides: Mapping) -> dict:
 def bundled() -> list[str]:
     """Names of the schedules shipped in `schedules/`."""
     root = importlib.resources.files("schedules")
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml") and p.name != "paper_hparams.yaml")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
 def _read(name_or_path: str | Path) -> tuple[str, str]:
