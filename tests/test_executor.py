@@ -7,10 +7,10 @@ import signal
 import pytest
 
 from tuner.api import _Session
-from tuner.executor import Executor, Job, execute
+from tuner.executor import Executor
 from tuner.rundir import RunDir
 from tuner.schedule import Schedule
-from tuner.trial import run_trial
+from tuner.trial import Job, run_job, run_trial
 
 
 def _job(i, steps=6000, **hp):
@@ -73,7 +73,7 @@ def test_an_individual_that_raises_ranks_last_is_logged_and_the_ga_goes_on(tmp_p
 
 
 def test_full_run_reaches_both_the_step_and_the_time_milestone():
-    r = execute(Job(("f", 0), "noisy_bowl", "Momentum", {"lr": 0.1}, 100, 0, kind="full", time_limit=0.5))
+    r = run_job(Job(("f", 0), "noisy_bowl", "Momentum", {"lr": 0.1}, 100, 0, kind="full", time_limit=0.5))
     ref = run_trial("noisy_bowl", "Momentum", {"lr": 0.1}, 100, 0)
     assert r["final_loss"] == ref.final_loss and r["evaluations"] == 100
     assert r["time_evaluations"] > 100 and math.isfinite(r["time_loss"])

@@ -17,8 +17,8 @@ import lodo
 import tasks
 from tasks.image_generation import ImageGeneration
 from tasks.noisy_bowl import NoisyBowl
-from tuner.executor import Job, execute
-from tuner.trial import CheckpointError, run_trial
+from tuner.trial import CheckpointError, Job, run_job, run_trial
+from tuner.trial import run_job as execute  # the name the tests of tuner.api._Session use
 
 from conftest import Interrupted, interrupt_after
 
@@ -156,7 +156,7 @@ def test_executor_full_job_continues_from_its_checkpoint(tmp_path, monkeypatch):
                       checkpoint=path, checkpoint_every_s=0)
     with monkeypatch.context() as m:
         calls = count_samples(m, NoisyBowl)
-        out = execute(job, checkpoint_every_s=0)
+        out = run_job(job, checkpoint_every_s=0)
     reference = run_trial("noisy_bowl", "Adam", {"lr": 0.05}, 80, 7)
     assert "error" not in out, out.get("error")
     assert calls["n"] == 80 - 30

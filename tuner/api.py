@@ -18,8 +18,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from tuner.executor import Executor, Job, init_ray
+from tuner.executor import Executor, init_ray
 from tuner.rundir import RunDir, RunDirError
+from tuner.trial import Job
 
 ProgressFn = Callable[[dict], None]
 
