@@ -163,6 +163,20 @@ def test_executor_full_job_continues_from_its_checkpoint(tmp_path, monkeypatch):
     assert out["final_loss"] == reference.final_loss
 
 
+def test_a_job_refused_for_another_trials_checkpoint_says_keep_it_and_other_errors_do_not(tmp_path, monkeypatch):
+    path = tmp_path / "seed-0.ckpt"
+    with monkeypatch.context() as m:  # a checkpoint left by a run with other hyperparameters
+        interrupt_after(m, NoisyBowl, 5)
+        with pytest.raises(Interrupted):
+            run_trial("noisy_bowl", "Adam", {"lr": 0.5}, 80, 7, task_options={}, check_every=1, checkpoint=path,
+                      checkpoint_every_s=0)
+    refused = run_job(Job(("full", "Adam", 0), "noisy_bowl", "Adam", {"lr": 0.05}, 80, 7, kind="full",
+                          checkpoint=str(path)))
+    assert "CheckpointError" in refused["error"] and refused["keep_checkpoint"] is True
+    failed = run_job(Job(("full", "Adam", 0), "noisy_bowl", "Adam", {"lr": -1.0}, 80, 7, kind="full"))
+    assert "lr" in failed["error"] and failed["keep_checkpoint"] is False
+
+
 def test_lars_gets_the_run_length_for_its_decay():
     """LARS's (1 − progress)² decay needs total_steps: the trial passes its step count."""
     steps = 30

@@ -18,13 +18,13 @@ import math
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Callable, Iterable
 
-if TYPE_CHECKING:
-    from tuner.trial import Job
+import torch
 
-# ray (and torch, through tuner.trial) are imported inside the functions that need them, so that
-# importing this module (and `tuner.api`, which uses it) stays cheap until Ray is started.
+from tuner.trial import Job, run_job
+
+# `ray` is imported inside the functions that use it: `init_ray` sets RAY_AUTH_MODE before the first import.
 _RESTART_WAITS, _RESTART_WAIT_S = 120, 0.5  # resubmissions to an actor that is restarting (≤ 60 s)
 
 
@@ -35,8 +35,6 @@ def _worker_class():
         """One worker slot: torch and BLAS pinned to this slot's CPUs."""
 
         def __init__(self, threads: int, device: str):
-            import torch
-
             torch.set_num_threads(threads)
             self.device = device
 
@@ -44,40 +42,38 @@ def _worker_class():
             return os.getpid()
 
         def whoami(self) -> dict:
-            import torch
-
             return {"pid": os.getpid(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                     "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                     "threads": torch.get_num_threads()}
 
         def run(self, job: Job) -> dict:
-            from tuner.trial import run_job
-
             return run_job(job, self.device)
 
     return ray.remote(TrialWorker)
 
 
 def init_ray(address: str | None = None, workers: int | None = None, cpus_per_trial: float = 1,
-             num_gpus: int | None = None) -> None:
-    """Join `address` or start a local Ray with `workers` × `cpus_per_trial` CPUs (default: all cores).
+             num_gpus: int | None = None) -> bool:
+    """Join `address` or start a local Ray with `workers` × `cpus_per_trial` CPUs (default: all cores);
+    False if Ray was already initialised (then the caller must not shut it down).
 
-    A local Ray uses token authentication, Ray's default for local clusters, but chosen with the
-    documented RAY_AUTH_MODE=token (unless the user set RAY_AUTH_MODE) so that Ray does not warn
-    about the default. Ray reads it when imported, so only before the first `import ray`.
+    A local Ray uses token authentication, Ray's default for local clusters, chosen explicitly with
+    RAY_AUTH_MODE=token (unless set) so that Ray does not warn. Ray reads it on its first import, so
+    call this before importing ray.
     """
     if not (address or os.environ.get("RAY_ADDRESS")) and "ray" not in sys.modules:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
     if address:
         ray.init(address=address, **kw)
     else:
         cpus = os.cpu_count() if workers is None else max(1, math.ceil(workers * cpus_per_trial))
         ray.init(num_cpus=cpus, num_gpus=num_gpus, **kw)
+    return True
 
 
 class Executor:
@@ -93,12 +89,9 @@ class Executor:
             raise ValueError(f"Invalid workers: {workers} (must be >= 1)")
         self.cpus_per_trial, self.gpus_per_trial = cpus_per_trial, gpus_per_trial
         self.device, self.queue_depth, self.max_attempts = device, queue_depth, max_attempts
-        self.requested = workers
-        self.actors: list = []
-        self.compute_seconds = 0.0
-        self.busy_wall = 0.0
-        self.resubmitted = 0
-        self.size = 0
+        self.requested, self.actors = workers, []
+        self.compute_seconds = self.busy_wall = 0.0
+        self.resubmitted = self.size = 0
 
     def slots(self) -> int:
         """Worker slots the cluster's resources allow for this trial size (capped by `workers`)."""
@@ -123,8 +116,7 @@ class Executor:
         threads = max(1, int(self.cpus_per_trial))
         env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         cls = _worker_class().options(num_cpus=self.cpus_per_trial, num_gpus=self.gpus_per_trial,
-                                      max_restarts=-1, max_task_retries=0,
-                                      runtime_env={"env_vars": env})
+                                      max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": env})
         self.actors = [cls.remote(threads, self.device) for _ in range(self.slots())]
         self.size = len(self.actors)
         ray.get([a.ready.remote() for a in self.actors])

@@ -6,37 +6,30 @@ The same loop serves the GA's short trials and the full-length runs::
         batch = task.sample()             # one noise sample / minibatch per step
         opt.step(closure)                 # closure: zero grads, loss = task.loss(batch), backward,
                                           #          record (loss, wall time), return loss
-        every check_every evaluations: stop if a loss is NaN/inf; save a checkpoint when due
+        σ after every K-th optimizer step; every check_every evaluations: stop on a NaN/inf loss,
+        save a checkpoint when due
 
-Every closure evaluation is one *step* of the budget (docs/paper.md §3 "What a step is"): L-BFGS evaluates
-twice per iteration on the same batch and both losses count. The run stops once `steps`
-evaluations are recorded (evaluations beyond that are not recorded).
+Every closure evaluation is one *step* of the budget (docs/paper.md §3 "What a step is"): L-BFGS
+evaluates twice per iteration on the same batch and both losses count. The run stops once `steps`
+evaluations are recorded (later ones are not). On the CPU each loss is read at once with `item()`;
+on an accelerator losses stay device tensors until a check (no host sync per step), and `times[i]`
+is when evaluation i was *queued*, exact to within `check_every` evaluations. A diverged run stops
+at the check that sees a NaN/inf loss: `losses`/`times` end with the first one and `final_loss` is
++inf, so it ranks last.
 
-On an accelerator losses stay device tensors and move to the host every `check_every`
-evaluations, so there is no host sync per step (on the CPU each is read at once with `item()`,
-which is cheaper than keeping tensors). Divergence (a NaN/inf loss) is checked every
-`check_every` evaluations: a diverged run stops at that check, its `losses`/`times` end with the
-first non-finite loss (later evaluations are dropped, nothing is padded) and its `final_loss` is
-+inf, so it ranks last. `times[i]` on an accelerator is when evaluation i was *queued*; the queue
-is drained at every check, so the times are exact to within `check_every` evaluations.
-
-Mid-run checkpoints (long full-length runs): with `checkpoint=PATH`, at a check (every
-`check_every` evaluations, always between optimizer steps, so never inside an L-BFGS step's two
-evaluations) at least `checkpoint_every_s` seconds after the last save, the run saves
-{task and optimizer state, losses/times so far, elapsed seconds, fingerprint} atomically (temp
-file + fsync + os.replace: a kill -9 leaves the old checkpoint or the new one). A run that finds
-a checkpoint with its fingerprint continues from it and records exactly the losses an
-uninterrupted run would; `times` continue from the saved elapsed seconds. A checkpoint of
-another trial is refused. `run_trial` leaves the file in place when it returns: the caller
-deletes it once the run's record is durable (`tuner.session` does, after writing the record).
+Checkpoints (long full runs, `checkpoint=PATH`): at a check (between optimizer steps, so never
+inside an L-BFGS step's two evaluations) at least `checkpoint_every_s` seconds after the last save,
+the run atomically saves its task and optimizer state, what it recorded, its elapsed seconds and its
+`fingerprint`. A run that finds a checkpoint with its fingerprint continues from it and records
+exactly what an uninterrupted run would (`times` continue from the saved seconds); another trial's
+checkpoint is refused (`CheckpointError`). The caller deletes the file once the run's record is durable.
 
 Observers (full runs, `observe_every=K`): σ, LODO's Hessian-approximation error (docs/paper.md §1.2,
-the paper's Fig. 2 left), is `task.hessian_error(opt.preconditioner)` on the task's fixed probes,
-recorded after every K-th optimizer step when the task has `hessian_error` and the optimizer a
-`preconditioner` (the LODO family); it costs ~3 LODO steps on the bowl, so full runs' K ≥ 200
-keeps it near 1.5 % of the run (`benchmarks/sigma_overhead.py`). A task with 2 numbers in all (Rosenbrock) also
-records the flat parameter vector at every evaluation (Fig. 3's trajectories). Both go into the
-checkpoint, so a resumed run records them bit for bit as an uninterrupted one.
+Fig. 2 left), is `task.hessian_error(opt.preconditioner)` on the task's fixed probes after every K-th
+optimizer step, for a task with `hessian_error` and an optimizer with a `preconditioner` (LODO and
+its ablations); one σ costs ~3 LODO steps on the bowl, so full runs' K ≥ 200 keeps it near 1.5 %
+(`benchmarks/sigma_overhead.py`). A task with 2 numbers in all (Rosenbrock) records its parameters at
+every evaluation (Fig. 3's trajectories). Both are checkpointed, so a resumed run records them bit for bit.
 
 `run_job` runs one `Job` (a GA individual or a full-length run) and summarises it for the driver.
 """
@@ -114,11 +107,8 @@ def last_fraction_mean(losses: np.ndarray, fraction: float = 0.1) -> float:
 
 
 def time_budget_loss(losses: np.ndarray, times: np.ndarray, budget: float, fraction: float = 0.1) -> float:
-    """Mean loss over the last 10 % of a time budget: evaluations with (1 − fraction)·budget < t ≤ budget.
-
-    This is the paper's time milestone (e.g. 300 s on the noisy bowl) read off a run's `times`.
-    +inf (ranks last) if a loss in the budget is non-finite or no evaluation falls in the window.
-    """
+    """The paper's time milestone (e.g. 300 s on the noisy bowl): the mean loss of the evaluations with
+    (1 − fraction)·budget < t ≤ budget; +inf (ranks last) if a loss in the budget is NaN/inf or none is in it."""
     if budget <= 0:
         raise ValueError(f"Invalid budget: {budget!r} (must be > 0)")
     losses, times = np.asarray(losses), np.asarray(times)
@@ -151,10 +141,7 @@ def _with_run_length(optimizer: str, hparams: dict | None, steps: int) -> dict:
     decay over the run), unless `hparams` sets it."""
     import lodo  # the registry; imported here so tasks-only users never need it
 
-    hparams = dict(hparams or {})
-    if "total_steps" in lodo.options(optimizer):
-        hparams.setdefault("total_steps", steps)
-    return hparams
+    return {"total_steps": steps, **(hparams or {})} if "total_steps" in lodo.options(optimizer) else dict(hparams or {})
 
 
 def _build_optimizer(optimizer, hparams, params, seed, steps) -> torch.optim.Optimizer:
@@ -201,15 +188,14 @@ def load_checkpoint(path, expected_fingerprint: str) -> dict | None:
 
 
 class _Recorder:
-    """Each evaluation's loss and wall time (and, given `params`, the flat parameters: the trajectory).
+    """Each evaluation's loss (on a device until `flush`), wall time and, with `trace` on a task of
+    TRAJECTORY_SIZE numbers in all, parameters."""
 
-    On the CPU a loss is read at once; on an accelerator it waits on the device until `flush`.
-    """
-
-    def __init__(self, steps: int, on_host: bool, params: list | None):
+    def __init__(self, steps: int, task: Task, trace: bool):
+        self.params, self.steps, self.on_host = list(task.parameters()), steps, task.device.type == "cpu"
+        trace = trace and sum(p.numel() for p in self.params) == TRAJECTORY_SIZE
         self.losses, self.times = np.empty(steps), np.empty(steps)
-        self.trajectory = np.full((steps, TRAJECTORY_SIZE), np.nan) if params else None
-        self.steps, self.on_host, self.params = steps, on_host, params
+        self.trajectory = np.full((steps, TRAJECTORY_SIZE), np.nan) if trace else None
         self.count = self.flushed = 0
         self.pending: list[torch.Tensor] = []  # accelerators: losses of evaluations [flushed, count)
         self.diverged = False
@@ -295,7 +281,7 @@ class _Checkpointer:
     def __init__(self, path, key: str | None, every_s: float, task: Task, opt, recorder: _Recorder, sigma: _Sigma):
         self.path, self.key, self.every_s = path, key, every_s
         self.task, self.opt, self.parts = task, opt, (recorder, sigma)
-        self.saved_at = 0.0
+        self.saved_at = 0.0  # set by `restore`, when the run starts
 
     def restore(self) -> None:
         """Continue from the checkpoint if there is one."""
@@ -317,20 +303,9 @@ class _Checkpointer:
             self.saved_at = time.perf_counter()
 
 
-def run_trial(
-    task,
-    optimizer,
-    hparams: dict | None,
-    steps: int,
-    seed: int,
-    task_options: dict | None = None,
-    device="cpu",
-    time_limit: float | None = None,
-    check_every: int = 100,
-    checkpoint=None,
-    checkpoint_every_s: float = 300,
-    observe_every: int | None = None,
-) -> TrialResult:
+def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task_options: dict | None = None,
+              device="cpu", time_limit: float | None = None, check_every: int = 100, checkpoint=None,
+              checkpoint_every_s: float = 300, observe_every: int | None = None) -> TrialResult:
     """Train `optimizer` on `task` for `steps` evaluations and record each evaluation's loss.
 
     task: a name (built with `tasks.create(task, seed=seed, device=device, **task_options)`) or a Task.
@@ -338,8 +313,7 @@ def run_trial(
         **hparams)`) or a ready `torch.optim.Optimizer` over the task's parameters (hparams empty).
     time_limit: optional wall seconds; the run also stops once that much time has passed, and its
         final_loss is then the mean over the last 10 % of the time budget (`time_budget_loss`).
-    final_loss: the task's report window or the last 10 % of the evaluations (`report_loss`);
-        +inf if a loss was NaN/inf.
+    final_loss: the mean over the task's report window or the last 10 % (`report_loss`); +inf if diverged.
     checkpoint: optional file path; save every `checkpoint_every_s` seconds (checked every
         `check_every` evaluations, between optimizer steps) and resume from it when it exists.
     observe_every: optional K; record σ every K optimizer steps (`sigma`) and, for a 2-number
@@ -356,9 +330,7 @@ def run_trial(
     task = _build_task(task, seed, task_options, device)
     opt = _build_optimizer(optimizer, hparams, task.parameters(), seed, steps)
     create_graph = getattr(opt, "create_graph", False)
-    params = list(task.parameters())
-    tracing = observe_every is not None and sum(p.numel() for p in params) == TRAJECTORY_SIZE
-    recorder = _Recorder(steps, task.device.type == "cpu", params if tracing else None)
+    recorder = _Recorder(steps, task, trace=observe_every is not None)
     sigma = _Sigma(task, opt, observe_every)
     checkpointer = _Checkpointer(checkpoint, key, checkpoint_every_s, task, opt, recorder, sigma)
     checkpointer.restore()
@@ -436,20 +408,13 @@ def observations(res) -> dict:
 def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> dict:
     """Run one job in this process and summarise it (what an actor sends back).
 
-    A full run with a time milestone T must reach both milestones: it first runs `steps`
-    evaluations; if that took less than T, a second run with the same seed (so the same
-    trajectory) continues until T with a step cap of 1.5× the measured rate (doubled and rerun
-    if hit before T), and the time milestone is read off it (mean over the last 10 % of T).
-
-    A job with a `checkpoint` path saves its step-milestone run there every `checkpoint_every_s`
-    seconds and continues from it when it exists (an interrupted full run resumes mid-way); the
-    timed second run is not checkpointed. Deleting the file once the record is written is the
-    driver's job (`tuner.session`). With several machines the run directory must be shared storage.
-
-    A full run's step-milestone run also records σ every `observe_every_for(steps)` optimizer
-    steps (LODO family on the noisy bowl) and the Rosenbrock trajectory (`observations`);
-    tuning individuals record neither. On an exception the result is {"error": traceback,
-    "seconds", "pid", "keep_checkpoint"}: True iff the checkpoint is another trial's (leave it).
+    A full run records σ and the trajectory (`observe_every_for(steps)`, `observations`). With a time
+    milestone T it must reach both milestones: if its `steps` evaluations took less than T, a second
+    run with the same seed (so the same trajectory) continues until T with a step cap of 1.5× the
+    measured rate (doubled and rerun if hit before T); the time milestone is the mean over its last
+    10 % of T. Only the step run is checkpointed (at `job.checkpoint`, if any; several machines need
+    shared storage). A raising job returns {"error": traceback, "seconds", "pid", "keep_checkpoint"}:
+    keep_checkpoint is True iff the checkpoint belongs to another trial, so the caller must leave it.
     """
     start = time.perf_counter()
     full = job.kind == "full"
