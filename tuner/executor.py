@@ -55,12 +55,8 @@ def _worker_class():
 def init_ray(address: str | None = None, workers: int | None = None, cpus_per_trial: float = 1,
              num_gpus: int | None = None) -> bool:
     """Join `address` or start a local Ray with `workers` × `cpus_per_trial` CPUs (default: all cores);
-    False if Ray was already initialised (then the caller must not shut it down).
-
-    A local Ray uses token authentication, Ray's default for local clusters, chosen explicitly with
-    RAY_AUTH_MODE=token (unless set) so that Ray does not warn. Ray reads it on its first import, so
-    call this before importing ray.
-    """
+    False if Ray was already running. A local Ray gets RAY_AUTH_MODE=token unless set: Ray's default,
+    chosen explicitly so that Ray does not warn. Ray reads it on its first import: call this before that."""
     if not (address or os.environ.get("RAY_ADDRESS")) and "ray" not in sys.modules:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
