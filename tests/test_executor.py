@@ -3,14 +3,17 @@ import collections
 import math
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from tuner.api import _Session
-from tuner.executor import Executor, Job, execute
+from tuner.executor import Executor
 from tuner.rundir import RunDir
 from tuner.schedule import Schedule
-from tuner.trial import run_trial
+from tuner.trial import Job, run_job, run_trial
 
 
 def _job(i, steps=6000, **hp):
@@ -73,10 +76,31 @@ def test_an_individual_that_raises_ranks_last_is_logged_and_the_ga_goes_on(tmp_p
 
 
 def test_full_run_reaches_both_the_step_and_the_time_milestone():
-    r = execute(Job(("f", 0), "noisy_bowl", "Momentum", {"lr": 0.1}, 100, 0, kind="full", time_limit=0.5))
+    r = run_job(Job(("f", 0), "noisy_bowl", "Momentum", {"lr": 0.1}, 100, 0, kind="full", time_limit=0.5))
     ref = run_trial("noisy_bowl", "Momentum", {"lr": 0.1}, 100, 0)
     assert r["final_loss"] == ref.final_loss and r["evaluations"] == 100
     assert r["time_evaluations"] > 100 and math.isfinite(r["time_loss"])
+
+
+_QUIET_START = """
+from tuner.executor import Executor, init_ray
+from tuner.trial import Job
+assert init_ray(workers=1) is True and init_ray(workers=1) is False  # the second call finds it running
+import ray
+results, ex = [], Executor(workers=1)
+ex.run([Job(("t", 0), "noisy_bowl", "Adam", {"lr": 0.1}, 50, seed=0)], lambda job, result: results.append(result))
+ex.stop()
+ray.shutdown()
+assert "error" not in results[0]
+"""
+
+
+def test_starting_ray_and_running_a_trial_prints_nothing():
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    proc = subprocess.run([sys.executable, "-c", _QUIET_START], cwd=Path(__file__).parents[1], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (proc.stdout, proc.stderr) == ("", "")
 
 
 def test_trials_get_their_declared_gpu_share_and_distinct_devices(ray_session):

@@ -1,5 +1,6 @@
 """The trial loop: one recorded loss per evaluation, the last-10 % metric, divergence, determinism."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import tasks
 from tasks import Task
 from tasks.noisy_bowl import NoisyBowl
 from tasks.rosenbrock import Rosenbrock
-from tuner.trial import TrialResult, last_fraction_mean, run_trial, time_budget_loss
+from tuner.trial import TrialResult, last_fraction_mean, positive_int, run_trial, time_budget_loss
 
 
 class EvaluateTimes(torch.optim.Optimizer):
@@ -214,6 +215,23 @@ def test_closure_passes_create_graph_to_optimizers_that_ask_for_it():
     opt = HessianProbe(task.parameters(), 1)
     run_trial(task, opt, None, steps=1, seed=0)
     np.testing.assert_allclose(opt.hv.numpy(), task.hessian.numpy().sum(axis=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("value", [1, 7, 10**12])
+def test_positive_int_accepts_integers_from_one(value):
+    assert positive_int("steps", value) == value
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, 3.0, True, "10", None])
+def test_positive_int_refuses_anything_else_naming_the_parameter(value):
+    with pytest.raises(ValueError, match=rf"^Invalid steps: {re.escape(repr(value))} \(must be an integer >= 1\)$"):
+        positive_int("steps", value)
+
+
+def test_positive_int_optional_accepts_none_and_says_so():
+    assert positive_int("observe_every", None, optional=True) is None
+    with pytest.raises(ValueError, match=r"^Invalid observe_every: 0 \(must be None or an integer >= 1\)$"):
+        positive_int("observe_every", 0, optional=True)
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,8 @@ import lodo
 import tasks
 from tasks.image_generation import ImageGeneration
 from tasks.noisy_bowl import NoisyBowl
-from tuner.executor import Job, execute
-from tuner.trial import CheckpointError, run_trial
+from tuner.trial import CheckpointError, Job, run_job, run_trial
+from tuner.trial import run_job as execute  # the name the tests of tuner.api._Session use
 
 from conftest import Interrupted, interrupt_after
 
@@ -156,11 +156,25 @@ def test_executor_full_job_continues_from_its_checkpoint(tmp_path, monkeypatch):
                       checkpoint=path, checkpoint_every_s=0)
     with monkeypatch.context() as m:
         calls = count_samples(m, NoisyBowl)
-        out = execute(job, checkpoint_every_s=0)
+        out = run_job(job, checkpoint_every_s=0)
     reference = run_trial("noisy_bowl", "Adam", {"lr": 0.05}, 80, 7)
     assert "error" not in out, out.get("error")
     assert calls["n"] == 80 - 30
     assert out["final_loss"] == reference.final_loss
+
+
+def test_a_job_refused_for_another_trials_checkpoint_says_keep_it_and_other_errors_do_not(tmp_path, monkeypatch):
+    path = tmp_path / "seed-0.ckpt"
+    with monkeypatch.context() as m:  # a checkpoint left by a run with other hyperparameters
+        interrupt_after(m, NoisyBowl, 5)
+        with pytest.raises(Interrupted):
+            run_trial("noisy_bowl", "Adam", {"lr": 0.5}, 80, 7, task_options={}, check_every=1, checkpoint=path,
+                      checkpoint_every_s=0)
+    refused = run_job(Job(("full", "Adam", 0), "noisy_bowl", "Adam", {"lr": 0.05}, 80, 7, kind="full",
+                          checkpoint=str(path)))
+    assert "CheckpointError" in refused["error"] and refused["keep_checkpoint"] is True
+    failed = run_job(Job(("full", "Adam", 0), "noisy_bowl", "Adam", {"lr": -1.0}, 80, 7, kind="full"))
+    assert "lr" in failed["error"] and failed["keep_checkpoint"] is False
 
 
 def test_lars_gets_the_run_length_for_its_decay():

@@ -13,8 +13,7 @@ import lodo
 import tasks
 from tasks.noisy_bowl import NoisyBowl
 from tasks.rosenbrock import Rosenbrock
-from tuner.executor import SIGMA_POINTS, Job, execute, observations
-from tuner.trial import observe_every_for, run_trial
+from tuner.trial import SIGMA_POINTS, Job, observations, observe_every_for, run_job, run_trial
 
 from conftest import Interrupted, interrupt_after
 
@@ -127,16 +126,16 @@ def test_full_run_interval_keeps_sigma_at_most_every_200_steps_and_200_points():
 
 def test_full_run_record_holds_sigma_and_tuning_records_do_not():
     steps = 400
-    full = execute(Job(("full", "LODO", 0), "noisy_bowl", "LODO", {}, steps, 4, kind="full"))
+    full = run_job(Job(("full", "LODO", 0), "noisy_bowl", "LODO", {}, steps, 4, kind="full"))
     reference, _, _ = hand_loop("noisy_bowl", "LODO", {}, steps, 4, 200)
     assert full["sigma"] == {"step": [200, 400], "value": reference[:, 1].tolist()}
     assert "trajectory" not in full
-    tuning = execute(Job(("t", 0), "noisy_bowl", "LODO", {}, steps, 4))
+    tuning = run_job(Job(("t", 0), "noisy_bowl", "LODO", {}, steps, 4))
     assert "sigma" not in tuning and "trajectory" not in tuning
 
 
 def test_rosenbrock_full_run_record_holds_the_trajectory_as_xy_pairs():
-    full = execute(Job(("full", "Adam", 0), "rosenbrock", "Adam", {"lr": 0.1}, 200, 0, kind="full"))
+    full = run_job(Job(("full", "Adam", 0), "rosenbrock", "Adam", {"lr": 0.1}, 200, 0, kind="full"))
     _, trajectory, _ = hand_loop("rosenbrock", "Adam", {"lr": 0.1}, 200, 0, 200)
     assert full["trajectory"] == trajectory.tolist()
     assert "sigma" not in full

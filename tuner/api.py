@@ -18,8 +18,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from tuner.executor import Executor, Job, init_ray
+from tuner.executor import Executor, init_ray
 from tuner.rundir import RunDir, RunDirError
+from tuner.trial import Job
 
 ProgressFn = Callable[[dict], None]
 
@@ -268,8 +269,6 @@ def run(task: str, optimizers=None, schedule=None, seed: int = 0, run_dir=None, 
     hyperparameters: "tuned" (run the GA), "paper" (Table 6, `lodo.paper_hyperparameters`; registry
         defaults where Table 6 has none) or {optimizer: {hparam: value}} (used as given).
     """
-    import ray
-
     from tuner.schedule import Schedule, load_schedule
 
     if not isinstance(schedule, Schedule):
@@ -306,8 +305,7 @@ def run(task: str, optimizers=None, schedule=None, seed: int = 0, run_dir=None, 
     if given is not None:
         rd.write_tuned({"lr_scale": 1.0, "source": mode, "hyperparameters": given, "raw": given})
 
-    started_ray = not ray.is_initialized()
-    init_ray(address, workers, cpus_per_trial)
+    started_ray = init_ray(address, workers, cpus_per_trial)  # before any `import ray` (quiet start)
     executor = Executor(workers, cpus_per_trial, gpus_per_trial, device)
     t0 = time.perf_counter()
     try:
@@ -323,6 +321,8 @@ def run(task: str, optimizers=None, schedule=None, seed: int = 0, run_dir=None, 
         executor_workers = executor.workers
         executor.stop()
         if started_ray:
+            import ray
+
             ray.shutdown()
     wall = time.perf_counter() - t0
     result = TuneResult(

@@ -81,7 +81,7 @@ def versions() -> dict[str, str]:
         out["lodo-tune"] = "unknown"
     for mod in ("torch", "ray", "numpy"):
         try:
-            out[mod] = __import__(mod).__version__
+            out[mod] = version(mod)  # not imported: ray imported before init_ray would warn at start
         except Exception:
             out[mod] = "unknown"
     return out

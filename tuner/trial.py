@@ -6,45 +6,42 @@ The same loop serves the GA's short trials and the full-length runs::
         batch = task.sample()             # one noise sample / minibatch per step
         opt.step(closure)                 # closure: zero grads, loss = task.loss(batch), backward,
                                           #          record (loss, wall time), return loss
+        σ after every K-th optimizer step; every check_every evaluations: stop on a NaN/inf loss,
+        save a checkpoint when due
 
-Every closure evaluation is one *step* of the budget (docs/paper.md §3 "What a step is"): L-BFGS evaluates
-twice per iteration on the same batch and both losses count. The run stops once `steps`
-evaluations are recorded (evaluations beyond that are not recorded).
+Every closure evaluation is one *step* of the budget (docs/paper.md §3 "What a step is"): L-BFGS
+evaluates twice per iteration on the same batch and both losses count. The run stops once `steps`
+evaluations are recorded (later ones are not). On the CPU each loss is read at once with `item()`;
+on an accelerator losses stay device tensors until a check (no host sync per step), and `times[i]`
+is when evaluation i was *queued*, exact to within `check_every` evaluations. A diverged run stops
+at the check that sees a NaN/inf loss: `losses`/`times` end with the first one and `final_loss` is
++inf, so it ranks last.
 
-On an accelerator losses stay device tensors and move to the host every `check_every`
-evaluations, so there is no host sync per step (on the CPU each is read at once with `item()`,
-which is cheaper than keeping tensors). Divergence (a NaN/inf loss) is checked every
-`check_every` evaluations: a diverged run stops at that check, its `losses`/`times` end with the
-first non-finite loss (later evaluations are dropped, nothing is padded) and its `final_loss` is
-+inf, so it ranks last. `times[i]` on an accelerator is when evaluation i was *queued*; the queue
-is drained at every check, so the times are exact to within `check_every` evaluations.
-
-Mid-run checkpoints (long full-length runs): with `checkpoint=PATH`, at a check (every
-`check_every` evaluations, always between optimizer steps, so never inside an L-BFGS step's two
-evaluations) at least `checkpoint_every_s` seconds after the last save, the run saves
-{task and optimizer state, losses/times so far, elapsed seconds, fingerprint} atomically (temp
-file + fsync + os.replace: a kill -9 leaves the old checkpoint or the new one). A run that finds
-a checkpoint with its fingerprint continues from it and records exactly the losses an
-uninterrupted run would; `times` continue from the saved elapsed seconds. A checkpoint of
-another trial is refused. `run_trial` leaves the file in place when it returns: the caller
-deletes it once the run's record is durable (`tuner.api` does, after writing the record).
+Checkpoints (long full runs, `checkpoint=PATH`): at a check (between optimizer steps, so never
+inside an L-BFGS step's two evaluations) at least `checkpoint_every_s` seconds after the last save,
+the run atomically saves its task and optimizer state, what it recorded, its elapsed seconds and its
+`fingerprint`. A run that finds a checkpoint with its fingerprint continues from it and records
+exactly what an uninterrupted run would (`times` continue from the saved seconds); another trial's
+checkpoint is refused (`CheckpointError`). The caller deletes the file once the run's record is durable.
 
 Observers (full runs, `observe_every=K`): σ, LODO's Hessian-approximation error (docs/paper.md §1.2,
-the paper's Fig. 2 left), is `task.hessian_error(opt.preconditioner)` on the task's fixed probes,
-recorded after every K-th optimizer step when the task has `hessian_error` and the optimizer a
-`preconditioner` (the LODO family); it costs ~3 LODO steps on the bowl, so full runs' K ≥ 200
-keeps it near 1.5 % of the run (`benchmarks/sigma_overhead.py`). A task with 2 numbers in all (Rosenbrock) also
-records the flat parameter vector at every evaluation (Fig. 3's trajectories). Both go into the
-checkpoint, so a resumed run records them bit for bit as an uninterrupted one.
+Fig. 2 left), is `task.hessian_error(opt.preconditioner)` on the task's fixed probes after every K-th
+optimizer step, for a task with `hessian_error` and an optimizer with a `preconditioner` (LODO and
+its ablations); one σ costs ~3 LODO steps on the bowl, so full runs' K ≥ 200 keeps it near 1.5 %
+(`benchmarks/sigma_overhead.py`). A task with 2 numbers in all (Rosenbrock) records its parameters at
+every evaluation (Fig. 3's trajectories). Both are checkpointed, so a resumed run records them bit for bit.
+
+`run_job` runs one `Job` (a GA individual or a full-length run) and summarises it for the driver.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import time
+import traceback
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -53,7 +50,7 @@ import tasks
 from tasks import Task
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class TrialResult:
     """What one trial recorded: `losses[i]` is evaluation i's loss, `times[i]` its wall seconds since start."""
 
@@ -67,14 +64,38 @@ class TrialResult:
     trajectory: np.ndarray | None = None  # (len(losses), 2): the parameters (x, y) at each evaluation
 
 
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One trial to run: a GA individual (kind "tuning") or a full-length run (kind "full")."""
+
+    key: tuple
+    task: str
+    optimizer: str
+    hparams: dict
+    steps: int
+    seed: int
+    task_options: dict = dataclasses.field(default_factory=dict)
+    kind: str = "tuning"
+    time_limit: float | None = None
+    checkpoint: str | None = None      # full runs: mid-run checkpoint file (`run_trial(checkpoint=...)`)
+
+
 SIGMA_EVERY = 200      # σ every ≥ 200 optimizer steps: ~1.5 % of a LODO run on the bowl (measured)
-SIGMA_POINTS = 200     # ... and at most ~200 σ points in a full run
+SIGMA_POINTS = 200     # ... and at most ~200 σ points in a full run (and in its record)
 TRAJECTORY_SIZE = 2    # tasks with this many parameters in all record their trajectory
+CURVE_POINTS = 100     # a record's decimated loss curve
 
 
 def observe_every_for(steps: int) -> int:
     """The σ interval K of a full run of `steps` evaluations: max(SIGMA_EVERY, ⌈steps / SIGMA_POINTS⌉)."""
     return max(SIGMA_EVERY, math.ceil(steps / SIGMA_POINTS))
+
+
+def positive_int(name: str, value, optional: bool = False) -> int | None:
+    """`value` if it is an integer >= 1 (or None when `optional`), else a ValueError naming `name`."""
+    if (value is None and optional) or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(f"Invalid {name}: {value!r} (must be {'None or ' if optional else ''}an integer >= 1)")
 
 
 def last_fraction_mean(losses: np.ndarray, fraction: float = 0.1) -> float:
@@ -86,11 +107,8 @@ def last_fraction_mean(losses: np.ndarray, fraction: float = 0.1) -> float:
 
 
 def time_budget_loss(losses: np.ndarray, times: np.ndarray, budget: float, fraction: float = 0.1) -> float:
-    """Mean loss over the last 10 % of a time budget: evaluations with (1 − fraction)·budget < t ≤ budget.
-
-    This is the paper's time milestone (e.g. 300 s on the noisy bowl) read off a run's `times`.
-    +inf (ranks last) if a loss in the budget is non-finite or no evaluation falls in the window.
-    """
+    """The paper's time milestone (e.g. 300 s on the noisy bowl): the mean loss of the evaluations with
+    (1 − fraction)·budget < t ≤ budget; +inf (ranks last) if a loss in the budget is NaN/inf or none is in it."""
     if budget <= 0:
         raise ValueError(f"Invalid budget: {budget!r} (must be > 0)")
     losses, times = np.asarray(losses), np.asarray(times)
@@ -118,19 +136,22 @@ def _build_task(task, seed, task_options, device) -> Task:
     return tasks.create(task, seed=seed, device=device, **(task_options or {}))
 
 
+def _with_run_length(optimizer: str, hparams: dict | None, steps: int) -> dict:
+    """`hparams` plus `total_steps=steps` for an optimizer with that option (LARS's (1 − progress)²
+    decay over the run), unless `hparams` sets it."""
+    import lodo  # the registry; imported here so tasks-only users never need it
+
+    return {"total_steps": steps, **(hparams or {})} if "total_steps" in lodo.options(optimizer) else dict(hparams or {})
+
+
 def _build_optimizer(optimizer, hparams, params, seed, steps) -> torch.optim.Optimizer:
-    """`lodo.create(optimizer, ...)`; an optimizer with a `total_steps` option (LARS's
-    (1 − progress)² decay) gets the run's `steps` unless `hparams` sets it."""
     if isinstance(optimizer, torch.optim.Optimizer):
         if hparams:
             raise ValueError(f"Invalid hparams: {hparams!r} (only for an optimizer given by name)")
         return optimizer
-    import lodo  # the registry; imported here so tasks-only users never need it
+    import lodo
 
-    hparams = dict(hparams or {})
-    if "total_steps" in lodo.options(optimizer):
-        hparams.setdefault("total_steps", steps)
-    return lodo.create(optimizer, params, seed=seed, **hparams)
+    return lodo.create(optimizer, params, seed=seed, **_with_run_length(optimizer, hparams, steps))
 
 
 class CheckpointError(ValueError):
@@ -166,20 +187,125 @@ def load_checkpoint(path, expected_fingerprint: str) -> dict | None:
     return state
 
 
-def run_trial(
-    task,
-    optimizer,
-    hparams: dict | None,
-    steps: int,
-    seed: int,
-    task_options: dict | None = None,
-    device="cpu",
-    time_limit: float | None = None,
-    check_every: int = 100,
-    checkpoint=None,
-    checkpoint_every_s: float = 300,
-    observe_every: int | None = None,
-) -> TrialResult:
+class _Recorder:
+    """Each evaluation's loss (on a device until `flush`), wall time and, with `trace` on a task of
+    TRAJECTORY_SIZE numbers in all, parameters."""
+
+    def __init__(self, steps: int, task: Task, trace: bool):
+        self.params, self.steps, self.on_host = list(task.parameters()), steps, task.device.type == "cpu"
+        trace = trace and sum(p.numel() for p in self.params) == TRAJECTORY_SIZE
+        self.losses, self.times = np.empty(steps), np.empty(steps)
+        self.trajectory = np.full((steps, TRAJECTORY_SIZE), np.nan) if trace else None
+        self.count = self.flushed = 0
+        self.pending: list[torch.Tensor] = []  # accelerators: losses of evaluations [flushed, count)
+        self.diverged = False
+        self.start = time.perf_counter()  # evaluation i's time is times[i] = perf_counter() − start
+
+    def clock(self) -> float:
+        return time.perf_counter() - self.start
+
+    def record(self, loss: torch.Tensor) -> None:
+        i = self.count
+        if i < self.steps:
+            if self.on_host:
+                self.losses[i] = loss.item()  # no sync to wait for on the CPU
+            else:
+                self.pending.append(loss.detach())
+            self.times[i] = time.perf_counter() - self.start
+            if self.trajectory is not None:  # 2 numbers: cheap
+                self.trajectory[i] = torch.cat([p.detach().reshape(-1) for p in self.params]).cpu().numpy()
+            self.count = i + 1
+
+    def flush(self) -> bool:
+        """Move the pending losses to the host; True once a recorded loss is NaN/inf."""
+        if self.pending:
+            self.losses[self.flushed:self.count] = torch.stack(self.pending).double().cpu().numpy()
+            self.pending.clear()
+        self.diverged |= not np.isfinite(self.losses[self.flushed:self.count]).all()
+        self.flushed = self.count
+        return self.diverged
+
+    def recorded(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(losses, times, trajectory) so far, cut after the first NaN/inf loss of a diverged run."""
+        n = self.count if not self.diverged else int(np.argmin(np.isfinite(self.losses[:self.count]))) + 1
+        return self.losses[:n], self.times[:n], None if self.trajectory is None else self.trajectory[:n]
+
+    def state_dict(self) -> dict:
+        n, copy = self.count, lambda a: torch.from_numpy(a[:self.count].copy())
+        return {"recorded": n, "losses": copy(self.losses), "times": copy(self.times), "elapsed": self.clock(),
+                "trajectory": None if self.trajectory is None else copy(self.trajectory)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = self.flushed = n = int(state["recorded"])
+        self.losses[:n], self.times[:n] = state["losses"].numpy(), state["times"].numpy()
+        if self.trajectory is not None and state.get("trajectory") is not None:
+            self.trajectory[:n] = state["trajectory"].numpy()
+        self.start = time.perf_counter() - float(state["elapsed"])  # the clock continues from the checkpoint
+
+
+class _Sigma:
+    """σ = `task.hessian_error(opt.preconditioner)` after every `every`-th optimizer step (LODO family)."""
+
+    def __init__(self, task: Task, opt, every: int | None):
+        self.of = getattr(task, "hessian_error", None) if every and hasattr(opt, "preconditioner") else None
+        self.opt, self.every = opt, every
+        self.steps = 0                          # optimizer steps so far
+        self.next = every if self.of else 0     # the optimizer step of the next σ (0: never)
+        self.values: list[tuple[int, float]] = []  # (evaluations so far, σ)
+
+    def after_step(self, evaluations: int) -> None:
+        self.steps += 1
+        if self.steps == self.next:  # the only per-step cost of σ: one integer comparison
+            self.values.append((evaluations, self.of(self.opt.preconditioner)))
+            self.next += self.every
+
+    def result(self, evaluations: int) -> np.ndarray | None:
+        """The (evaluations, σ) rows up to `evaluations`; None when σ is not recorded."""
+        rows = [(i, v) for i, v in self.values if i <= evaluations]
+        return np.array(rows, dtype=float).reshape(-1, 2) if self.of is not None else None
+
+    def state_dict(self) -> dict:
+        return {"optimizer_steps": self.steps, "sigma": torch.tensor(self.values, dtype=torch.float64).reshape(-1, 2)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = int(state.get("optimizer_steps", state["recorded"]))
+        self.values = [(int(i), float(v)) for i, v in state.get("sigma", torch.empty(0, 2)).tolist()]
+        if self.next:
+            self.next = (self.steps // self.every + 1) * self.every
+
+
+class _Checkpointer:
+    """Saves {fingerprint, task, optimizer, recorder, σ} to `path` at most every `every_s` seconds
+    and restores them from it (see the module docstring); without a path it does nothing."""
+
+    def __init__(self, path, key: str | None, every_s: float, task: Task, opt, recorder: _Recorder, sigma: _Sigma):
+        self.path, self.key, self.every_s = path, key, every_s
+        self.task, self.opt, self.parts = task, opt, (recorder, sigma)
+        self.saved_at = 0.0  # set by `restore`, when the run starts
+
+    def restore(self) -> None:
+        """Continue from the checkpoint if there is one."""
+        saved = self.path and load_checkpoint(self.path, self.key)
+        if saved:
+            self.task.load_state_dict(saved["task"])
+            self.opt.load_state_dict(saved["optimizer"])
+            for part in self.parts:
+                part.load_state_dict(saved)
+        self.saved_at = time.perf_counter()
+
+    def maybe_save(self) -> None:
+        """Save if `every_s` seconds have passed since the last save; call between optimizer steps."""
+        if self.path and time.perf_counter() - self.saved_at >= self.every_s:
+            state = {"fingerprint": self.key, "task": self.task.state_dict(), "optimizer": self.opt.state_dict()}
+            for part in self.parts:
+                state.update(part.state_dict())
+            save_checkpoint(self.path, state)
+            self.saved_at = time.perf_counter()
+
+
+def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task_options: dict | None = None,
+              device="cpu", time_limit: float | None = None, check_every: int = 100, checkpoint=None,
+              checkpoint_every_s: float = 300, observe_every: int | None = None) -> TrialResult:
     """Train `optimizer` on `task` for `steps` evaluations and record each evaluation's loss.
 
     task: a name (built with `tasks.create(task, seed=seed, device=device, **task_options)`) or a Task.
@@ -187,148 +313,135 @@ def run_trial(
         **hparams)`) or a ready `torch.optim.Optimizer` over the task's parameters (hparams empty).
     time_limit: optional wall seconds; the run also stops once that much time has passed, and its
         final_loss is then the mean over the last 10 % of the time budget (`time_budget_loss`).
-    final_loss: the task's report window or the last 10 % of the evaluations (`report_loss`);
-        +inf if a loss was NaN/inf.
+    final_loss: the mean over the task's report window or the last 10 % (`report_loss`); +inf if diverged.
     checkpoint: optional file path; save every `checkpoint_every_s` seconds (checked every
         `check_every` evaluations, between optimizer steps) and resume from it when it exists.
     observe_every: optional K; record σ every K optimizer steps (`sigma`) and, for a 2-number
         task, the parameters at every evaluation (`trajectory`) — see the module docstring.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"Invalid steps: {steps!r} (must be an integer >= 1)")
+    positive_int("steps", steps)
+    positive_int("check_every", check_every)
+    positive_int("observe_every", observe_every, optional=True)
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"Invalid time_limit: {time_limit!r} (must be > 0)")
-    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
-        raise ValueError(f"Invalid check_every: {check_every!r} (must be an integer >= 1)")
     if not checkpoint_every_s >= 0:
         raise ValueError(f"Invalid checkpoint_every_s: {checkpoint_every_s!r} (must be >= 0)")
-    if observe_every is not None and (isinstance(observe_every, bool) or not isinstance(observe_every, int)
-                                      or observe_every < 1):
-        raise ValueError(f"Invalid observe_every: {observe_every!r} (must be None or an integer >= 1)")
     key = fingerprint(task, optimizer, hparams, steps, seed, task_options, time_limit) if checkpoint else None
     task = _build_task(task, seed, task_options, device)
     opt = _build_optimizer(optimizer, hparams, task.parameters(), seed, steps)
     create_graph = getattr(opt, "create_graph", False)
-    observing = observe_every is not None
-    sigma_of = getattr(task, "hessian_error", None) if observing and hasattr(opt, "preconditioner") else None
-    params = [p for p in task.parameters()]
-    tracing = observing and sum(p.numel() for p in params) == TRAJECTORY_SIZE
-    sigma: list[tuple[int, float]] = []  # (evaluations so far, σ) after every K-th optimizer step
-    trajectory = np.full((steps, TRAJECTORY_SIZE), np.nan) if tracing else None
-    next_sigma = observe_every if sigma_of is not None else 0  # the optimizer step of the next σ (0: never)
-    optimizer_steps = 0
-
-    losses = np.empty(steps)
-    times = np.empty(steps)
-    on_host = task.device.type == "cpu"
-    pending: list[torch.Tensor] = []  # accelerators: losses of evaluations [flushed, recorded), not yet on the host
-    recorded = flushed = 0
-    batch = None
-    elapsed = 0.0  # seconds already spent before this process (a resumed checkpoint)
-    saved = checkpoint and load_checkpoint(checkpoint, key)
-    if saved:
-        task.load_state_dict(saved["task"])
-        opt.load_state_dict(saved["optimizer"])
-        recorded = flushed = int(saved["recorded"])
-        losses[:recorded] = saved["losses"].numpy()
-        times[:recorded] = saved["times"].numpy()
-        elapsed = float(saved["elapsed"])
-        optimizer_steps = int(saved.get("optimizer_steps", recorded))
-        sigma = [(int(i), float(v)) for i, v in saved.get("sigma", torch.empty(0, 2)).tolist()]
-        if trajectory is not None and saved.get("trajectory") is not None:
-            trajectory[:recorded] = saved["trajectory"].numpy()
-        if next_sigma:
-            next_sigma = (optimizer_steps // observe_every + 1) * observe_every
-
-    def save() -> None:
-        """Everything a resumed run needs; called between optimizer steps right after a flush."""
-        save_checkpoint(checkpoint, {
-            "fingerprint": key, "task": task.state_dict(), "optimizer": opt.state_dict(),
-            "recorded": recorded, "losses": torch.from_numpy(losses[:recorded].copy()),
-            "times": torch.from_numpy(times[:recorded].copy()), "elapsed": time.perf_counter() - start,
-            "optimizer_steps": optimizer_steps,
-            "sigma": torch.tensor(sigma, dtype=torch.float64).reshape(-1, 2),
-            "trajectory": None if trajectory is None else torch.from_numpy(trajectory[:recorded].copy()),
-        })
+    recorder = _Recorder(steps, task, trace=observe_every is not None)
+    sigma = _Sigma(task, opt, observe_every)
+    checkpointer = _Checkpointer(checkpoint, key, checkpoint_every_s, task, opt, recorder, sigma)
+    checkpointer.restore()
 
     def closure():
-        nonlocal recorded
         opt.zero_grad()
         loss = task.loss(batch)
         loss.backward(create_graph=create_graph)
-        if recorded < steps:
-            if on_host:
-                losses[recorded] = loss.item()  # no sync to wait for on the CPU
-            else:
-                pending.append(loss.detach())
-            times[recorded] = time.perf_counter() - start
-            if trajectory is not None:  # 2 numbers: cheap
-                trajectory[recorded] = torch.cat([p.detach().reshape(-1) for p in params]).cpu().numpy()
-            recorded += 1
+        recorder.record(loss)
         return loss
-
-    def flush() -> bool:
-        """Move the pending losses to the host; True if a loss since the last flush is NaN/inf."""
-        nonlocal flushed
-        if pending:
-            losses[flushed:recorded] = torch.stack(pending).double().cpu().numpy()
-            pending.clear()
-        chunk = losses[flushed:recorded]
-        flushed = recorded
-        return not np.isfinite(chunk).all()
-
-    def train() -> bool:
-        """Step until `steps` evaluations are recorded, the time limit passes or a loss is NaN/inf."""
-        nonlocal batch, optimizer_steps, next_sigma
-        saved_at = time.perf_counter()
-        while recorded < steps:
-            batch = task.sample()
-            try:
-                opt.step(closure)
-            except (RuntimeError, ValueError):  # e.g. a factorisation failing on NaNs: divergence, not a bug
-                if flush():
-                    return True
-                raise
-            optimizer_steps += 1
-            if optimizer_steps == next_sigma:  # the only per-step cost of σ: one integer comparison
-                sigma.append((recorded, sigma_of(opt.preconditioner)))
-                next_sigma += observe_every
-            if recorded - flushed >= check_every:
-                if flush():
-                    return True
-                if checkpoint and recorded < steps and time.perf_counter() - saved_at >= checkpoint_every_s:
-                    save()
-                    saved_at = time.perf_counter()
-            if time_limit is not None and time.perf_counter() - start >= time_limit:
-                break
-        return flush()
 
     with warnings.catch_warnings():
         if create_graph:  # the reference cycle torch warns about is broken by every evaluation's zero_grad
             warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
-        start = time.perf_counter() - elapsed  # a resumed run's clock continues from the checkpoint
-        diverged = train()
-    seconds = time.perf_counter() - start
+        while recorder.count < steps:
+            batch = task.sample()
+            try:
+                opt.step(closure)
+            except (RuntimeError, ValueError):  # e.g. a factorisation failing on NaNs: divergence, not a bug
+                if recorder.flush():
+                    break
+                raise
+            sigma.after_step(recorder.count)
+            if recorder.count - recorder.flushed >= check_every:  # a check
+                if recorder.flush():
+                    break
+                if recorder.count < steps:
+                    checkpointer.maybe_save()
+            if time_limit is not None and recorder.clock() >= time_limit:
+                break
+        diverged = recorder.flush()
+    seconds = recorder.clock()
     if create_graph:  # a gradient with a graph holds a reference cycle to its parameter
         opt.zero_grad(set_to_none=True)
 
-    losses, times = losses[:recorded], times[:recorded]
+    losses, times, trajectory = recorder.recorded()
     if diverged:
-        first_bad = int(np.argmin(np.isfinite(losses)))
-        losses, times = losses[: first_bad + 1], times[: first_bad + 1]
-        sigma = [(i, v) for i, v in sigma if i <= first_bad + 1]
         final_loss = math.inf
-    elif time_limit is not None and recorded < steps:
+    elif time_limit is not None and recorder.count < steps:
         final_loss = time_budget_loss(losses, times, time_limit)
     else:
         final_loss = report_loss(task, losses)
-    return TrialResult(
-        losses=losses,
-        times=times,
-        final_loss=final_loss,
-        seconds=seconds,
-        steps_per_second=recorded / seconds if seconds > 0 else math.inf,
-        diverged=diverged,
-        sigma=np.array(sigma, dtype=float).reshape(-1, 2) if sigma_of is not None else None,
-        trajectory=trajectory[: len(losses)] if trajectory is not None else None,
-    )
+    return TrialResult(losses=losses, times=times, final_loss=final_loss, seconds=seconds,
+                       steps_per_second=recorder.count / seconds if seconds > 0 else math.inf,
+                       diverged=diverged, sigma=sigma.result(len(losses)), trajectory=trajectory)
+
+
+def decimate(losses: np.ndarray, times: np.ndarray, points: int = CURVE_POINTS) -> dict:
+    """The curve as ≤ `points` bucket means: {"step": last step of bucket, "loss", "time"}."""
+    losses = np.asarray(losses, dtype=float)
+    n = len(losses)
+    if n == 0:
+        return {"step": [], "loss": [], "time": []}
+    edges = np.unique(np.linspace(0, n, min(points, n) + 1).round().astype(int))
+    with np.errstate(all="ignore"):
+        loss = [float(np.mean(losses[a:b])) for a, b in zip(edges[:-1], edges[1:])]
+    time_ = [float(times[b - 1]) if len(times) >= b else float("nan") for b in edges[1:]]
+    return {"step": [int(b) for b in edges[1:]], "loss": loss, "time": time_}
+
+
+def observations(res) -> dict:
+    """A full run's observers for its record: σ ({"step", "value"}, ≤ SIGMA_POINTS points, evenly
+    thinned) and the trajectory ([[x, y], ...] per evaluation), each only when the trial recorded it."""
+    out = {}
+    sigma, trajectory = getattr(res, "sigma", None), getattr(res, "trajectory", None)
+    if sigma is not None:
+        sigma = sigma[np.unique(np.linspace(0, len(sigma) - 1, SIGMA_POINTS).round().astype(int))] \
+            if len(sigma) > SIGMA_POINTS else sigma
+        out["sigma"] = {"step": [int(i) for i in sigma[:, 0]], "value": [float(v) for v in sigma[:, 1]]}
+    if trajectory is not None:
+        out["trajectory"] = [[float(x) for x in row] for row in trajectory]
+    return out
+
+
+def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> dict:
+    """Run one job in this process and summarise it (what an actor sends back).
+
+    A full run records σ and the trajectory (`observe_every_for(steps)`, `observations`). With a time
+    milestone T it must reach both milestones: if its `steps` evaluations took less than T, a second
+    run with the same seed (so the same trajectory) continues until T with a step cap of 1.5× the
+    measured rate (doubled and rerun if hit before T); the time milestone is the mean over its last
+    10 % of T. Only the step run is checkpointed (at `job.checkpoint`, if any; several machines need
+    shared storage). A raising job returns {"error": traceback, "seconds", "pid", "keep_checkpoint"}:
+    keep_checkpoint is True iff the checkpoint belongs to another trial, so the caller must leave it.
+    """
+    start = time.perf_counter()
+    full = job.kind == "full"
+    try:
+        kwargs = dict(task_options=dict(job.task_options), device=device)
+        saving = dict(checkpoint=job.checkpoint, checkpoint_every_s=checkpoint_every_s) if job.checkpoint else {}
+        res = run_trial(job.task, job.optimizer, dict(job.hparams), job.steps, job.seed, **kwargs, **saving,
+                        observe_every=observe_every_for(job.steps) if full else None)
+        timed = res
+        if full and job.time_limit is not None and not res.diverged and res.seconds < job.time_limit:
+            cap = max(job.steps, math.ceil(1.5 * len(res.losses) * job.time_limit / max(res.seconds, 1e-9)))
+            hparams = _with_run_length(job.optimizer, job.hparams, job.steps)  # LARS: the step run's decay
+            for _ in range(4):  # the rate estimate was too low if the cap is hit before T: double it
+                timed = run_trial(job.task, job.optimizer, hparams, cap, job.seed, time_limit=job.time_limit, **kwargs)
+                if timed.diverged or len(timed.losses) < cap:
+                    break
+                cap *= 2
+    except Exception as e:
+        return {"error": traceback.format_exc(), "seconds": time.perf_counter() - start, "pid": os.getpid(),
+                "keep_checkpoint": isinstance(e, CheckpointError)}
+    out = {"final_loss": math.inf if res.diverged else float(res.final_loss), "diverged": bool(res.diverged),
+           "seconds": time.perf_counter() - start, "trial_seconds": float(res.seconds),
+           "steps_per_second": float(res.steps_per_second), "evaluations": int(len(res.losses)),
+           "curve": decimate(res.losses, res.times), "pid": os.getpid()}
+    if full:
+        out.update(observations(res))
+    if full and job.time_limit is not None:
+        out["time_loss"] = math.inf if timed.diverged else time_budget_loss(timed.losses, timed.times, job.time_limit)
+        out["time_evaluations"] = int(np.sum(timed.times <= job.time_limit))
+    return out
