@@ -98,6 +98,14 @@ def _export_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _report_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} report", description="Write report.md and figures for a run directory.")
+    p.add_argument("run_dir", help="run directory (finished or not)")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to write report.md and figures/ "
+                                                             "(default: the run directory)")
+    return p
+
+
 def _load_hparams_file(path: str) -> dict:
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -122,7 +130,7 @@ def _flag(parameter: str, args) -> str:
     return FLAGS.get(parameter, "--" + parameter.split(".")[-1].replace("_", "-"))
 
 
-def _plan(args, demo_schedule: dict | None = None):
+def _plan(args, demo: dict | None = None):
     """The run's `tuner.plan.Plan` from the flags; library errors become a UsageError naming the flag."""
     if args.resume and args.run_dir:
         raise UsageError("--run-dir: not allowed with --resume (the run directory is the one resumed)")
@@ -131,7 +139,7 @@ def _plan(args, demo_schedule: dict | None = None):
         full_run["time_milestone_s"] = None if args.time_milestone == "none" else args.time_milestone
     task_options = {k: v for k, v in (("noise_variance", args.noise_variance), ("data_dir", args.data_dir))
                     if v is not None}
-    overrides = merge(demo_schedule or {}, {k: v for k, v in (("full_run", full_run), ("task_options", task_options))
+    overrides = merge(demo or {}, {k: v for k, v in (("full_run", full_run), ("task_options", task_options))
                                             if v})
     hparams = args.hparams if args.hparams in (None, "tuned", "paper") else _load_hparams_file(args.hparams)
     try:
@@ -201,8 +209,8 @@ def _print_tables(result, console) -> None:
     console.print(line + f" · {result.wall_seconds:.1f} s")
 
 
-def _run(args, demo_schedule: dict | None = None) -> int:
-    plan = _plan(args, demo_schedule)
+def _run(args, demo: dict | None = None) -> int:
+    plan = _plan(args, demo)
     from tuner.api import run_plan  # imports Ray: only on the path that runs trials
 
     progress = None if (args.quiet or args.json) else _Progress()
@@ -242,7 +250,7 @@ def _write_report(run_dir):
 DEMO_OPTIMIZERS = ("Adam", "Momentum", "LODO")
 
 
-def _demo_schedule() -> dict:
+def demo_schedule() -> dict:
     """A one-minute taste of the whole job: a short GA that starts from the paper's Table 6 values
     (tuning from the defaults needs the full Table 5 schedule), then 20k-step full runs."""
     paper = lodo.paper_hyperparameters("noisy_bowl")
@@ -265,13 +273,12 @@ def main(argv=None) -> int:
                 raise UsageError(f"export: {e}") from None
             return 0
         if argv[:1] == ["report"]:
-            args = report.configure_parser(
-                _Parser(prog=f"{PROG} report", description="Write report.md and figures for a run directory.")
-            ).parse_args(argv[1:])
+            args = _report_parser().parse_args(argv[1:])
             try:
-                return report.run_from_args(args)
+                print(report.write_report(args.run_dir, args.out))
             except ValueError as e:  # a missing or invalid run directory
                 raise UsageError(f"report: {e}") from None
+            return 0
         if argv[:1] == ["meta-train"]:
             args = meta_train.configure_parser(
                 _Parser(prog=f"{PROG} meta-train", description="Meta-train the L2LBGDBGD LSTM optimizer.")
@@ -285,7 +292,7 @@ def main(argv=None) -> int:
             args = parser.parse_args(["--task", "noisy_bowl", "--optimizers", ",".join(DEMO_OPTIMIZERS)] + argv[1:])
             if args.run_dir is None and args.resume is None:
                 args.run_dir = str(Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
-            return _run(args, _demo_schedule() if args.resume is None else None)
+            return _run(args, demo_schedule() if args.resume is None else None)
         if argv[:1] == ["run"]:
             argv = argv[1:]
         return _run(_run_parser().parse_args(argv))

@@ -4,12 +4,12 @@ import json
 import pytest
 
 import lodo
-from cli import _demo_schedule, main
+from cli import demo_schedule, main
 from tuner.schedule import Schedule, load_schedule
 
 
 def test_demo_schedule_is_valid_and_starts_from_the_papers_values():
-    demo = _demo_schedule()
+    demo = demo_schedule()
     schedule = load_schedule("noisy_bowl", demo)
     assert isinstance(schedule, Schedule)
     paper = lodo.paper_hyperparameters("noisy_bowl")

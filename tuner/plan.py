@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Mapping
 
+import torch
+
 import lodo
 import tasks
 from tuner.rundir import RunDir, RunDirError
@@ -53,11 +55,8 @@ class Resources:
         _number("resources.gpus_per_trial", self.gpus_per_trial, 0, strict=False)
         if self.device not in ("cpu", "cuda"):
             raise PlanError("resources.device", f"{self.device!r} is not allowed (must be 'cpu' or 'cuda')")
-        if self.device == "cuda":
-            import torch  # only here: a plan for CPU trials needs no CUDA probe
-
-            if not torch.cuda.is_available():
-                raise PlanError("resources.device", "cuda is not available here (torch sees no CUDA device)")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise PlanError("resources.device", "cuda is not available here (torch sees no CUDA device)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`lodo-tune report RUN_DIR`: the reproduction report — our numbers next to the paper's.
+"""The reproduction report (`lodo-tune report RUN_DIR`) — our numbers next to the paper's.
 
 Writes ``report.md`` and PNG figures from what a run directory already holds (finished or not):
 
@@ -22,7 +22,6 @@ tables and says in one line that figures were skipped.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import math
 from pathlib import Path
@@ -138,6 +137,7 @@ def _figure_class():
 
 def save_png(fig, path: Path) -> None:
     """Save `fig` at DPI as a 256-colour PNG (plots need no more; the file shrinks ~2.5×)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     from PIL import Image  # comes with matplotlib (the optional `plots` extra)
 
     buf = io.BytesIO()
@@ -281,7 +281,7 @@ def plot_tuning(optimizer: str, space, generations, means, records, paper: dict 
     Log-scaled hyperparameters get a log y axis; decay rates an axis in the GA's coordinate
     u = 1 − ln(1 − x), where its noise is isotropic. Returns the Figure.
     """
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # lazily, as every matplotlib import here
 
     Figure = _figure_class()
     fig = Figure(figsize=(3.3 * len(space), 3.2), layout="constrained")
@@ -413,10 +413,6 @@ def tuned_section(data: dict, paper_hparams: dict[str, dict[str, float]]) -> lis
         "", "- Learning rates are after the schedule's lr_scale (image_generation: halved, as Table 6 prints them)."]
 
 
-def _space(manifest: dict, optimizer: str):
-    return space_for(Schedule.from_dict(manifest["schedule"]), optimizer)
-
-
 def _paper_hparams(task: str) -> dict:
     try:
         return lodo.paper_hyperparameters(task)
@@ -430,18 +426,15 @@ def write_figures(rd: RunDir, manifest: dict, out_dir: Path, paper_hparams: dict
     lines = []
     full = {o: rd.full_runs(o) for o in manifest["optimizers"]}
     if any(finite_curves(r)[0] for r in full.values()):
-        fig_dir.mkdir(parents=True, exist_ok=True)
         save_png(plot_curves(full), fig_dir / "loss.png")
         lines += ["### Training loss", "", f"![Training loss by step and by wall time]({FIGURES}/loss.png)", ""]
     if any(sigma_curves(r) for r in full.values()):
-        fig_dir.mkdir(parents=True, exist_ok=True)
         save_png(plot_sigma(full), fig_dir / "sigma.png")
         lines += ["### Hessian-approximation error σ", "",
                   f"![σ by step, mean ± std over seeds]({FIGURES}/sigma.png)", "",
                   "σ = sqrt(‖I − G H‖_F² / n), estimated on the task's 100 fixed probe vectors every K "
                   "steps of the full runs (the paper's Fig. 2, left).", ""]
     if any(seed0_trajectory(r) is not None for r in full.values()):
-        fig_dir.mkdir(parents=True, exist_ok=True)
         save_png(plot_trajectories(full), fig_dir / "trajectories.png")
         lines += ["### Trajectories", "", f"![Trajectories of seed 0 over the loss]({FIGURES}/trajectories.png)", "",
                   "Each optimizer's seed-0 parameters at every evaluation over log₁₀ f (the paper's Fig. 3).", ""]
@@ -449,7 +442,7 @@ def write_figures(rd: RunDir, manifest: dict, out_dir: Path, paper_hparams: dict
     tuned = [o for o in manifest["optimizers"] if (rd.path / "tuning" / safe_name(o)).is_dir()]
     for o in tuned:
         try:
-            space = _space(manifest, o)
+            space = space_for(Schedule.from_dict(manifest["schedule"]), o)
         except ValueError as e:  # a schedule this version no longer accepts
             lines += [f"GA figure for {o} skipped: {e}", ""]
             continue
@@ -459,7 +452,6 @@ def write_figures(rd: RunDir, manifest: dict, out_dir: Path, paper_hparams: dict
         if not records:
             continue
         paper = {k: (v / lr_scale if k == "lr" else v) for k, v in paper_hparams.get(o, {}).items()}
-        fig_dir.mkdir(parents=True, exist_ok=True)
         name = f"tuning-{safe_name(o)}.png"
         save_png(plot_tuning(o, space, generations, means, records, paper), fig_dir / name)
         lines += [f"### GA tuning: {o}", "", f"![{o}: GA tuning by generation]({FIGURES}/{name})", ""]
@@ -500,26 +492,3 @@ def write_report(run_dir, out_dir=None) -> Path:
     path = out_dir / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
-
-
-# -- CLI -------------------------------------------------------------------------------------
-def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of `lodo-tune report`."""
-    parser.add_argument("run_dir", help="run directory (finished or not)")
-    parser.add_argument("--out", default=None, metavar="DIR", help="where to write report.md and figures/ "
-                                                                   "(default: the run directory)")
-    return parser
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Write the report; print its path; exit status 0. A bad run dir raises ValueError (one line)."""
-    print(write_report(args.run_dir, args.out))
-    return 0
-
-
-if __name__ == "__main__":
-    _parser = configure_parser(argparse.ArgumentParser(prog="python -m tuner.report"))
-    try:
-        raise SystemExit(run_from_args(_parser.parse_args()))
-    except ValueError as e:
-        _parser.exit(2, f"{_parser.prog}: error: {e}\n")

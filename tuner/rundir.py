@@ -17,6 +17,7 @@ whole or not at all; stray ``*.tmp`` files are ignored.
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -71,13 +72,15 @@ def read_json(path: Path):
         return json.load(f)
 
 
+def _read_if_exists(path: Path):
+    return read_json(path) if path.is_file() else None
+
+
 def versions() -> dict[str, str]:
     """Versions worth recording next to results."""
     out = {"python": platform.python_version()}
     try:
-        from importlib.metadata import version
-
-        out["lodo-tune"] = version("lodo-tune")
+        out["lodo-tune"] = importlib.metadata.version("lodo-tune")
     except Exception:  # not installed (running from a source tree)
         out["lodo-tune"] = "unknown"
     for mod in ("torch", "ray", "numpy"):
@@ -151,8 +154,7 @@ class RunDir:
         atomic_write_json(self.individual_path(optimizer, record["generation"], record["index"]), record)
 
     def read_individual(self, optimizer: str, generation: int, index: int) -> dict | None:
-        p = self.individual_path(optimizer, generation, index)
-        return read_json(p) if p.is_file() else None
+        return _read_if_exists(self.individual_path(optimizer, generation, index))
 
     def individuals(self, optimizer: str) -> list[dict]:
         d = self.path / "tuning" / safe_name(optimizer)
@@ -165,8 +167,7 @@ class RunDir:
         atomic_write_json(self.path / "tuning" / safe_name(optimizer) / "state.json", state)
 
     def read_state(self, optimizer: str) -> dict | None:
-        p = self.path / "tuning" / safe_name(optimizer) / "state.json"
-        return read_json(p) if p.is_file() else None
+        return _read_if_exists(self.path / "tuning" / safe_name(optimizer) / "state.json")
 
     def write_error(self, optimizer: str, name: str, traceback: str) -> Path:
         """errors/<optimizer>/<name>.txt: "g03-i17" (an individual) or "full-seed-2" (a full run)."""
@@ -178,8 +179,7 @@ class RunDir:
         atomic_write_json(self.path / "tuned.json", tuned)
 
     def read_tuned(self) -> dict | None:
-        p = self.path / "tuned.json"
-        return read_json(p) if p.is_file() else None
+        return _read_if_exists(self.path / "tuned.json")
 
     # -- full-length runs --------------------------------------------------------------------
     def full_path(self, optimizer: str, seed_index: int) -> Path:
@@ -189,8 +189,7 @@ class RunDir:
         atomic_write_json(self.full_path(optimizer, seed_index), record)
 
     def read_full(self, optimizer: str, seed_index: int) -> dict | None:
-        p = self.full_path(optimizer, seed_index)
-        return read_json(p) if p.is_file() else None
+        return _read_if_exists(self.full_path(optimizer, seed_index))
 
     def full_runs(self, optimizer: str) -> list[dict]:
         d = self.path / "full" / safe_name(optimizer)

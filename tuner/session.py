@@ -1,9 +1,8 @@
 """One driver session over a run directory: GA replay, the jobs still to run, and recording.
 
 A resumed session re-runs only what is missing: each GA is rebuilt from the schedule and seed
-(it is deterministic: individuals depend only on seed, optimizer, generation, index and mean)
-and the recorded fitness values are told back to it generation by generation. `on_result`
-records a finished job and returns the jobs it unlocks (the next generation, the full runs).
+(individuals depend only on seed, optimizer, generation, index and mean) and the recorded
+fitness values are told back to it generation by generation.
 """
 from __future__ import annotations
 
@@ -30,9 +29,8 @@ def scale_lr(hparams: Mapping[str, float], lr_scale: float) -> dict[str, float]:
 
 
 class Session:
-    """The driver's side of `rd`: `start` gives the first jobs, `on_result` records each result
-    and returns the jobs it unlocks. With `full_runs`, each optimizer's full runs
-    (`schedule.full_run`) follow its tuning (or start at once from given hyperparameters)."""
+    """`start` gives the first jobs; `on_result` records a result and returns the jobs it unlocks
+    (the next generation; with `full_runs`, an optimizer's full runs once it is tuned)."""
 
     def __init__(self, rd: RunDir, schedule: Schedule, seed: int = 0, *, full_runs: bool = True,
                  progress: ProgressFn | None = None):
