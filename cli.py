@@ -120,7 +120,7 @@ def _load_hparams_file(path: str) -> dict:
     return data
 
 
-FLAGS = {"hyperparameters": "--hparams", "full_runs": "--no-full-runs"}  # the rest: --<last part of the name>
+FLAGS = {"hyperparameters": "--hparams"}  # the rest: --<last part of the name>
 
 
 def _flag(parameter: str, args) -> str:
