@@ -19,6 +19,18 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+import lodo
+from tuner import meta_train, report, results
+from tuner.export import export
+from tuner.plan import PlanError, Resources, make_plan
+from tuner.rundir import RunDirError
+from tuner.schedule import merge
+
 PROG = "lodo-tune"
 
 
@@ -31,34 +43,20 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed (must be a positive integer)")
-    return value
+def _number(convert, minimum, strict: bool):
+    """An argparse type: a finite number > minimum (strict) or >= minimum."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if convert is int else 'a number'}") from None
+        if not (math.isfinite(value) and (value > minimum if strict else value >= minimum)):
+            raise argparse.ArgumentTypeError(f"{value} is not allowed (must be {'>' if strict else '>='} {minimum})")
+        return value
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{value} is not allowed (must be a positive number)")
-    return value
-
-
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{value} is not allowed (must be a number >= 0)")
-    return value
+_positive_int, _positive_float, _nonnegative_float = _number(int, 0, True), _number(float, 0, True), _number(float, 0, False)
 
 
 def _milestone(text: str):
@@ -100,9 +98,15 @@ def _export_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load_hparams_file(path: str) -> dict:
-    import yaml
+def _report_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} report", description="Write report.md and figures for a run directory.")
+    p.add_argument("run_dir", help="run directory (finished or not)")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to write report.md and figures/ "
+                                                             "(default: the run directory)")
+    return p
 
+
+def _load_hparams_file(path: str) -> dict:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
@@ -116,153 +120,45 @@ def _load_hparams_file(path: str) -> dict:
     return data
 
 
-def _check_hparams(table: dict, source: str) -> dict:
-    import lodo
-
-    out = {}
-    for opt, hp in table.items():
-        if opt not in lodo.available():
-            raise UsageError(f"--hparams: unknown optimizer {opt!r} in {source} (valid: {', '.join(lodo.available())})")
-        if not isinstance(hp, dict):
-            raise UsageError(f"--hparams: {opt} in {source} must map hyperparameter -> value")
-        valid = [h.name for h in lodo.hyperparameters(opt)]
-        for name, value in hp.items():
-            if name not in valid:
-                raise UsageError(f"--hparams: unknown hyperparameter {name!r} for {opt} in {source} "
-                                 f"(valid: {', '.join(valid)})")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise UsageError(f"--hparams: {opt}.{name} = {value!r} in {source} is not allowed (must be a number)")
-        out[opt] = {k: float(v) for k, v in hp.items()}
-    return out
+FLAGS = {"hyperparameters": "--hparams"}  # the rest: --<last part of the name>
 
 
+def _flag(parameter: str, args) -> str:
+    """The flag of a `PlanError` parameter: "resources.cpus_per_trial" -> "--cpus-per-trial"."""
+    if parameter == "run_dir" and args.resume:
+        return "--resume"
+    return FLAGS.get(parameter, "--" + parameter.split(".")[-1].replace("_", "-"))
 
 
-def _validate(args) -> dict:
-    """Everything `tuner.api.run` needs, checked; raises UsageError. Writes nothing."""
-    import lodo
-    import tasks
-    from tuner.rundir import RunDir, RunDirError
-    from tuner.schedule import Schedule, ScheduleError, load_schedule
-
-    manifest = None
-    if args.resume:
-        if args.run_dir:
-            raise UsageError("--run-dir: not allowed with --resume (the run directory is the one resumed)")
-        try:
-            manifest = RunDir.check_resume(args.resume, args.task, None)
-        except RunDirError as e:
-            raise UsageError(str(e)) from None
-    task = args.task or (manifest or {}).get("task")
-    if task is None:
-        raise UsageError("--task: required (one of: " + ", ".join(tasks.available()) + ")")
-    if task not in tasks.available():
-        raise UsageError(f"--task: unknown task {task!r} (valid: {', '.join(tasks.available())})")
-
-    overrides: dict = {}
-    full = {k: v for k, v in (("steps", args.steps), ("seeds", args.seeds)) if v is not None}
+def _plan(args, demo: dict | None = None):
+    """The run's `tuner.plan.Plan` from the flags; library errors become a UsageError naming the flag."""
+    if args.resume and args.run_dir:
+        raise UsageError("--run-dir: not allowed with --resume (the run directory is the one resumed)")
+    full_run = {k: v for k, v in (("steps", args.steps), ("seeds", args.seeds)) if v is not None}
     if args.time_milestone is not None:
-        full["time_milestone_s"] = None if args.time_milestone == "none" else args.time_milestone
-    if full:
-        overrides["full_run"] = full
-    task_options = {}
-    if args.noise_variance is not None:
-        task_options["noise_variance"] = args.noise_variance
-    if args.data_dir is not None:
-        task_options["data_dir"] = args.data_dir
-    valid_options = tasks.options(task)
-    for name in task_options:
-        if name not in valid_options:
-            raise UsageError(f"--{name.replace('_', '-')}: not an option of task {task!r}")
-    if task_options:
-        overrides["task_options"] = task_options
+        full_run["time_milestone_s"] = None if args.time_milestone == "none" else args.time_milestone
+    task_options = {k: v for k, v in (("noise_variance", args.noise_variance), ("data_dir", args.data_dir))
+                    if v is not None}
+    overrides = merge(demo or {}, {k: v for k, v in (("full_run", full_run), ("task_options", task_options))
+                                            if v})
+    hparams = args.hparams if args.hparams in (None, "tuned", "paper") else _load_hparams_file(args.hparams)
     try:
-        if manifest is not None and args.schedule is None:
-            base = Schedule.from_dict(manifest["schedule"], source=f"{args.resume}/manifest.json")
-            schedule = Schedule.from_dict(_merge(base.to_dict(), overrides), source=base.source) if overrides else base
-        else:
-            schedule = load_schedule(args.schedule or task, overrides or None)
-    except ScheduleError as e:
-        raise UsageError(f"--schedule: {e}") from None
-    if schedule.task != task:
-        raise UsageError(f"--schedule: it is for task {schedule.task!r}, not {task!r}")
-
-    if args.optimizers is not None:
-        optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
-        if not optimizers:
-            raise UsageError("--optimizers: empty list")
-        for o in optimizers:
-            if o not in lodo.available():
-                raise UsageError(f"--optimizers: unknown optimizer {o!r} (valid: {', '.join(lodo.available())})")
-        if len(set(optimizers)) != len(optimizers):
-            raise UsageError(f"--optimizers: an optimizer is repeated in {args.optimizers!r}")
-    elif manifest is not None:
-        optimizers = list(manifest["optimizers"])
-    else:
-        optimizers = list(schedule.optimizers)
-
-    mode = args.hparams or (manifest or {}).get("hparams") or "tuned"
-    if manifest is not None and manifest.get("hparams") not in (None, "tuned", "paper") and args.hparams is None:
-        hyperparameters = manifest["given_hyperparameters"]
-    elif mode in ("tuned", "paper"):
-        hyperparameters = mode
-        if mode == "paper":
-            try:
-                lodo.paper_hyperparameters(task)
-            except ValueError as e:
-                raise UsageError(f"--hparams: {e}") from None
-    else:
-        table = _check_hparams(_load_hparams_file(mode), mode)
-        missing = [o for o in optimizers if o not in table]
-        if args.optimizers is None:
-            optimizers = list(table)
-        elif missing:
-            raise UsageError(f"--hparams: {mode} has no values for {', '.join(missing)}")
-        hyperparameters = {o: table[o] for o in optimizers}
-
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError("--device: cuda is not available here (torch sees no CUDA device; use --device cpu)")
-    seed = args.seed if args.seed is not None else (manifest or {}).get("seed", 0)
-
-    from tuner.api import default_run_dir
-
-    run_dir = Path(args.resume or args.run_dir or default_run_dir(task))
-    try:
-        if args.resume:
-            RunDir.check_resume(run_dir, task, schedule.to_dict())
-            if manifest.get("seed") != seed:
-                raise RunDirError(f"--resume: {str(run_dir)!r} was run with --seed {manifest.get('seed')}, not {seed}")
-            if manifest.get("optimizers") != optimizers:
-                raise RunDirError(f"--resume: {str(run_dir)!r} runs {','.join(manifest['optimizers'])}, "
-                                  f"not {','.join(optimizers)}")
-        else:
-            RunDir.check_new(run_dir)
-    except RunDirError as e:
-        raise UsageError(str(e)) from None
-    return dict(task=task, optimizers=optimizers, schedule=schedule, seed=seed, run_dir=run_dir,
-                resume=bool(args.resume), hyperparameters=hyperparameters,
-                full_runs=not (args.no_full_runs or (manifest or {}).get("full_runs") is False),
-                workers=args.workers, address=args.address, cpus_per_trial=args.cpus_per_trial,
-                gpus_per_trial=args.gpus_per_trial, device=args.device)
-
-
-def _merge(base: dict, overrides: dict) -> dict:
-    out = dict(base)
-    for k, v in overrides.items():
-        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+        return make_plan(args.task, optimizers=None if args.optimizers is None else
+                         [o.strip() for o in args.optimizers.split(",") if o.strip()],
+                         schedule=args.schedule, schedule_overrides=overrides or None, seed=args.seed,
+                         run_dir=args.resume or args.run_dir, resume=bool(args.resume), hyperparameters=hparams,
+                         full_runs=False if args.no_full_runs else None,
+                         resources=Resources(workers=args.workers, address=args.address,
+                                             cpus_per_trial=args.cpus_per_trial,
+                                             gpus_per_trial=args.gpus_per_trial, device=args.device))
+    except PlanError as e:
+        raise UsageError(f"{_flag(e.parameter, args)}: {e.message}") from None
 
 
 class _Progress:
     """Live rich progress on stderr: per optimizer, generation g/G, individuals done, best, ETA."""
 
     def __init__(self):
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
         self.progress = Progress(TextColumn("{task.description:<22}"), BarColumn(),
                                  TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
                                  console=Console(stderr=True), transient=False)
@@ -294,22 +190,15 @@ class _Progress:
 
 
 def _print_tables(result, console) -> None:
-    from rich.table import Table
-
-    from tuner.export import _table1_header, _table1_rows, _table6_rows, collect
-
-    data = collect(result.run_dir)
-    t = Table(title=f"Tuned hyperparameters ({data['source']}) — {data['task']}")
-    for h in ("Optimizer", "Hyperparameters", data["task"]):
-        t.add_column(h)
-    for row in _table6_rows(data):
-        t.add_row(*row)
-    console.print(t)
+    data = results.collect(result.run_dir)
+    tables = [(f"Tuned hyperparameters ({data['source']}) — {data['task']}", results.table6_header(data),
+               results.table6_rows(data))]
     if data["results"]:
-        t = Table(title=f"Results — {data['task']} (mean ± std over seeds, last-10 % training loss)")
-        for h in _table1_header(data):
-            t.add_column(h)
-        for row in _table1_rows(data):
+        tables.append((f"Results — {data['task']} (mean ± std over seeds, last-10 % training loss)",
+                       results.table1_header(data), results.table1_rows(data)))
+    for title, header, rows in tables:
+        t = Table(*header, title=title)
+        for row in rows:
             t.add_row(*row)
         console.print(t)
     line = f"run dir {result.run_dir} · individuals ran {result.ran}, reused {result.reused}"
@@ -320,25 +209,22 @@ def _print_tables(result, console) -> None:
     console.print(line + f" · {result.wall_seconds:.1f} s")
 
 
-def _run(args, demo_overrides: dict | None = None) -> int:
-    plan = _validate(args)
-    if demo_overrides:
-        from tuner.schedule import Schedule
-
-        plan["schedule"] = Schedule.from_dict(_merge(plan["schedule"].to_dict(), demo_overrides), source="demo")
-    from tuner import api
+def _run(args, demo: dict | None = None) -> int:
+    plan = _plan(args, demo)
+    from tuner.api import run_plan  # imports Ray: only on the path that runs trials
 
     progress = None if (args.quiet or args.json) else _Progress()
-    if progress:
-        with progress:
-            result = api.run(progress=progress, **plan)
-    else:
-        result = api.run(**plan)
+    try:
+        if progress:
+            with progress:
+                result = run_plan(plan, progress)
+        else:
+            result = run_plan(plan)
+    except RunDirError as e:  # records that do not match this run's GA
+        raise UsageError(f"--resume: {e}") from None
     report = _write_report(result.run_dir)
     if args.json:
-        from tuner.export import collect
-
-        out = json.loads(api.export_table(result, "json"))
+        out = json.loads(export(result.run_dir, "json"))
         out.update(run_dir=str(result.run_dir), reused=result.reused, ran=result.ran, errors=result.errors,
                    full_reused=result.full_reused, full_ran=result.full_ran,
                    efficiency=None if math.isnan(result.efficiency) else result.efficiency,
@@ -346,8 +232,6 @@ def _run(args, demo_overrides: dict | None = None) -> int:
                    report=None if report is None else str(report))
         print(json.dumps(out, indent=2, allow_nan=False))
     elif not args.quiet:
-        from rich.console import Console
-
         _print_tables(result, Console())
         if report is not None:
             print(f"report {report}")
@@ -356,10 +240,8 @@ def _run(args, demo_overrides: dict | None = None) -> int:
 
 def _write_report(run_dir):
     """The run's report.md and figures; a failure here never fails a finished run."""
-    from tuner.report import write_report
-
     try:
-        return write_report(run_dir)
+        return report.write_report(run_dir)
     except Exception as e:  # noqa: BLE001 - the run's records are already safe on disk
         print(f"{PROG}: warning: report not written: {e}", file=sys.stderr)
         return None
@@ -368,11 +250,9 @@ def _write_report(run_dir):
 DEMO_OPTIMIZERS = ("Adam", "Momentum", "LODO")
 
 
-def _demo_schedule() -> dict:
+def demo_schedule() -> dict:
     """A one-minute taste of the whole job: a short GA that starts from the paper's Table 6 values
     (tuning from the defaults needs the full Table 5 schedule), then 20k-step full runs."""
-    import lodo
-
     paper = lodo.paper_hyperparameters("noisy_bowl")
     return {
         "population": 8,
@@ -387,27 +267,19 @@ def main(argv=None) -> int:
     try:
         if argv[:1] == ["export"]:
             args = _export_parser().parse_args(argv[1:])
-            from tuner.export import export
-            from tuner.rundir import RunDirError
-
             try:
                 sys.stdout.write(export(args.run_dir, args.format))
-            except RunDirError as e:
-                raise UsageError(str(e)) from None
+            except ValueError as e:  # not a run directory
+                raise UsageError(f"export: {e}") from None
             return 0
         if argv[:1] == ["report"]:
-            from tuner import report
-
-            args = report.configure_parser(
-                _Parser(prog=f"{PROG} report", description="Write report.md and figures for a run directory.")
-            ).parse_args(argv[1:])
+            args = _report_parser().parse_args(argv[1:])
             try:
-                return report.run_from_args(args)
+                print(report.write_report(args.run_dir, args.out))
             except ValueError as e:  # a missing or invalid run directory
-                raise UsageError(str(e)) from None
+                raise UsageError(f"report: {e}") from None
+            return 0
         if argv[:1] == ["meta-train"]:
-            from tuner import meta_train
-
             args = meta_train.configure_parser(
                 _Parser(prog=f"{PROG} meta-train", description="Meta-train the L2LBGDBGD LSTM optimizer.")
             ).parse_args(argv[1:])
@@ -420,7 +292,7 @@ def main(argv=None) -> int:
             args = parser.parse_args(["--task", "noisy_bowl", "--optimizers", ",".join(DEMO_OPTIMIZERS)] + argv[1:])
             if args.run_dir is None and args.resume is None:
                 args.run_dir = str(Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
-            return _run(args, _demo_schedule() if args.resume is None else None)
+            return _run(args, demo_schedule() if args.resume is None else None)
         if argv[:1] == ["run"]:
             argv = argv[1:]
         return _run(_run_parser().parse_args(argv))

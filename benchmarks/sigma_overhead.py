@@ -1,4 +1,4 @@
-"""What recording σ every K steps costs a LODO run on the noisy bowl (issue 8: ≤ 5 %).
+"""What recording σ every K steps costs a LODO run on the noisy bowl (target: ≤ 5 %).
 
 σ = `task.hessian_error(opt.preconditioner)` on the task's 100 fixed probes (n = 100) is one
 batched G·(H v) product, about 3 LODO steps. Full runs take it every `observe_every_for(steps)`

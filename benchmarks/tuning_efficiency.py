@@ -24,7 +24,8 @@ def main() -> None:
                                             "generations": [{"noise": 3, "steps": a.steps}] * a.generations})
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        r = tuner.tune("noisy_bowl", schedule=schedule, run_dir=f"{d}/run", workers=a.workers)
+        r = tuner.tune("noisy_bowl", schedule=schedule, run_dir=f"{d}/run",
+                       resources=tuner.Resources(workers=a.workers))
         total = time.perf_counter() - t0
     n = len(schedule.optimizers) * a.population * a.generations
     print(f"individuals: {n} ({', '.join(schedule.optimizers)}; {a.generations} generations x {a.population}, "

@@ -11,6 +11,8 @@ from pathlib import Path
 
 # Keep the test workers from oversubscribing this machine's few cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Ray's own default, set explicitly before test modules import ray (as tuner.executor.init_ray does).
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

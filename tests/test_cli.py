@@ -12,6 +12,7 @@ import yaml
 
 from cli import main
 from tuner.rundir import RunDir
+from tuner.schedule import load_schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD = ROOT / "tests" / "bad_schedules"
@@ -31,15 +32,27 @@ def _schedule(tmp_path, **changes) -> str:
 def _bad_cases(tmp_path):
     other = RunDir.create(tmp_path / "other", task="rosenbrock", schedule={"task": "rosenbrock"}, seed=0,
                           optimizers=["Adam"])
+    bowl = RunDir.create(tmp_path / "bowl", task="noisy_bowl", schedule=load_schedule("noisy_bowl").to_dict(),
+                         seed=0, optimizers=["Adam"])
     hp = tmp_path / "hp.yaml"
     hp.write_text("Adam: {lr: 0.1, betta1: 0.9}\n")
     cases = {
         "unknown task": (["--task", "noisy_bowll"], "--task: unknown task 'noisy_bowll'"),
         "unknown optimizer": (["--task", "noisy_bowl", "--optimizers", "Adam,Adamm"],
                               "--optimizers: unknown optimizer 'Adamm' (valid: Adam, "),
-        "unknown hparam": (["--task", "noisy_bowl", "--hparams", str(hp)], "unknown hyperparameter 'betta1'"),
+        "unknown hparam": (["--task", "noisy_bowl", "--hparams", str(hp)],
+                           "--hparams: unknown hyperparameter 'betta1' for Adam (valid: lr, beta1, beta2)"),
         "resume other task": (["--task", "noisy_bowl", "--resume", str(other.path)],
                               "is a run of task 'rosenbrock', not 'noisy_bowl'"),
+        "resume other seed": (["--resume", str(bowl.path), "--seed", "1"],
+                              f"--seed: '{bowl.path}' was run with seed 0, not 1"),
+        "resume other optimizers": (["--resume", str(bowl.path), "--optimizers", "LODO"],
+                                    f"--optimizers: '{bowl.path}' runs Adam, not LODO"),
+        "repeated optimizer": (["--task", "noisy_bowl", "--optimizers", "Adam,LODO,Adam"],
+                               "--optimizers: 'Adam' is repeated"),
+        "option of another task": (["--task", "rosenbrock", "--noise-variance", "2"],
+                                   "--noise-variance: not an option of task 'rosenbrock'"),
+        "negative seed": (["--task", "noisy_bowl", "--seed", "-1"], "--seed: -1 is not allowed"),
         "zero steps": (["--task", "noisy_bowl", "--steps", "0"], "--steps"),
         "negative seeds": (["--task", "noisy_bowl", "--seeds", "-2"], "--seeds"),
         "non-positive cpus": (["--task", "noisy_bowl", "--cpus-per-trial", "0"], "--cpus-per-trial"),
@@ -49,7 +62,8 @@ def _bad_cases(tmp_path):
     return cases
 
 
-CASES = ["unknown task", "unknown optimizer", "unknown hparam", "resume other task", "zero steps",
+CASES = ["unknown task", "unknown optimizer", "unknown hparam", "resume other task", "resume other seed",
+         "resume other optimizers", "repeated optimizer", "option of another task", "negative seed", "zero steps",
          "negative seeds", "non-positive cpus"] + [f"schedule {n}" for n in (
              "unknown_key", "negative_steps", "invalid_yaml_syntax", "unknown_optimizer", "zero_seeds")]
 
@@ -77,7 +91,7 @@ def test_device_cuda_is_refused_where_torch_sees_no_cuda(tmp_path, capsys):
         pytest.skip("this machine has CUDA")
     assert main(["--task", "noisy_bowl", "--device", "cuda", "--run-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert err == "lodo-tune: error: --device: cuda is not available here (torch sees no CUDA device; use --device cpu)\n"
+    assert err == "lodo-tune: error: --device: cuda is not available here (torch sees no CUDA device)\n"
     assert not (tmp_path / "r").exists()
 
 

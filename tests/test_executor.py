@@ -9,10 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner.api import _Session
 from tuner.executor import Executor
-from tuner.rundir import RunDir
-from tuner.schedule import Schedule
 from tuner.trial import Job, run_job, run_trial
 
 
@@ -53,26 +50,6 @@ def test_a_trial_that_raises_returns_its_traceback_and_the_others_finish(ray_ses
     assert "Traceback" in results[("t", 1)]["error"] and "lr" in results[("t", 1)]["error"]
     assert math.isfinite(results[("t", 0)]["final_loss"]) and math.isfinite(results[("t", 2)]["final_loss"])
     assert 0 < ex.efficiency() <= 1.0
-
-
-def test_an_individual_that_raises_ranks_last_is_logged_and_the_ga_goes_on(tmp_path):
-    schedule = Schedule.from_dict({"task": "noisy_bowl", "population": 4, "generations": [{"noise": 1, "steps": 50}] * 2,
-                                   "optimizers": ["Adam"], "full_run": {"steps": 10, "seeds": 1, "time_milestone_s": None},
-                                   "lr_scale": 1})
-    rd = RunDir.create(tmp_path / "r", task="noisy_bowl", schedule=schedule.to_dict(), seed=0, optimizers=["Adam"])
-    session = _Session(rd, "noisy_bowl", schedule, 0, None)
-    jobs = session.start_ga("Adam")
-    assert [j.key[2:] for j in jobs] == [(0, i) for i in range(4)]
-    more = []
-    for j in jobs:
-        result = {"error": "Traceback (most recent call last):\nValueError: boom\n"} if j.key[3] == 2 else \
-                 {"final_loss": float(j.key[3]), "seconds": 0.1}
-        more += session.on_result(j, result)
-    fitness = [i["fitness"] for i in session.gas["Adam"].history[0]["individuals"]]
-    assert fitness == [0.0, 1.0, math.inf, 3.0] and session.gas["Adam"].history[0]["selected"] == [0, 1]
-    assert [j.key[2] for j in more] == [1] * 4  # generation 1 was asked
-    assert (rd.path / "errors" / "Adam" / "g00-i02.txt").read_text().endswith("ValueError: boom\n")
-    assert rd.read_individual("Adam", 0, 2)["error"] == "ValueError: boom"
 
 
 def test_full_run_reaches_both_the_step_and_the_time_milestone():

@@ -123,6 +123,6 @@ def test_task_options_reach_tuning_and_full_runs(tmp_path, monkeypatch, tiny_dat
     monkeypatch.setenv("LODO_OFFLINE", "1")
     code, run_dir = _run_cli(tmp_path, "image_generation", tiny_data[0], 0, ["Adam"])
     errors = sorted(p.name for p in (run_dir / "errors" / "Adam").glob("*.txt"))
-    assert errors == ["g00-i00.txt", "g00-i01.txt", "g99-i00.txt"]  # both individuals and the full run
+    assert errors == ["full-seed-0.txt", "g00-i00.txt", "g00-i01.txt"]  # both individuals and the full run
     for name in errors:
         assert "Invalid batch_size: 0" in (run_dir / "errors" / "Adam" / name).read_text()

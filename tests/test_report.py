@@ -3,13 +3,14 @@
 Run directories are built by hand with known numbers; expected means, stds, ratios and GA means
 are computed here from those numbers and the paper's tables as docs/paper.md §5–6 print them.
 """
-import argparse
+import importlib.util
 import math
 import sys
 
 import numpy as np
 import pytest
 
+from cli import main
 from tuner import report
 from tuner.rundir import RunDir
 
@@ -254,20 +255,18 @@ def test_unfinished_run_with_tuning_only_still_gives_a_report(tmp_path):
     assert "No full-length runs yet" in text
     assert row(text, "Adam", "## Results")[1:4] == ["—", "15.28 ± 0.07", "—"]
     assert "| Adam | lr | — (generation 0/2) | 1.164 |" in text
-    if report._figure_class() is not None:
+    if importlib.util.find_spec("matplotlib") is not None:
         assert (rd.path / "figures" / "tuning-Adam.png").is_file()
         assert not (rd.path / "figures" / "loss.png").exists()
 
 
 def test_cli_prints_the_report_path_and_rejects_a_missing_run_dir(tmp_path, capsys):
     rd = make_run(tmp_path / "run")
-    parser = report.configure_parser(argparse.ArgumentParser())
-    assert report.run_from_args(parser.parse_args([str(rd.path), "--out", str(tmp_path / "out")])) == 0
+    assert main(["report", str(rd.path), "--out", str(tmp_path / "out")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "out" / "report.md")
     missing = tmp_path / "nowhere"
-    with pytest.raises(ValueError, match=f"'{missing}' is not a run directory") as info:
-        report.run_from_args(parser.parse_args([str(missing)]))
-    assert "\n" not in str(info.value)
+    assert main(["report", str(missing)]) == 2
+    assert capsys.readouterr().err == f"lodo-tune: error: report: '{missing}' is not a run directory (no manifest.json)\n"
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "manifest.json").write_text("{not json")
     with pytest.raises(ValueError, match="unreadable manifest.json"):
@@ -311,7 +310,7 @@ def test_manifest_without_a_schedule_is_rejected_naming_the_path(tmp_path):
         report.write_report(tmp_path / "run")
 
 
-# -- σ and trajectories (issue 8) -----------------------------------------------------------
+# -- σ and trajectories -------------------------------------------------------------------------
 def sigma_record(i, values, steps=(100, 200, 300), diverged=False, trajectory=None):
     rec = full_record(i, 9.0, diverged=diverged)
     if values is not None:

@@ -1,4 +1,4 @@
-"""Run directories: atomic records, exact float round-trip, resume checks."""
+"""Run directories: atomic records, exact float round-trip, what can be created or opened."""
 import math
 import os
 
@@ -48,12 +48,15 @@ def test_new_run_dir_must_be_empty(tmp_path):
     assert not (tmp_path / "fresh").exists()
 
 
-def test_resume_refuses_another_task_or_schedule_or_a_non_run_dir(tmp_path):
+def test_open_refuses_a_non_run_dir_an_unreadable_manifest_and_one_without_the_runs_identity(tmp_path):
     RunDir.create(tmp_path / "r", task="noisy_bowl", schedule=SCHEDULE, seed=0, optimizers=["Adam"])
-    assert RunDir.check_resume(tmp_path / "r", "noisy_bowl", dict(SCHEDULE))["seed"] == 0
-    with pytest.raises(RunDirError, match="task 'noisy_bowl', not 'rosenbrock'"):
-        RunDir.check_resume(tmp_path / "r", "rosenbrock", None)
-    with pytest.raises(RunDirError, match="another schedule"):
-        RunDir.check_resume(tmp_path / "r", "noisy_bowl", {**SCHEDULE, "population": 8})
-    with pytest.raises(RunDirError, match="not a run directory"):
-        RunDir.check_resume(tmp_path, "noisy_bowl", None)
+    assert RunDir.open(tmp_path / "r").manifest["seed"] == 0
+    with pytest.raises(RunDirError, match=f"^'{tmp_path}' is not a run directory"):
+        RunDir.open(tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.json").write_text("{not json")
+    with pytest.raises(RunDirError, match="unreadable manifest.json"):
+        RunDir.open(tmp_path / "bad")
+    (tmp_path / "bad" / "manifest.json").write_text('{"task": "noisy_bowl"}')
+    with pytest.raises(RunDirError, match="lacks one of task, schedule, seed, optimizers"):
+        RunDir.open(tmp_path / "bad")

@@ -1,7 +1,6 @@
 """Mid-run checkpoints: an interrupted trial resumed from its checkpoint records exactly the
 losses of an uninterrupted run with the same seed (the reference: a plain run without any
 checkpoint), and a checkpoint of another trial is refused."""
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,6 @@ import tasks
 from tasks.image_generation import ImageGeneration
 from tasks.noisy_bowl import NoisyBowl
 from tuner.trial import CheckpointError, Job, run_job, run_trial
-from tuner.trial import run_job as execute  # the name the tests of tuner.api._Session use
 
 from conftest import Interrupted, interrupt_after
 
@@ -196,72 +194,3 @@ def test_lars_gets_the_run_length_for_its_decay():
         opt.step(closure)
     result = run_trial("noisy_bowl", "LARS", {}, steps, seed=1)
     np.testing.assert_array_equal(result.losses, expected)
-
-
-def _session(tmp_path, steps: int, seeds: int):
-    """The driver's side of a run directory (`tuner.api._Session`), without Ray: jobs come from
-    `start_full`, run in this process with `execute`, and go back through `on_result`."""
-    from tuner.api import _Session
-    from tuner.rundir import RunDir
-    from tuner.schedule import Schedule
-
-    schedule = Schedule.from_dict({"task": "noisy_bowl", "population": 2, "generations": [{"noise": 1, "steps": 5}],
-                                   "optimizers": ["Adam"], "lr_scale": 1.0,
-                                   "full_run": {"steps": steps, "seeds": seeds, "time_milestone_s": None}})
-    path = tmp_path / "run"
-    rd = RunDir(path) if path.exists() else RunDir.create(path, task="noisy_bowl", schedule=schedule.to_dict(),
-                                                          seed=0, optimizers=["Adam"])
-    session = _Session(rd, "noisy_bowl", schedule, 0, None)
-    session.full_spec = (steps, seeds, None)
-    return session
-
-
-def test_resume_continues_an_interrupted_full_run_from_its_checkpoint(tmp_path, monkeypatch):
-    """A resumed session hands full/<opt>/seed-N.ckpt to the trial: the record's early losses are
-    the checkpoint's (marked), the rest those of an uninterrupted run; the file goes once recorded."""
-    from tuner.api import full_run_seed
-
-    hparams, steps = {"lr": 0.05}, 300
-    path = tmp_path / "run" / "full" / "Adam" / "seed-0.ckpt"
-    session = _session(tmp_path, steps, 1)
-    [job] = session.start_full("Adam", hparams)
-    assert job.checkpoint == str(path)
-    with monkeypatch.context() as m:  # the first session dies after 250 steps, before its record
-        interrupt_after(m, NoisyBowl, 250)
-        assert "Interrupted" in execute(job, checkpoint_every_s=0)["error"]
-    saved = torch.load(path, weights_only=False)
-    assert saved["recorded"] == 200  # the last check (every 100 evaluations) before the kill
-    saved["losses"][:] = 1e6  # a marker only a resumed run can report
-    torch.save(saved, path)
-
-    session = _session(tmp_path, steps, 1)  # --resume: the record is missing, so the run is planned again
-    [job] = session.start_full("Adam", hparams)
-    session.on_result(job, execute(job))
-    record = json.loads((tmp_path / "run" / "full" / "Adam" / "seed-0.json").read_text())
-    reference = run_trial("noisy_bowl", "Adam", hparams, steps, full_run_seed(0, 0)).losses
-    curve = record["curve"]["loss"]  # 100 buckets of 3 evaluations
-    assert curve[: 200 // 3] == [1e6] * (200 // 3)
-    assert curve[67:] == [float(np.mean(reference[3 * b: 3 * b + 3])) for b in range(67, 100)]
-    assert not path.exists()  # deleted once the record is written
-
-
-def test_only_full_runs_get_a_checkpoint_path(tmp_path):
-    session = _session(tmp_path, 10, 2)
-    rd = session.rd
-    assert [job.checkpoint for job in session.start_ga("Adam")] == [None, None]
-    full = session.start_full("Adam", {"lr": 0.1})
-    assert [job.checkpoint for job in full] == [str(rd.path / "full" / "Adam" / f"seed-{i}.ckpt") for i in range(2)]
-
-
-def test_another_trials_checkpoint_is_reported_and_kept(tmp_path, monkeypatch):
-    session = _session(tmp_path, 300, 1)
-    [job] = session.start_full("Adam", {"lr": 0.05})
-    with monkeypatch.context() as m:  # a checkpoint left by a run with other hyperparameters
-        interrupt_after(m, NoisyBowl, 5)
-        with pytest.raises(Interrupted):
-            run_trial("noisy_bowl", "Adam", {"lr": 0.5}, 300, job.seed, task_options={}, check_every=1,
-                      checkpoint=job.checkpoint, checkpoint_every_s=0)
-    session.on_result(job, execute(job))
-    record = json.loads((tmp_path / "run" / "full" / "Adam" / "seed-0.json").read_text())
-    assert "belongs to another trial" in record["error"]
-    assert Path(job.checkpoint).exists()

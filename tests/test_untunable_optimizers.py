@@ -13,7 +13,8 @@ def test_l2lbgdbgd_skips_the_ga_and_runs_full_length(tmp_path):
     schedule = load_schedule("noisy_bowl", {
         "population": 2, "generations": [{"noise": 1.0, "steps": 50}],
         "optimizers": ["Adam", "L2LBGDBGD"], "full_run": {"steps": 300, "seeds": 2, "time_milestone_s": None}})
-    result = tuner.run("noisy_bowl", schedule=schedule, run_dir=tmp_path / "run", workers=1)
+    result = tuner.run("noisy_bowl", schedule=schedule, run_dir=tmp_path / "run",
+                       resources=tuner.Resources(workers=1))
     assert result.hyperparameters["L2LBGDBGD"] == {}
     assert "L2LBGDBGD" not in result.history           # no GA was run for it
     assert result.ran == 2                               # only Adam's two individuals

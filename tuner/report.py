@@ -1,4 +1,4 @@
-"""`lodo-tune report RUN_DIR`: the reproduction report — our numbers next to the paper's.
+"""The reproduction report (`lodo-tune report RUN_DIR`) — our numbers next to the paper's.
 
 Writes ``report.md`` and PNG figures from what a run directory already holds (finished or not):
 
@@ -22,15 +22,19 @@ tables and says in one line that figures were skipped.
 """
 from __future__ import annotations
 
-import argparse
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 
+import lodo
 from lodo.paper import RESULTS
 from tasks.rosenbrock import MINIMUM, START, rosenbrock
-from tuner.rundir import MANIFEST, RunDir, RunDirError, read_json, safe_name
+from tuner.ga import GeneticAlgorithm
+from tuner.results import collect, markdown_table, sig, speed_cell, step_cell, time_cell
+from tuner.rundir import RunDir, safe_name
+from tuner.schedule import Schedule, space_for
 
 DPI = 100
 FIGURES = "figures"
@@ -47,11 +51,9 @@ def ratio(ours: float | None, paper: float | None) -> str:
 
 def _value(x: float) -> str:
     """Table 6's 4 significant digits; a rate just below 1 keeps 3 digits of 1 − x (0.9999723)."""
-    from tuner.export import _sig
-
     if 0.99 < x < 1:
         return f"{x:.{2 - math.floor(math.log10(1 - x))}f}"
-    return _sig(x)
+    return sig(x)
 
 
 def _paper_cell(entry) -> str:
@@ -103,8 +105,6 @@ def ga_means(rd: RunDir, optimizer: str, space, schedule: dict, seed: int):
     are told); individuals are the records. means is None when the records do not match a
     replay of this run's GA (another seed or schedule; then only the individuals are shown).
     """
-    from tuner.ga import GeneticAlgorithm
-
     records = rd.individuals(optimizer)
     ga = GeneticAlgorithm(space, [(g["noise"], g["steps"]) for g in schedule["generations"]],
                           schedule["population"], seed=seed, name=optimizer)
@@ -137,9 +137,8 @@ def _figure_class():
 
 def save_png(fig, path: Path) -> None:
     """Save `fig` at DPI as a 256-colour PNG (plots need no more; the file shrinks ~2.5×)."""
-    import io
-
-    from PIL import Image  # a dependency of matplotlib
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from PIL import Image  # comes with matplotlib (the optional `plots` extra)
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
@@ -282,7 +281,7 @@ def plot_tuning(optimizer: str, space, generations, means, records, paper: dict 
     Log-scaled hyperparameters get a log y axis; decay rates an axis in the GA's coordinate
     u = 1 − ln(1 − x), where its noise is isotropic. Returns the Figure.
     """
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # lazily, as every matplotlib import here
 
     Figure = _figure_class()
     fig = Figure(figsize=(3.3 * len(space), 3.2), layout="constrained")
@@ -336,15 +335,8 @@ def _decay_x(u):
 
 
 # -- the report ------------------------------------------------------------------------------
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return (["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-            + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def results_section(data: dict, manifest: dict) -> list[str]:
     """Our last-10 % losses next to the paper's table for this task, with ours / paper."""
-    from tuner.export import _pm
-
     task, results = data["task"], data["results"]
     paper = RESULTS.get(task)
     full = manifest["schedule"]["full_run"]
@@ -373,23 +365,21 @@ def results_section(data: dict, manifest: dict) -> list[str]:
         ours = "not run" if o not in manifest["optimizers"] else "—"
         ours_mean = ours_time = None
         if r is not None:
-            ours = _pm(r["final_loss_mean"], r["final_loss_std"], r["diverged"], r["seeds"])
-            if r["seeds"] < r["planned_seeds"]:
-                ours += f" ({r['seeds']}/{r['planned_seeds']} seeds)"
+            ours = step_cell(r)
             ours_mean, ours_time = r["final_loss_mean"], r["time_loss_mean"]
         row = [o, ours]
         if paper:
             entry = paper.rows.get(o)
             row += [_paper_cell(entry), ratio(ours_mean, entry[0] if entry else None)]
         if milestone is not None:
-            row += [_pm(r["time_loss_mean"], r["time_loss_std"], r["diverged"], r["seeds"]) if r else "—"]
+            row += [time_cell(r)]
         if timed:
             entry = paper.time_rows.get(o)
             row += [_paper_cell(entry), ratio(ours_time, entry[0] if entry else None)]
-        row += [f"{r['steps_per_second']:.1f}" if r and r["steps_per_second"] else "—"]
+        row += [speed_cell(r)]
         rows.append(row)
     if rows and (results or paper):
-        lines += _table(header, rows)
+        lines += markdown_table(header, rows)
     metric = paper.metric if paper else "average training loss over the last 10 %"
     notes = [f"Mean ± std over seeds of the {metric}; ratio = our mean / the paper's mean."]
     if paper and steps != paper.steps:
@@ -419,19 +409,11 @@ def tuned_section(data: dict, paper_hparams: dict[str, dict[str, float]]) -> lis
             rows.append([o, name, value, _value(paper[name]) if name in paper else "—"])
     if not rows:
         return lines + ["No tuning records yet."]
-    return lines + _table(["Optimizer", "hyperparameter", "ours", "paper (Table 6)"], rows) + [
+    return lines + markdown_table(["Optimizer", "hyperparameter", "ours", "paper (Table 6)"], rows) + [
         "", "- Learning rates are after the schedule's lr_scale (image_generation: halved, as Table 6 prints them)."]
 
 
-def _space(manifest: dict, optimizer: str):
-    from tuner.schedule import Schedule, space_for
-
-    return space_for(Schedule.from_dict(manifest["schedule"]), optimizer)
-
-
 def _paper_hparams(task: str) -> dict:
-    import lodo
-
     try:
         return lodo.paper_hyperparameters(task)
     except ValueError:  # a task Table 6 does not cover
@@ -444,18 +426,15 @@ def write_figures(rd: RunDir, manifest: dict, out_dir: Path, paper_hparams: dict
     lines = []
     full = {o: rd.full_runs(o) for o in manifest["optimizers"]}
     if any(finite_curves(r)[0] for r in full.values()):
-        fig_dir.mkdir(parents=True, exist_ok=True)
         save_png(plot_curves(full), fig_dir / "loss.png")
         lines += ["### Training loss", "", f"![Training loss by step and by wall time]({FIGURES}/loss.png)", ""]
     if any(sigma_curves(r) for r in full.values()):
-        fig_dir.mkdir(parents=True, exist_ok=True)
         save_png(plot_sigma(full), fig_dir / "sigma.png")
         lines += ["### Hessian-approximation error σ", "",
                   f"![σ by step, mean ± std over seeds]({FIGURES}/sigma.png)", "",
                   "σ = sqrt(‖I − G H‖_F² / n), estimated on the task's 100 fixed probe vectors every K "
                   "steps of the full runs (the paper's Fig. 2, left).", ""]
     if any(seed0_trajectory(r) is not None for r in full.values()):
-        fig_dir.mkdir(parents=True, exist_ok=True)
         save_png(plot_trajectories(full), fig_dir / "trajectories.png")
         lines += ["### Trajectories", "", f"![Trajectories of seed 0 over the loss]({FIGURES}/trajectories.png)", "",
                   "Each optimizer's seed-0 parameters at every evaluation over log₁₀ f (the paper's Fig. 3).", ""]
@@ -463,7 +442,7 @@ def write_figures(rd: RunDir, manifest: dict, out_dir: Path, paper_hparams: dict
     tuned = [o for o in manifest["optimizers"] if (rd.path / "tuning" / safe_name(o)).is_dir()]
     for o in tuned:
         try:
-            space = _space(manifest, o)
+            space = space_for(Schedule.from_dict(manifest["schedule"]), o)
         except ValueError as e:  # a schedule this version no longer accepts
             lines += [f"GA figure for {o} skipped: {e}", ""]
             continue
@@ -473,7 +452,6 @@ def write_figures(rd: RunDir, manifest: dict, out_dir: Path, paper_hparams: dict
         if not records:
             continue
         paper = {k: (v / lr_scale if k == "lr" else v) for k, v in paper_hparams.get(o, {}).items()}
-        fig_dir.mkdir(parents=True, exist_ok=True)
         name = f"tuning-{safe_name(o)}.png"
         save_png(plot_tuning(o, space, generations, means, records, paper), fig_dir / name)
         lines += [f"### GA tuning: {o}", "", f"![{o}: GA tuning by generation]({FIGURES}/{name})", ""]
@@ -488,26 +466,11 @@ def write_figures(rd: RunDir, manifest: dict, out_dir: Path, paper_hparams: dict
     return lines or ["No curves or tuning records yet."]
 
 
-def _load(run_dir) -> tuple[RunDir, dict]:
-    rd = RunDir(run_dir)
-    if not (rd.path / MANIFEST).is_file():
-        raise RunDirError(f"report: {str(rd.path)!r} is not a run directory (no {MANIFEST})")
-    try:
-        manifest = read_json(rd.path / MANIFEST)
-    except (OSError, ValueError) as e:
-        raise RunDirError(f"report: unreadable {MANIFEST} in {str(rd.path)!r} ({e})") from None
-    needed = ("task", "schedule", "seed", "optimizers")
-    if not isinstance(manifest, dict) or not all(k in manifest for k in needed):
-        raise RunDirError(f"report: {MANIFEST} in {str(rd.path)!r} lacks one of {', '.join(needed)}")
-    return rd, manifest
-
-
 def write_report(run_dir, out_dir=None) -> Path:
     """Write report.md (and figures/*.png when matplotlib is installed) for `run_dir` into
     `out_dir` (default: the run directory itself); return the path of report.md."""
-    from tuner.export import collect
-
-    rd, manifest = _load(run_dir)
+    rd = RunDir.open(run_dir)
+    manifest = rd.manifest
     out_dir = Path(out_dir) if out_dir is not None else rd.path
     out_dir.mkdir(parents=True, exist_ok=True)
     data = collect(rd.path)
@@ -529,26 +492,3 @@ def write_report(run_dir, out_dir=None) -> Path:
     path = out_dir / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
-
-
-# -- CLI -------------------------------------------------------------------------------------
-def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of `lodo-tune report`."""
-    parser.add_argument("run_dir", help="run directory (finished or not)")
-    parser.add_argument("--out", default=None, metavar="DIR", help="where to write report.md and figures/ "
-                                                                   "(default: the run directory)")
-    return parser
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Write the report; print its path; exit status 0. A bad run dir raises ValueError (one line)."""
-    print(write_report(args.run_dir, args.out))
-    return 0
-
-
-if __name__ == "__main__":
-    _parser = configure_parser(argparse.ArgumentParser(prog="python -m tuner.report"))
-    try:
-        raise SystemExit(run_from_args(_parser.parse_args()))
-    except ValueError as e:
-        _parser.exit(2, f"{_parser.prog}: error: {e}\n")

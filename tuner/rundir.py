@@ -6,8 +6,9 @@ Layout (one file per record, so a crash can only lose the record being written):
     tuning/<optimizer>/g03-i17.json one finished GA individual (hparams, steps, seed, fitness, curve)
     tuning/<optimizer>/state.json   the GA's mean after its last complete generation
     errors/<optimizer>/g03-i17.txt  traceback of an individual whose trial raised (fitness +inf)
+    errors/<optimizer>/full-seed-2.txt  traceback of a full run that raised
     tuned.json                      tuned hyperparameters (after lr scaling) and the raw GA means
-    full/<optimizer>/seed-2.json    one finished full-length run
+    full/<optimizer>/seed-2.json    one finished full-length run (seed-2.ckpt: its checkpoint until then)
     summary.json                    reused/ran counts, efficiency, wall time of the last session
 
 Every write is atomic (temp file + fsync + os.replace): on kill -9 a record either exists
@@ -16,8 +17,8 @@ whole or not at all; stray ``*.tmp`` files are ignored.
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import json
-import math
 import os
 import platform
 import re
@@ -25,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+IDENTITY = ("task", "schedule", "seed", "optimizers")  # what a resumed run must match
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
 
@@ -70,13 +72,15 @@ def read_json(path: Path):
         return json.load(f)
 
 
+def _read_if_exists(path: Path):
+    return read_json(path) if path.is_file() else None
+
+
 def versions() -> dict[str, str]:
     """Versions worth recording next to results."""
     out = {"python": platform.python_version()}
     try:
-        from importlib.metadata import version
-
-        out["lodo-tune"] = version("lodo-tune")
+        out["lodo-tune"] = importlib.metadata.version("lodo-tune")
     except Exception:  # not installed (running from a source tree)
         out["lodo-tune"] = "unknown"
     for mod in ("torch", "ray", "numpy"):
@@ -92,42 +96,35 @@ def safe_name(optimizer: str) -> str:
     return _SAFE.sub("_", optimizer)
 
 
-def finite_or_none(x):
-    return None if x is None or not math.isfinite(x) else x
-
-
 class RunDir:
     """Reads and writes the records of one run directory."""
 
     def __init__(self, path):
         self.path = Path(path)
 
-    # -- creation / resume -------------------------------------------------------------------
+    # -- creation / opening ------------------------------------------------------------------
     @staticmethod
     def check_new(path) -> None:
         """Raise RunDirError unless `path` can become a fresh run directory (writes nothing)."""
         p = Path(path)
         if p.exists() and not p.is_dir():
-            raise RunDirError(f"--run-dir: {str(p)!r} exists and is not a directory")
+            raise RunDirError(f"{str(p)!r} exists and is not a directory")
         if p.is_dir() and any(p.iterdir()):
-            raise RunDirError(f"--run-dir: {str(p)!r} is not empty (use --resume {p} to continue it)")
+            raise RunDirError(f"{str(p)!r} is not empty (resume it to continue it)")
 
-    @staticmethod
-    def check_resume(path, task: str | None, schedule: dict | None) -> dict:
-        """Return the manifest of `path`, or raise RunDirError if it is not a resumable run of
-        the same task and schedule (None skips that comparison)."""
-        p = Path(path)
-        if not (p / MANIFEST).is_file():
-            raise RunDirError(f"--resume: {str(p)!r} is not a run directory (no {MANIFEST})")
+    @classmethod
+    def open(cls, path) -> "RunDir":
+        """An existing run directory; RunDirError unless its manifest reads and has the run's identity."""
+        rd = cls(path)
+        if not (rd.path / MANIFEST).is_file():
+            raise RunDirError(f"{str(rd.path)!r} is not a run directory (no {MANIFEST})")
         try:
-            manifest = read_json(p / MANIFEST)
+            manifest = rd.manifest
         except (OSError, ValueError) as e:
-            raise RunDirError(f"--resume: unreadable {MANIFEST} in {str(p)!r} ({e})") from None
-        if task is not None and manifest.get("task") != task:
-            raise RunDirError(f"--resume: {str(p)!r} is a run of task {manifest.get('task')!r}, not {task!r}")
-        if schedule is not None and _canonical(manifest.get("schedule")) != _canonical(schedule):
-            raise RunDirError(f"--resume: {str(p)!r} was run with another schedule")
-        return manifest
+            raise RunDirError(f"unreadable {MANIFEST} in {str(rd.path)!r} ({e})") from None
+        if not isinstance(manifest, dict) or not all(k in manifest for k in IDENTITY):
+            raise RunDirError(f"{MANIFEST} in {str(rd.path)!r} lacks one of {', '.join(IDENTITY)}")
+        return rd
 
     @classmethod
     def create(cls, path, *, task: str, schedule: dict, seed: int, optimizers: list[str], **extra) -> "RunDir":
@@ -149,9 +146,6 @@ class RunDir:
     def manifest(self) -> dict:
         return read_json(self.path / MANIFEST)
 
-    def update_manifest(self, **fields) -> None:
-        atomic_write_json(self.path / MANIFEST, {**self.manifest, **fields})
-
     # -- tuning records ----------------------------------------------------------------------
     def individual_path(self, optimizer: str, generation: int, index: int) -> Path:
         return self.path / "tuning" / safe_name(optimizer) / f"g{generation:02d}-i{index:02d}.json"
@@ -160,8 +154,7 @@ class RunDir:
         atomic_write_json(self.individual_path(optimizer, record["generation"], record["index"]), record)
 
     def read_individual(self, optimizer: str, generation: int, index: int) -> dict | None:
-        p = self.individual_path(optimizer, generation, index)
-        return read_json(p) if p.is_file() else None
+        return _read_if_exists(self.individual_path(optimizer, generation, index))
 
     def individuals(self, optimizer: str) -> list[dict]:
         d = self.path / "tuning" / safe_name(optimizer)
@@ -174,11 +167,11 @@ class RunDir:
         atomic_write_json(self.path / "tuning" / safe_name(optimizer) / "state.json", state)
 
     def read_state(self, optimizer: str) -> dict | None:
-        p = self.path / "tuning" / safe_name(optimizer) / "state.json"
-        return read_json(p) if p.is_file() else None
+        return _read_if_exists(self.path / "tuning" / safe_name(optimizer) / "state.json")
 
-    def write_error(self, optimizer: str, generation: int, index: int, traceback: str) -> Path:
-        p = self.path / "errors" / safe_name(optimizer) / f"g{generation:02d}-i{index:02d}.txt"
+    def write_error(self, optimizer: str, name: str, traceback: str) -> Path:
+        """errors/<optimizer>/<name>.txt: "g03-i17" (an individual) or "full-seed-2" (a full run)."""
+        p = self.path / "errors" / safe_name(optimizer) / f"{name}.txt"
         atomic_write_text(p, traceback)
         return p
 
@@ -186,8 +179,7 @@ class RunDir:
         atomic_write_json(self.path / "tuned.json", tuned)
 
     def read_tuned(self) -> dict | None:
-        p = self.path / "tuned.json"
-        return read_json(p) if p.is_file() else None
+        return _read_if_exists(self.path / "tuned.json")
 
     # -- full-length runs --------------------------------------------------------------------
     def full_path(self, optimizer: str, seed_index: int) -> Path:
@@ -197,8 +189,7 @@ class RunDir:
         atomic_write_json(self.full_path(optimizer, seed_index), record)
 
     def read_full(self, optimizer: str, seed_index: int) -> dict | None:
-        p = self.full_path(optimizer, seed_index)
-        return read_json(p) if p.is_file() else None
+        return _read_if_exists(self.full_path(optimizer, seed_index))
 
     def full_runs(self, optimizer: str) -> list[dict]:
         d = self.path / "full" / safe_name(optimizer)
@@ -210,11 +201,3 @@ class RunDir:
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(self.path / "summary.json", summary)
 
-    def read_summary(self) -> dict | None:
-        p = self.path / "summary.json"
-        return read_json(p) if p.is_file() else None
-
-
-def _canonical(obj) -> str:
-    """Schedules compare by content; tuples (from dataclasses) and lists are the same in JSON."""
-    return json.dumps(obj, sort_keys=True, allow_nan=True)

@@ -246,12 +246,12 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _merge(base: dict, overrides: Mapping) -> dict:
+def merge(base: dict, overrides: Mapping) -> dict:
     """`base` with `overrides` applied: mappings merge key by key, everything else is replaced."""
     merged = copy.deepcopy(base)
     for key, value in overrides.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -302,7 +302,7 @@ def load_schedule(name_or_path: str | Path, overrides: Mapping | None = None, *,
         raise ScheduleError(f"{source}: overrides: {_show(overrides)} is not allowed (must be a mapping of fields)")
     if not isinstance(data, dict):
         _validate(data, source, registry, task_names)  # raises: the top level is not a mapping
-    return _validate(_merge(data, overrides), source, registry, task_names)
+    return _validate(merge(data, overrides), source, registry, task_names)
 
 
 def space_for(schedule: Schedule, optimizer: str, registry=None) -> list[Dimension]:

@@ -1,0 +1,221 @@
+"""A run's plan: every argument of `tuner.run` resolved and validated once, before anything is
+written or started. With `resume=True` what is left unspecified comes from the run directory's
+manifest, and what is specified must match it (task, schedule, optimizers, seed, hyperparameters).
+
+Errors are a `PlanError` naming the parameter: ``seed: 'runs/x' was run with seed 0, not 1``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+import lodo
+import tasks
+from tuner.rundir import RunDir, RunDirError
+from tuner.schedule import Schedule, ScheduleError, load_schedule, merge
+
+
+class PlanError(ValueError):
+    """An argument that cannot be used; `.parameter` names it ("seed", "resources.workers", ...)."""
+
+    def __init__(self, parameter: str, message: str):
+        super().__init__(f"{parameter}: {message}")
+        self.parameter, self.message = parameter, message
+
+
+def _number(parameter: str, value, minimum: float, strict: bool) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) \
+        and (value > minimum if strict else value >= minimum)
+    if not ok:
+        raise PlanError(parameter, f"{value!r} is not allowed (must be a number {'>' if strict else '>='} {minimum})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """Where trials run, like Ray's ScalingConfig: `workers` slots (default: all cores) of a local
+    Ray or the cluster at `address`, each with `cpus_per_trial` CPUs and `gpus_per_trial` GPUs
+    (fractions allowed), trials on `device`."""
+
+    workers: int | None = None
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        w = self.workers
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise PlanError("resources.workers", f"{w!r} is not allowed (must be an integer >= 1 or None)")
+        _number("resources.cpus_per_trial", self.cpus_per_trial, 0, strict=True)
+        _number("resources.gpus_per_trial", self.gpus_per_trial, 0, strict=False)
+        if self.device not in ("cpu", "cuda"):
+            raise PlanError("resources.device", f"{self.device!r} is not allowed (must be 'cpu' or 'cuda')")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise PlanError("resources.device", "cuda is not available here (torch sees no CUDA device)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What `tuner.api.run_plan` runs (build it with `make_plan`)."""
+
+    task: str
+    schedule: Schedule
+    optimizers: tuple[str, ...]
+    seed: int
+    run_dir: Path
+    resume: bool
+    hyperparameters: str | dict      # "tuned" (run the GA), "paper" (Table 6) or {optimizer: {hp: value}}
+    full_runs: bool
+    resources: Resources
+
+    @property
+    def mode(self) -> str:
+        """As the manifest records it: "tuned", "paper" or "given"."""
+        return self.hyperparameters if isinstance(self.hyperparameters, str) else "given"
+
+    def given(self) -> dict | None:
+        """The fixed hyperparameters of the full runs, or None when they are tuned. "paper": Table 6
+        (`lodo.paper_hyperparameters`), the registry defaults where Table 6 has no row."""
+        if self.hyperparameters == "tuned":
+            return None
+        if self.hyperparameters == "paper":
+            table = lodo.paper_hyperparameters(self.task)
+            return {o: dict(table.get(o, {h.name: h.default for h in lodo.hyperparameters(o)}))
+                    for o in self.optimizers}
+        return {o: dict(self.hyperparameters[o]) for o in self.optimizers}
+
+
+def default_run_dir(task: str) -> Path:
+    return Path("runs") / f"{task}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _one_of(parameter: str, what: str, name, valid: list[str]) -> None:
+    if name not in valid:
+        raise PlanError(parameter, f"unknown {what} {name!r} (valid: {', '.join(valid)})")
+
+
+def _schedule(schedule, overrides, task: str, manifest: dict | None, run_dir) -> Schedule:
+    if isinstance(schedule, Schedule):
+        return Schedule.from_dict(merge(schedule.to_dict(), overrides), f"{schedule.source} (with overrides)") \
+            if overrides else schedule
+    if schedule is None and manifest is not None:
+        data = merge(manifest["schedule"], overrides or {})
+        return Schedule.from_dict(data, f"{run_dir}/manifest.json" + (" (with overrides)" if overrides else ""))
+    return load_schedule(schedule or task, overrides)
+
+
+def _hyperparameters(value, optimizers: list[str]) -> dict:
+    """{optimizer: {hp: float}} for `optimizers`, checked against the registry."""
+    if not isinstance(value, Mapping):
+        raise PlanError("hyperparameters", f"{value!r} is not allowed (must be 'tuned', 'paper' or "
+                                           "a mapping optimizer -> {hyperparameter: value})")
+    for opt, hp in value.items():
+        _one_of("hyperparameters", "optimizer", opt, lodo.available())
+        if not isinstance(hp, Mapping):
+            raise PlanError("hyperparameters", f"{opt}: {hp!r} is not allowed (must map hyperparameter -> value)")
+        valid = [h.name for h in lodo.hyperparameters(opt)]
+        for name, v in hp.items():
+            if name not in valid:
+                raise PlanError("hyperparameters", f"unknown hyperparameter {name!r} for {opt} (valid: {', '.join(valid)})")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise PlanError("hyperparameters", f"{opt}.{name}: {v!r} is not allowed (must be a finite number)")
+    missing = [o for o in optimizers if o not in value]
+    if missing:
+        raise PlanError("hyperparameters", f"no values for {', '.join(missing)}")
+    return {o: {k: float(v) for k, v in value[o].items()} for o in optimizers}
+
+
+def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedule_overrides: Mapping | None = None,
+              seed: int | None = None, run_dir=None, resume: bool = False, hyperparameters=None,
+              full_runs: bool | None = None, resources: Resources | None = None) -> Plan:
+    """Resolve and validate the arguments of a run; raises PlanError. Writes nothing, starts nothing.
+
+    schedule: a `Schedule`, a bundled name or a YAML path (default: the task's, or the resumed run's);
+    schedule_overrides: fields replaced for this run ({"full_run": {"steps": 1000}}).
+    Defaults: seed 0, hyperparameters "tuned", full_runs True, run_dir runs/<task>-<timestamp>.
+    """
+    manifest = None
+    if resume:
+        if run_dir is None:
+            raise PlanError("run_dir", "required to resume")
+        try:
+            manifest = RunDir.open(run_dir).manifest
+        except RunDirError as e:
+            raise PlanError("run_dir", str(e)) from None
+    where = repr(str(run_dir))
+    task = task or (manifest or {}).get("task")
+    if task is None:
+        raise PlanError("task", f"required (one of: {', '.join(tasks.available())})")
+    _one_of("task", "task", task, tasks.available())
+    if manifest is not None and manifest["task"] != task:
+        raise PlanError("task", f"{where} is a run of task {manifest['task']!r}, not {task!r}")
+
+    try:
+        schedule = _schedule(schedule, schedule_overrides, task, manifest, run_dir)
+        if manifest is not None and Schedule.from_dict(manifest["schedule"]) != schedule:
+            raise PlanError("schedule", f"{where} was run with another schedule")
+    except ScheduleError as e:
+        raise PlanError("schedule", str(e)) from None
+    if schedule.task != task:
+        raise PlanError("schedule", f"{schedule.source} is for task {schedule.task!r}, not {task!r}")
+    for name in schedule.task_options:
+        if name not in tasks.options(task):
+            raise PlanError(f"task_options.{name}", f"not an option of task {task!r} "
+                                                    f"(valid: {', '.join(tasks.options(task))})")
+
+    if optimizers is not None:
+        optimizers = list(optimizers)
+        if not optimizers:
+            raise PlanError("optimizers", "empty list")
+        for i, o in enumerate(optimizers):
+            _one_of("optimizers", "optimizer", o, lodo.available())
+            if o in optimizers[:i]:
+                raise PlanError("optimizers", f"{o!r} is repeated")
+    elif manifest is not None:
+        optimizers = list(manifest["optimizers"])
+    elif isinstance(hyperparameters, Mapping):
+        optimizers = list(hyperparameters)
+    else:
+        optimizers = list(schedule.optimizers)
+    if manifest is not None and manifest["optimizers"] != optimizers:
+        raise PlanError("optimizers", f"{where} runs {', '.join(manifest['optimizers'])}, not {', '.join(optimizers)}")
+
+    if hyperparameters is None and manifest is not None:
+        mode = manifest.get("hparams", "tuned")
+        hyperparameters = manifest["given_hyperparameters"] if mode == "given" else mode
+    hyperparameters = "tuned" if hyperparameters is None else hyperparameters
+    if hyperparameters == "paper":
+        try:
+            lodo.paper_hyperparameters(task)
+        except ValueError as e:
+            raise PlanError("hyperparameters", str(e)) from None
+    elif hyperparameters != "tuned":
+        hyperparameters = _hyperparameters(hyperparameters, optimizers)
+
+    if seed is None:
+        seed = (manifest or {}).get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise PlanError("seed", f"{seed!r} is not allowed (must be an integer >= 0)")
+    if manifest is not None and manifest["seed"] != seed:
+        raise PlanError("seed", f"{where} was run with seed {manifest['seed']}, not {seed}")
+
+    if full_runs is None:
+        full_runs = (manifest or {}).get("full_runs", True)
+    plan = Plan(task=task, schedule=schedule, optimizers=tuple(optimizers), seed=seed,
+                run_dir=Path(run_dir) if run_dir is not None else default_run_dir(task), resume=resume,
+                hyperparameters=hyperparameters, full_runs=bool(full_runs), resources=resources or Resources())
+    if manifest is not None and (manifest.get("hparams", "tuned"), manifest.get("given_hyperparameters")) \
+            != (plan.mode, plan.given()):
+        raise PlanError("hyperparameters", f"{where} was run with hyperparameters {manifest.get('hparams')!r}"
+                                           + (" (other values)" if manifest.get("hparams") == plan.mode else ""))
+    if not resume:
+        try:
+            RunDir.check_new(plan.run_dir)
+        except RunDirError as e:
+            raise PlanError("run_dir", str(e)) from None
+    return plan

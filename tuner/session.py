@@ -1,0 +1,185 @@
+"""One driver session over a run directory: GA replay, the jobs still to run, and recording.
+
+A resumed session re-runs only what is missing: each GA is rebuilt from the schedule and seed
+(individuals depend only on seed, optimizer, generation, index and mean) and the recorded
+fitness values are told back to it generation by generation.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping
+
+from tuner.trial import Job
+from tuner.ga import GeneticAlgorithm
+from tuner.results import summarise_full
+from tuner.rundir import RunDir, RunDirError
+from tuner.schedule import Schedule, space_for
+
+ProgressFn = Callable[[dict], None]
+
+
+def full_run_seed(seed: int, index: int) -> int:
+    """Trial seed of full run `index`: seeds 0..7 for the default tuner seed 0."""
+    return 1000 * seed + index
+
+
+def scale_lr(hparams: Mapping[str, float], lr_scale: float) -> dict[str, float]:
+    """Post-tuning learning-rate scaling (×0.5 for image_generation, docs/paper.md §3)."""
+    return {k: (v * lr_scale if k == "lr" else v) for k, v in hparams.items()}
+
+
+class Session:
+    """`start` gives the first jobs; `on_result` records a result and returns the jobs it unlocks
+    (the next generation; with `full_runs`, an optimizer's full runs once it is tuned)."""
+
+    def __init__(self, rd: RunDir, schedule: Schedule, seed: int = 0, *, full_runs: bool = True,
+                 progress: ProgressFn | None = None):
+        self.rd, self.schedule, self.seed, self.full_runs = rd, schedule, seed, full_runs
+        self.progress = progress or (lambda event: None)
+        self.gas: dict[str, GeneticAlgorithm] = {}
+        self.partial: dict[str, dict[int, float]] = {}   # fitness of the current generation so far
+        self.hyperparameters: dict[str, dict[str, float]] = {}
+        self.raw: dict[str, dict[str, float]] = {}
+        self.reused = self.ran = self.errors = 0
+        self.full_reused = self.full_ran = 0
+        self.full_left: dict[str, int] = {}             # optimizer -> full runs still to finish
+
+    def start(self, optimizers, given: Mapping[str, Mapping[str, float]] | None = None) -> list[Job]:
+        """The first jobs: each optimizer's GA, or (with `given` hyperparameters) its full runs."""
+        if given is None:
+            return [job for o in optimizers for job in self.start_ga(o)]
+        return [job for o in optimizers for job in self.start_full(o, given[o])] if self.full_runs else []
+
+    def on_result(self, job: Job, result: dict) -> list[Job]:
+        return self._tuning_result(job, result) if job.kind == "tuning" else self._full_result(job, result)
+
+    def report(self, optimizers) -> dict:
+        return {o: summarise_full(self.rd.full_runs(o)) for o in optimizers}
+
+    def _job(self, key: tuple, optimizer: str, hparams, steps: int, seed: int, **kw) -> Job:
+        return Job(key=key, task=self.schedule.task, optimizer=optimizer, hparams=dict(hparams), steps=steps,
+                   seed=seed, task_options=dict(self.schedule.task_options), **kw)
+
+    def _record_error(self, optimizer: str, name: str, result: dict, record: dict) -> None:
+        self.errors += 1
+        path = self.rd.write_error(optimizer, name, result["error"])
+        record.update(error=result["error"].strip().splitlines()[-1], traceback=str(path.relative_to(self.rd.path)))
+
+    # -- tuning --------------------------------------------------------------------------------
+    def start_ga(self, optimizer: str) -> list[Job]:
+        space = space_for(self.schedule, optimizer)
+        if not space:  # meta-trained offline (L2LBGDBGD): nothing for the GA to tune
+            return self._record_tuned(optimizer, {})
+        self.gas[optimizer] = GeneticAlgorithm(space, list(self.schedule.generations), self.schedule.population,
+                                               seed=self.seed, name=optimizer)
+        return self._advance(optimizer)
+
+    def _advance(self, optimizer: str) -> list[Job]:
+        """Replay recorded generations; return the jobs of the first incomplete one (or full runs)."""
+        ga = self.gas[optimizer]
+        while not ga.done:
+            fitness, missing = {}, []
+            for ind in ga.ask():
+                rec = self.rd.read_individual(optimizer, ind.generation, ind.index)
+                if rec is None:
+                    missing.append(ind)
+                    continue
+                if (rec["seed"], rec["hparams"], rec["steps"]) != (ind.seed, ind.hparams, ind.steps):
+                    raise RunDirError(f"{self.rd.individual_path(optimizer, ind.generation, ind.index)} "
+                                      "does not match this run's GA (another seed or schedule?)")
+                fitness[ind.index] = float(rec["fitness"])
+                self.reused += 1
+            self.partial[optimizer] = fitness
+            self._emit(optimizer)
+            if missing:
+                return [self._job(("tuning", optimizer, ind.generation, ind.index), optimizer, ind.hparams,
+                                  ind.steps, ind.seed) for ind in missing]
+            self._tell(optimizer, fitness)
+        return self._record_tuned(optimizer, ga.best())
+
+    def _tell(self, optimizer: str, fitness: dict[int, float]) -> None:
+        ga = self.gas[optimizer]
+        ga.tell(fitness)
+        self.rd.write_state(optimizer, {"generation": ga.generation, "generations": len(ga.generations),
+                                        "done": ga.done, "mean": ga.mean})
+
+    def _record_tuned(self, optimizer: str, best: dict[str, float]) -> list[Job]:
+        self.raw[optimizer] = best
+        self.hyperparameters[optimizer] = scale_lr(best, self.schedule.lr_scale)
+        tuned = self.rd.read_tuned() or {"lr_scale": self.schedule.lr_scale, "source": "tuned",
+                                         "hyperparameters": {}, "raw": {}}
+        tuned["hyperparameters"][optimizer] = self.hyperparameters[optimizer]
+        tuned["raw"][optimizer] = self.raw[optimizer]
+        self.rd.write_tuned(tuned)
+        return self.start_full(optimizer) if self.full_runs else []
+
+    def _tuning_result(self, job: Job, result: dict) -> list[Job]:
+        _, optimizer, generation, index = job.key
+        fitness = math.inf if "error" in result else float(result["final_loss"])
+        record = {"generation": generation, "index": index, "seed": job.seed, "hparams": job.hparams,
+                  "steps": job.steps, "fitness": fitness, "seconds": result.get("seconds"),
+                  "diverged": result.get("diverged", False), "curve": result.get("curve")}
+        if "error" in result:
+            self._record_error(optimizer, self.rd.individual_path(optimizer, generation, index).stem, result, record)
+        self.rd.write_individual(optimizer, record)
+        self.ran += 1
+        fit = self.partial[optimizer]
+        fit[index] = fitness
+        self._emit(optimizer)
+        if len(fit) < self.gas[optimizer].population:
+            return []
+        self._tell(optimizer, fit)
+        return self._advance(optimizer)
+
+    def _emit(self, optimizer: str) -> None:
+        ga, partial = self.gas[optimizer], self.partial.get(optimizer, {})
+        values = [i["fitness"] for h in ga.history for i in h["individuals"]] + list(partial.values())
+        finite = [v for v in values if math.isfinite(v)]
+        done_steps = sum(h["steps"] * ga.population for h in ga.history)
+        if not ga.done:
+            done_steps += len(partial) * ga.generations[ga.generation][1]
+        self.progress({"kind": "tuning", "optimizer": optimizer, "generation": ga.generation,
+                       "generations": len(ga.generations), "done": len(partial), "population": ga.population,
+                       "best": min(finite) if finite else None, "steps_done": done_steps,
+                       "steps_total": sum(g[1] for g in ga.generations) * ga.population})
+
+    # -- full-length runs ----------------------------------------------------------------------
+    def start_full(self, optimizer: str, hparams: Mapping[str, float] | None = None) -> list[Job]:
+        """The full runs of `optimizer` not yet recorded with these hyperparameters (default: the tuned)."""
+        if hparams is not None:
+            self.hyperparameters[optimizer] = dict(hparams)
+        hp, (steps, seeds, milestone) = self.hyperparameters[optimizer], self.schedule.full_run
+        jobs = []
+        for i in range(seeds):
+            rec = self.rd.read_full(optimizer, i)
+            if rec is not None and rec.get("hparams") == hp and rec.get("steps") == steps:
+                self.full_reused += 1
+                continue
+            jobs.append(self._job(("full", optimizer, i), optimizer, hp, steps, full_run_seed(self.seed, i),
+                                  kind="full", time_limit=milestone, checkpoint=str(self._checkpoint(optimizer, i))))
+        self.full_left[optimizer] = len(jobs)
+        self._emit_full(optimizer)
+        return jobs
+
+    def _checkpoint(self, optimizer: str, i: int):
+        return self.rd.full_path(optimizer, i).with_suffix(".ckpt")
+
+    def _full_result(self, job: Job, result: dict) -> list[Job]:
+        _, optimizer, i = job.key
+        record = {"seed_index": i, "seed": job.seed, "hparams": job.hparams, "steps": job.steps,
+                  "time_milestone_s": job.time_limit, **{k: v for k, v in result.items() if k not in ("pid", "keep_checkpoint")}}
+        if "error" in result:
+            record.update(final_loss=math.inf, diverged=False)
+            self._record_error(optimizer, f"full-{self.rd.full_path(optimizer, i).stem}", result, record)
+        self.rd.write_full(optimizer, i, record)
+        if not result.get("keep_checkpoint", False):  # another trial's checkpoint stays for the user
+            self._checkpoint(optimizer, i).unlink(missing_ok=True)  # the record is durable now
+        self.full_ran += 1
+        self.full_left[optimizer] -= 1
+        self._emit_full(optimizer)
+        return []
+
+    def _emit_full(self, optimizer: str) -> None:
+        seeds = self.schedule.full_run.seeds
+        self.progress({"kind": "full", "optimizer": optimizer, "done": seeds - self.full_left[optimizer],
+                       "total": seeds})
