@@ -2,16 +2,19 @@
 
     opt = lodo.create("LODO", model.parameters(), seed=0, lr=0.27, meta_lr=9.6e-4, beta=0.195)
     lodo.available(); lodo.hyperparameters("Adam"); lodo.paper_hyperparameters("noisy_bowl")
+    lodo.register(name="AdamW", optimizer="torch.optim.AdamW", hyperparameters={"lr": {"default": 1e-3, "scale": "log"}})
 """
 from lodo.lars import LARS
 from lodo.lbfgs import LBFGS, OLBFGS
 from lodo.lodo import LODO, LODOSGD, LODODiagonal, LODOGlobal, LODONoMomentum, LODOResiduals
-from lodo.registry import Hyperparameter, available, create, hyperparameters, options, paper_hyperparameters
+from lodo.registry import (Hyperparameter, OptimizerSpec, OptimizerSpecError, available, create, hyperparameters,
+                           options, paper_hyperparameters, register, registered, unregister)
 from lodo.second_order import BFGS, LevenbergMarquardt, Newton
 from lodo.yogi import Yogi
 
 __all__ = [
     "available", "create", "hyperparameters", "options", "paper_hyperparameters", "Hyperparameter",
+    "OptimizerSpec", "OptimizerSpecError", "register", "registered", "unregister",
     "LODO", "LODODiagonal", "LODOGlobal", "LODOResiduals", "LODONoMomentum", "LODOSGD",
     "Yogi", "LARS", "LBFGS", "OLBFGS", "BFGS", "LevenbergMarquardt", "Newton",
 ]

@@ -14,7 +14,10 @@ import importlib
 import importlib.resources
 import importlib.util
 import inspect
-from typing import NamedTuple
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 
@@ -102,8 +105,9 @@ def _present(name: str) -> bool:
 
 
 def available() -> list[str]:
-    """The optimizer names in the paper's spelling (L2LBGDBGD only while `lodo/l2l.py` exists)."""
-    return [name for name in _REGISTRY if name != "L2LBGDBGD" or _present(name)]
+    """The optimizer names in the paper's spelling (L2LBGDBGD only while `lodo/l2l.py` exists),
+    then the user optimizers added with `register`."""
+    return [name for name in _REGISTRY if name != "L2LBGDBGD" or _present(name)] + list(_SPECS)
 
 
 def _entry(name: str) -> tuple[str, tuple[Hyperparameter, ...]]:
@@ -114,6 +118,8 @@ def _entry(name: str) -> tuple[str, tuple[Hyperparameter, ...]]:
 
 def hyperparameters(name: str) -> list[Hyperparameter]:
     """The GA-tunable hyperparameters of optimizer `name` with their defaults and scales (docs/paper.md §2)."""
+    if (user := _user_spec(name)) is not None:
+        return list(user.hyperparameters)
     return list(_entry(name)[1])
 
 
@@ -124,6 +130,8 @@ def _constructor(name: str):
 
 def options(name: str) -> list[str]:
     """Constructor keyword arguments of `name` that are not GA hyperparameters (e.g. LARS's total_steps)."""
+    if (user := _user_spec(name)) is not None:
+        return _spec_options(user)
     tunable = {h.name for h in hyperparameters(name)}
     signature = inspect.signature(_constructor(name)).parameters.values()
     return [p.name for p in signature if p.name not in tunable | {"self", "params", "seed"}
@@ -132,7 +140,10 @@ def options(name: str) -> list[str]:
 
 def create(name: str, params, seed: int | None = None, **hparams) -> torch.optim.Optimizer:
     """Build optimizer `name` over `params`; `hparams` are its hyperparameters (defaults otherwise)
-    and options. `seed` reaches the optimizers that draw random numbers (the LODO family) only."""
+    and options. `seed` reaches the optimizers that draw random numbers (the LODO family) only.
+    `name` may also be a registered user optimizer or an OptimizerSpec."""
+    if (user := _user_spec(name)) is not None:
+        return _create_spec(user, params, seed, hparams)
     constructor = _constructor(name)
     tunable = [h.name for h in hyperparameters(name)]
     extra = options(name)
@@ -165,3 +176,274 @@ def paper_hyperparameters(task: str) -> dict[str, dict[str, float]]:
                              f"{', '.join(unknown)} (valid: {', '.join(valid)})")
         values[optimizer] = {key: float(value) for key, value in hparams.items()}
     return values
+
+
+# --- user optimizers: any torch optimizer, declared by an OptimizerSpec ---------------------------
+
+SCALES = ("log", "decay")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*\Z")
+_SPECS: dict[str, "OptimizerSpec"] = {}  # registered with `register`, in registration order
+
+
+class OptimizerSpecError(ValueError):
+    """A spec that cannot be used. `.field` names the culprit within the spec ("optimizer",
+    "hyperparameters.lr.default", "fixed.eps", ...), `.value` is its value, `.allowed` what is allowed;
+    str(error) is one line."""
+
+    def __init__(self, name, field: str, value, allowed: str):
+        self.name, self.field, self.value, self.allowed = name, field, value, allowed
+        super().__init__(f"Invalid optimizer {name!r}: {field}: {value!r} is not allowed ({allowed})")
+
+
+def _tuplify(value):
+    return tuple(_tuplify(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _listify(value):
+    return [_listify(v) for v in value] if isinstance(value, tuple) else value
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """A user optimizer for the tuner: any torch optimizer with the GA's search space over it.
+
+    name: what tables and the schedule call it ("AdamW").
+    optimizer: "module.attr" (or "module:attr") or the object: a torch.optim.Optimizer subclass
+        or a factory f(params, **kwargs) returning one.
+    hyperparameters: the GA's search space, Hyperparameter(name, default, scale) or the schedule's
+        mapping {name: {default, scale}}; scale "log" (default > 0) or "decay" (0 <= default < 1).
+    fixed: keyword arguments passed as given and not tuned ({"eps": 1e-8}).
+
+    A name "arg.i" reaches entry i of a tuple argument: "betas.0" tunes betas[0]; the other
+    entries come from `fixed` ("betas.1" or the whole "betas") or else the constructor's default.
+    """
+
+    name: str
+    optimizer: Any
+    hyperparameters: tuple = ()
+    fixed: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        hps = self.hyperparameters
+        if isinstance(hps, dict):
+            hps = [(key, value.get("default"), value.get("scale")) if isinstance(value, dict) else (key, value, None)
+                   for key, value in hps.items()]
+        if isinstance(hps, (list, tuple)):
+            hps = tuple(h if isinstance(h, Hyperparameter) else Hyperparameter(*h) if isinstance(h, (list, tuple))
+                        and len(h) == 3 else h for h in hps)
+        object.__setattr__(self, "hyperparameters", hps)
+        if isinstance(self.fixed, dict):
+            object.__setattr__(self, "fixed", {k: _tuplify(v) for k, v in self.fixed.items()})
+
+    def to_dict(self) -> dict:
+        """The schedule's mapping (plain data, for run manifests); `OptimizerSpec.from_dict` reads it back."""
+        optimizer = self.optimizer if isinstance(self.optimizer, str) else \
+            f"{self.optimizer.__module__}.{self.optimizer.__qualname__}"
+        return {"name": self.name, "optimizer": optimizer,
+                "hyperparameters": {h.name: {"default": h.default, "scale": h.scale} for h in self.hyperparameters},
+                "fixed": {k: _listify(v) for k, v in self.fixed.items()}}
+
+    @classmethod
+    def from_dict(cls, data) -> "OptimizerSpec":
+        """A spec from the schedule's mapping {name, optimizer, hyperparameters, fixed}; validated."""
+        name = data.get("name") if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            raise OptimizerSpecError(name, "entry", data, "must be a registry name or a mapping "
+                                     "{name, optimizer, hyperparameters, fixed}")
+        allowed = ("name", "optimizer", "hyperparameters", "fixed")
+        for key in data:
+            if key not in allowed:
+                raise OptimizerSpecError(name, str(key), data[key], f"unknown key; allowed: {', '.join(allowed)}")
+        for key in ("name", "optimizer"):
+            if key not in data:
+                raise OptimizerSpecError(name, key, None, "missing (required)")
+        hps, fixed = data.get("hyperparameters") or {}, data.get("fixed") or {}
+        if not isinstance(hps, dict):
+            raise OptimizerSpecError(name, "hyperparameters", hps, "must be a mapping name -> {default, scale}")
+        for key, value in hps.items():
+            if not isinstance(value, dict):
+                raise OptimizerSpecError(name, f"hyperparameters.{key}", value, "must be a mapping {default, scale}")
+            for sub in value:
+                if sub not in ("default", "scale"):
+                    raise OptimizerSpecError(name, f"hyperparameters.{key}.{sub}", value[sub],
+                                             "unknown key; allowed: default, scale")
+            for sub in ("default", "scale"):
+                if sub not in value:
+                    raise OptimizerSpecError(name, f"hyperparameters.{key}.{sub}", None, "missing (required)")
+        if not isinstance(fixed, dict):
+            raise OptimizerSpecError(name, "fixed", fixed, "must be a mapping argument -> value")
+        spec = cls(data["name"], data["optimizer"], dict(hps), dict(fixed))
+        validate(spec)
+        return spec
+
+
+def _resolve_constructor(spec: OptimizerSpec):
+    target = spec.optimizer
+    if isinstance(target, str):
+        module, sep, attribute = target.rpartition(":") if ":" in target else target.rpartition(".")
+        if not module or not attribute:
+            raise OptimizerSpecError(spec.name, "optimizer", target, 'must be "module.attr", e.g. "torch.optim.AdamW"')
+        try:
+            target = getattr(importlib.import_module(module), attribute)
+        except ImportError as error:
+            raise OptimizerSpecError(spec.name, "optimizer", spec.optimizer,
+                                     f"does not resolve: {type(error).__name__}: {error}") from None
+        except AttributeError:
+            raise OptimizerSpecError(spec.name, "optimizer", spec.optimizer,
+                                     f"does not resolve: module {module!r} has no attribute {attribute!r}") from None
+    if inspect.isclass(target) and not issubclass(target, torch.optim.Optimizer) or not callable(target):
+        raise OptimizerSpecError(spec.name, "optimizer", spec.optimizer,
+                                 "must be a torch.optim.Optimizer subclass or a factory returning one")
+    return target
+
+
+def _split(name: str) -> tuple[str, int | None]:
+    """"betas.0" -> ("betas", 0); "lr" -> ("lr", None); "betas.x" -> ("betas.x", None) (then not accepted)."""
+    base, _, index = name.partition(".")
+    return (base, int(index)) if index.isdigit() else (name, None)
+
+
+def _arguments(constructor) -> tuple[dict[str, inspect.Parameter], bool]:
+    """The constructor's keyword arguments after `params`, and whether it takes **kwargs."""
+    params = list(inspect.signature(constructor).parameters.values())
+    named = {p.name: p for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return named, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _kwargs(spec: OptimizerSpec, constructor, values: dict) -> dict:
+    """Constructor keywords from `fixed` and the tuned `values`, "arg.i" entries placed into tuple args."""
+    named, _ = _arguments(constructor)
+    kwargs, parts = {}, {}
+    for key, value in [*spec.fixed.items(), *values.items()]:
+        base, index = _split(key)
+        if index is None:
+            kwargs[key] = value
+        else:
+            parts.setdefault(base, {})[index] = value
+    for base, entries in parts.items():
+        start = kwargs.get(base, named[base].default if base in named else inspect.Parameter.empty)
+        start = list(start) if isinstance(start, (tuple, list)) else []
+        start += [None] * (max(entries) + 1 - len(start))
+        for index, value in entries.items():
+            start[index] = value
+        kwargs[base] = tuple(start)
+    return kwargs
+
+
+def validate(spec: OptimizerSpec):
+    """Check `spec` and return its constructor; OptimizerSpecError naming the field otherwise.
+
+    The name, that `optimizer` resolves to an Optimizer subclass or factory, that every tuned and
+    fixed argument is in its signature (tuple entries "arg.i" within the argument's default or
+    the fixed value), each default in its scale's domain, and that the constructor accepts the
+    defaults (it is built once over a one-element parameter).
+    """
+    if not isinstance(spec.name, str) or not _NAME.match(spec.name):
+        raise OptimizerSpecError(spec.name, "name", spec.name, "must be letters, digits, '_', '.', '+', '-'")
+    constructor = _resolve_constructor(spec)
+    named, any_keyword = _arguments(constructor)
+    if not isinstance(spec.hyperparameters, tuple) or not all(isinstance(h, Hyperparameter) and isinstance(h.name, str)
+                                                              for h in spec.hyperparameters):
+        raise OptimizerSpecError(spec.name, "hyperparameters", spec.hyperparameters,
+                                 "must be Hyperparameter(name, default, scale) entries or {name: {default, scale}}")
+    if not isinstance(spec.fixed, dict) or not all(isinstance(k, str) for k in spec.fixed):
+        raise OptimizerSpecError(spec.name, "fixed", spec.fixed, "must be a mapping argument -> value")
+    seen = set()
+    for where, key in [*(("hyperparameters", h.name) for h in spec.hyperparameters), *(("fixed", k) for k in spec.fixed)]:
+        if key in seen:
+            raise OptimizerSpecError(spec.name, f"{where}.{key}", key, "is both tuned and fixed" if where == "fixed"
+                                     else "must not repeat a hyperparameter")
+        seen.add(key)
+        base, index = _split(key)
+        if base not in named and not any_keyword:
+            raise OptimizerSpecError(spec.name, f"{where}.{key}", key,
+                                     f"not an argument of {getattr(constructor, '__qualname__', constructor)}; "
+                                     f"it takes: {', '.join(named) or 'none'}")
+        if index is not None:
+            default = spec.fixed.get(base, named[base].default if base in named else None)
+            size = len(default) if isinstance(default, tuple) else None
+            if size is not None and index >= size:
+                raise OptimizerSpecError(spec.name, f"{where}.{key}", key, f"{base} has {size} entries")
+            if size is None and base not in spec.fixed:
+                raise OptimizerSpecError(spec.name, f"{where}.{key}", key,
+                                         f"{base} has no tuple default; give fixed: {{{base}: [...]}}")
+    for h in spec.hyperparameters:
+        where = f"hyperparameters.{h.name}"
+        if h.scale not in SCALES:
+            raise OptimizerSpecError(spec.name, f"{where}.scale", h.scale, f"must be one of: {', '.join(SCALES)}")
+        ok = isinstance(h.default, (int, float)) and not isinstance(h.default, bool) and math.isfinite(h.default)
+        if not ok or (h.scale == "log" and not h.default > 0) or (h.scale == "decay" and not 0 <= h.default < 1):
+            allowed = "must be > 0 for scale log" if h.scale == "log" else "must be in [0, 1) for scale decay"
+            raise OptimizerSpecError(spec.name, f"{where}.default", h.default, allowed)
+    kwargs = _kwargs(spec, constructor, {h.name: h.default for h in spec.hyperparameters})
+    if "seed" in named:
+        kwargs.setdefault("seed", 0)
+    try:
+        built = constructor([torch.zeros(1, requires_grad=True)], **kwargs)
+    except Exception as error:
+        raise OptimizerSpecError(spec.name, "optimizer", spec.optimizer, f"building it with the defaults and fixed "
+                                 f"arguments failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+    if not isinstance(built, torch.optim.Optimizer):
+        raise OptimizerSpecError(spec.name, "optimizer", spec.optimizer,
+                                 f"the factory returned {type(built).__name__}, not a torch.optim.Optimizer")
+    return constructor
+
+
+def register(spec: OptimizerSpec | None = None, /, **fields) -> OptimizerSpec:
+    """Add a user optimizer to the registry: `register(OptimizerSpec(...))` or `register(name=...,
+    optimizer=..., hyperparameters=..., fixed=...)`. Then `available()`, `hyperparameters()`,
+    `options()` and `create()` know it by name. Registering the same spec again is a no-op; a name
+    already taken (a built-in, or another spec) is an OptimizerSpecError."""
+    if spec is None:
+        spec = OptimizerSpec(**fields)
+    elif fields:
+        raise TypeError("register() takes an OptimizerSpec or keyword fields, not both")
+    validate(spec)
+    if spec.name in _REGISTRY:
+        raise OptimizerSpecError(spec.name, "name", spec.name, "already a registry optimizer; choose another name")
+    if spec.name in _SPECS and _SPECS[spec.name] != spec:
+        raise OptimizerSpecError(spec.name, "name", spec.name, "already registered with a different spec")
+    _SPECS[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Remove a registered user optimizer (built-ins stay)."""
+    if name not in _SPECS:
+        raise ValueError(f"Unknown registered optimizer: {name!r} (registered: {', '.join(_SPECS) or 'none'})")
+    del _SPECS[name]
+
+
+def registered(name: str) -> OptimizerSpec | None:
+    """The spec registered under `name`, None for a built-in or unknown name."""
+    return _SPECS.get(name)
+
+
+def _user_spec(name) -> OptimizerSpec | None:
+    """The user spec `name` refers to: a registered name or an OptimizerSpec object (validated)."""
+    if isinstance(name, OptimizerSpec):
+        validate(name)
+        return name
+    return _SPECS.get(name) if isinstance(name, str) else None
+
+
+def _spec_options(spec: OptimizerSpec) -> list[str]:
+    tuned = {_split(h.name)[0] for h in spec.hyperparameters} | {_split(k)[0] for k in spec.fixed}
+    named, _ = _arguments(_resolve_constructor(spec))
+    return [n for n in named if n not in tuned | {"seed"}]
+
+
+def _create_spec(spec: OptimizerSpec, params, seed, hparams: dict) -> torch.optim.Optimizer:
+    constructor = _resolve_constructor(spec)
+    tunable = [h.name for h in spec.hyperparameters]
+    extra = _spec_options(spec)
+    unknown = sorted(set(hparams) - set(tunable) - set(extra))
+    if unknown:
+        more = f"; options: {', '.join(extra)}" if extra else ""
+        raise ValueError(f"Unknown hyperparameter for {spec.name}: {', '.join(unknown)} "
+                         f"(valid: {', '.join(tunable) or 'none'}{more})")
+    values = {h.name: h.default for h in spec.hyperparameters} | dict(hparams)
+    kwargs = _kwargs(spec, constructor, values)
+    if "seed" in _arguments(constructor)[0]:
+        kwargs["seed"] = seed
+    return constructor(params, **kwargs)

@@ -10,12 +10,17 @@ import torch
 
 
 class Task(abc.ABC):
-    """A benchmark problem (docs/paper.md §3).
+    """A benchmark problem (docs/paper.md §3) or the user's own (docs/tasks.md).
 
     Protocol, once per optimizer step::
 
         batch = task.sample()          # next noise sample / minibatch; advances the task's RNG
-        loss = task.loss(batch)        # any number of evaluations on that same batch
+        loss = task.loss(batch)        # any number of evaluations on that same batch, same function
+
+    Guarantees the tuner relies on: one `sample()` per optimizer step; every `loss(batch)` of a
+    step sees the same function; the initial parameters and all batches follow from `seed` alone
+    (generators the task owns, not torch's global RNG); after `load_state_dict(state_dict())` the
+    task continues bit-identically. `tasks.supervised.SupervisedTask` provides all of this.
     """
 
     name: str = "task"

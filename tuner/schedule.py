@@ -1,11 +1,16 @@
 """Tuning schedules: one YAML per task holding Table 5 (docs/paper.md §4) and what a run needs.
 
-    task: rosenbrock
+    task: rosenbrock                    # optional for a user task; when given, the task's name
     population: 32                      # individuals per generation (>= 2)
     generations:                        # Table 5: GA noise σ (rescaled space) and steps per individual
       - {noise: 3, steps: 200}
       ...
-    optimizers: [Adam, Momentum, ...]   # tuned by default
+    optimizers:                         # tuned by default: registry names or user optimizers
+      - Adam
+      - name: AdamW                     # any torch optimizer (lodo.OptimizerSpec; docs/tasks.md)
+        optimizer: torch.optim.AdamW
+        hyperparameters: {lr: {default: 1.0e-3, scale: log}, betas.0: {default: 0.9, scale: decay}}
+        fixed: {eps: 1.0e-8}
     full_run: {steps: 200, seeds: 8, time_milestone_s: null}
     lr_scale: 1                         # multiplies the tuned lr before full runs (0.5: image_generation)
     task_options: {}                    # optional, passed to tasks.create
@@ -36,8 +41,9 @@ Generation = namedtuple("Generation", "noise steps")
 FullRun = namedtuple("FullRun", "steps seeds time_milestone_s")
 """The full-length runs after tuning: steps, number of seeds, wall-clock milestone (s) or None."""
 
-REQUIRED = ("task", "population", "generations", "optimizers", "full_run", "lr_scale")
-OPTIONAL = ("task_options", "scales", "start")
+REQUIRED = ("population", "generations", "optimizers", "full_run", "lr_scale")
+OPTIONAL = ("task", "task_options", "scales", "start")
+SPEC_KEYS, SPEC_OPTIONAL, HYPERPARAMETER_KEYS = ("name", "optimizer"), ("hyperparameters", "fixed"), ("default", "scale")
 FULL_RUN_KEYS = ("steps", "seeds", "time_milestone_s")
 GENERATION_KEYS = ("noise", "steps")
 
@@ -48,9 +54,14 @@ class ScheduleError(ValueError):
 
 @dataclass(frozen=True)
 class Schedule:
-    """A validated tuning schedule (see the module docstring for the fields)."""
+    """A validated tuning schedule (see the module docstring for the fields).
 
-    task: str
+    `optimizers` are names; those declared as mappings have their `lodo.OptimizerSpec` in
+    `optimizer_specs` (not registered: whoever runs the schedule registers them with `lodo.register`).
+    `task` is None when the schedule names none (then it fits any task).
+    """
+
+    task: str | None
     population: int
     generations: tuple[Generation, ...]
     optimizers: tuple[str, ...]
@@ -60,14 +71,16 @@ class Schedule:
     scales: dict[str, dict[str, str]] = field(default_factory=dict)
     start: dict[str, dict[str, float]] = field(default_factory=dict)
     source: str = field(default="<dict>", compare=False)
+    optimizer_specs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Plain data in the YAML layout (for run manifests); `Schedule.from_dict` reads it back."""
+        specs = self.optimizer_specs
         return {
-            "task": self.task,
+            **({"task": self.task} if self.task is not None else {}),
             "population": self.population,
             "generations": [{"noise": g.noise, "steps": g.steps} for g in self.generations],
-            "optimizers": list(self.optimizers),
+            "optimizers": [specs[name].to_dict() if name in specs else name for name in self.optimizers],
             "full_run": dict(self.full_run._asdict()),
             "lr_scale": self.lr_scale,
             "task_options": copy.deepcopy(self.task_options),
@@ -157,7 +170,9 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
     check.mapping("top level", data, "must be a mapping of schedule fields")
     check.keys("", data, REQUIRED, OPTIONAL)
 
-    task = check.name("task", data["task"], _task_names(task_names), "tasks")
+    task = data.get("task")
+    if task is not None:
+        task = check.name("task", task, _task_names(task_names), "tasks")
     population = check.integer("population", data["population"], 2, "must be an integer >= 2")
 
     generations = data["generations"]
@@ -173,14 +188,21 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
         rows.append(Generation(noise, steps))
 
     registry = _registry(registry)
-    known = list(registry.available())
     optimizers = data["optimizers"]
     if not isinstance(optimizers, list) or not optimizers:
-        check.fail("optimizers", optimizers, "must be a non-empty list of optimizer names")
-    for i, name in enumerate(optimizers):
-        check.name(f"optimizers[{i}]", name, known, "optimizers")
-        if optimizers.index(name) != i:
-            check.fail(f"optimizers[{i}]", name, "must not repeat an optimizer")
+        check.fail("optimizers", optimizers, "must be a non-empty list of optimizer names or mappings")
+    specs = {f"optimizers[{i}]": _optimizer_spec(check, f"optimizers[{i}]", entry, registry)
+             for i, entry in enumerate(optimizers) if isinstance(entry, dict)}
+    known = list(registry.available()) + [spec.name for spec in specs.values() if spec.name not in registry.available()]
+    names = []
+    for i, entry in enumerate(optimizers):
+        where = f"optimizers[{i}]"
+        name = specs[where].name if where in specs else check.name(where, entry, known, "optimizers")
+        if name in names:
+            check.fail(f"{where}.name" if where in specs else where, name, "must not repeat an optimizer")
+        names.append(name)
+    specs = {spec.name: spec for spec in specs.values()}
+    hyperparameters = lambda o: specs[o].hyperparameters if o in specs else registry.hyperparameters(o)  # noqa: E731
 
     full = check.mapping("full_run", data["full_run"], "must be a mapping {steps, seeds, time_milestone_s}")
     check.keys("full_run", full, FULL_RUN_KEYS)
@@ -205,15 +227,15 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
         for optimizer, entries in table.items():
             check.name(f"{field_name}.{optimizer}", optimizer, known, "optimizers")
             check.mapping(f"{field_name}.{optimizer}", entries, "must be a mapping hyperparameter -> value")
-            names = [h.name for h in registry.hyperparameters(optimizer)]
+            hp_names = [h.name for h in hyperparameters(optimizer)]
             for hp in entries:
-                check.name(f"{field_name}.{optimizer}.{hp}", hp, names, f"hyperparameters of {optimizer}")
+                check.name(f"{field_name}.{optimizer}.{hp}", hp, hp_names, f"hyperparameters of {optimizer}")
     for optimizer, entries in scales.items():
         for hp, scale in entries.items():
             check.name(f"scales.{optimizer}.{hp}", scale, list(SCALES), "scales")
     for optimizer, entries in start.items():
         scale_of = {h.name: scales.get(optimizer, {}).get(h.name, h.scale)
-                    for h in registry.hyperparameters(optimizer)}
+                    for h in hyperparameters(optimizer)}
         for hp, value in entries.items():
             where = f"start.{optimizer}.{hp}"
             allowed = "must be > 0 (log scale)" if scale_of[hp] == "log" else "must be in [0, 1) (decay scale)"
@@ -224,11 +246,31 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
                 check.fail(where, value, allowed)
 
     return Schedule(
-        task=task, population=population, generations=tuple(rows), optimizers=tuple(optimizers),
+        task=task, population=population, generations=tuple(rows), optimizers=tuple(names), optimizer_specs=specs,
         full_run=full_run, lr_scale=lr_scale, task_options=dict(task_options),
         scales={o: dict(e) for o, e in scales.items()},
         start={o: {k: float(v) for k, v in e.items()} for o, e in start.items()},
         source=source)
+
+
+def _optimizer_spec(check: _Checker, where: str, entry: dict, registry):
+    """An optimizers[i] mapping as a validated lodo.OptimizerSpec; ScheduleError naming the field."""
+    from lodo.registry import OptimizerSpec, OptimizerSpecError
+
+    check.mapping(where, entry)
+    check.keys(where, entry, SPEC_KEYS, SPEC_OPTIONAL)
+    for key in SPEC_OPTIONAL:
+        table = check.mapping(f"{where}.{key}", _optional(entry, key), "must be a mapping")
+        for name, value in table.items() if key == "hyperparameters" else ():
+            check.mapping(f"{where}.{key}.{name}", value, "must be a mapping {default, scale}")
+            check.keys(f"{where}.{key}.{name}", value, HYPERPARAMETER_KEYS)
+    try:
+        spec = OptimizerSpec.from_dict(entry)
+    except OptimizerSpecError as error:
+        check.fail(f"{where}.{error.field}", error.value, error.allowed)
+    if spec.name in registry.available() and getattr(registry, "registered", lambda name: None)(spec.name) != spec:
+        check.fail(f"{where}.name", spec.name, "must not be a registry optimizer's name: choose another")
+    return spec
 
 
 class _Loader(yaml.SafeLoader):
@@ -306,13 +348,47 @@ def load_schedule(name_or_path: str | Path, overrides: Mapping | None = None, *,
 
 
 def space_for(schedule: Schedule, optimizer: str, registry=None) -> list[Dimension]:
-    """The GA search space of one optimizer: the registry's hyperparameters with this schedule's
-    scale overrides and start values (as defaults, i.e. generation 0's mean) applied."""
+    """The GA search space of one optimizer: its hyperparameters (the schedule's own spec's, else the
+    registry's) with this schedule's scale overrides and start values (as defaults, i.e. generation 0's mean) applied."""
     registry = _registry(registry)
-    known = list(registry.available())
+    known = list(registry.available()) + [o for o in schedule.optimizer_specs if o not in registry.available()]
     if optimizer not in known:
         raise ScheduleError(f"{schedule.source}: optimizer: {optimizer!r} is not allowed "
                             f"(must be one of the optimizers: {', '.join(known)})")
+    spec = schedule.optimizer_specs.get(optimizer)
     scales, start = schedule.scales.get(optimizer, {}), schedule.start.get(optimizer, {})
     return [Dimension(h.name, float(start.get(h.name, h.default)), scales.get(h.name, h.scale))
-            for h in registry.hyperparameters(optimizer)]
+            for h in (spec.hyperparameters if spec else registry.hyperparameters(optimizer))]
+
+
+TEMPLATE = '''\
+# A tuning schedule (Table 5's shape, docs/paper.md §4). Edit, then:
+#   lodo-tune --task path/to/file.py:Name --schedule THIS_FILE
+# task: my_task                  # optional: when given, it must be the task's display name
+population: 16                   # individuals per generation (>= 2)
+generations:                     # one row per GA generation: noise = σ in the rescaled space, steps per individual
+  - {noise: 3, steps: 200}
+  - {noise: 2, steps: 200}
+  - {noise: 1, steps: 400}
+  - {noise: 0.5, steps: 800}
+optimizers:                      # tuned in this order: registry names (lodo.available()) ...
+  - LODO
+  - Adam
+  - name: AdamW                  # ... or any torch optimizer
+    optimizer: torch.optim.AdamW # "module.attr": a torch.optim.Optimizer subclass or a factory returning one
+    hyperparameters:             # the GA's search space: generation 0's value and its scale
+      lr: {default: 1.0e-3, scale: log}          # log: value > 0, searched as ln(value)
+      weight_decay: {default: 1.0e-2, scale: log}
+      betas.0: {default: 0.9, scale: decay}      # decay: 0 <= value < 1; "arg.i" is entry i of a tuple argument
+    fixed: {eps: 1.0e-8}         # passed as given, not tuned
+full_run: {steps: 2000, seeds: 4, time_milestone_s: null}   # after tuning: length, seeds, optional wall-clock milestone (s)
+lr_scale: 1                      # multiplies the tuned lr before the full runs
+# task_options: {}               # keyword options of the task (its factory's arguments)
+# scales: {Adam: {beta2: log}}   # per-hyperparameter scale overrides
+# start: {Adam: {lr: 0.01}}      # generation-0 values instead of the defaults
+'''
+
+
+def template() -> str:
+    """A commented schedule to start a user task's from (`lodo-tune init-schedule` writes it); it loads as is."""
+    return TEMPLATE
