@@ -1,4 +1,4 @@
-"""Cost of one LODO training step relative to one Adam training step (issue 2's speed target).
+"""Cost of one LODO training step relative to one Adam training step.
 
 A training step is the whole loop body: sample, zero_grad, loss, backward, optimizer step.
 LODO and Adam run side by side in one process on two copies of the same task, interleaved in
