@@ -31,6 +31,8 @@ import os
 import torch
 from torch import nn
 
+from lodo.lodo import validate_positive_int
+
 #: the shipped checkpoint, meta-trained on the noisy bowl (docs/paper.md §3) by `tuner/meta_train.py`
 SHIPPED_CHECKPOINT = "l2lbgdbgd_noisy_bowl.pt"
 CHECKPOINT_FORMAT = "l2lbgdbgd/1"
@@ -64,10 +66,8 @@ class L2LNet(nn.Module):
 
     def __init__(self, hidden_size: int = 20, num_layers: int = 2, p: float = 10.0, output_scale: float = 0.1):
         super().__init__()
-        if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
-            raise ValueError(f"Invalid hidden_size: {hidden_size!r} (must be an integer >= 1)")
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"Invalid num_layers: {num_layers!r} (must be an integer >= 1)")
+        validate_positive_int("hidden_size", hidden_size)
+        validate_positive_int("num_layers", num_layers)
         if not (math.isfinite(p) and p > 0):
             raise ValueError(f"Invalid p: {p!r} (must be finite and > 0)")
         if not (math.isfinite(output_scale) and output_scale > 0):

@@ -3,6 +3,7 @@ permutations, autograd through an explicitly unrolled step, torch.optim.Adam/SGD
 meta-optimizer, and hand-computed first steps."""
 from __future__ import annotations
 
+import copy
 import io
 import subprocess
 import sys
@@ -41,12 +42,12 @@ def dense_residuals_G(theta, perms, n, lr):
 
 
 def dense_G(opt, theta, lr):
-    n = opt._n
+    n = state_of(opt)["momentum"].numel()
     if isinstance(opt, LODODiagonal):
         return lr * torch.diag(theta)
     if isinstance(opt, LODOGlobal):
         return lr * theta * torch.eye(n, dtype=theta.dtype)
-    perms = opt.state[opt._params[0]]["permutations"]
+    perms = state_of(opt)["permutations"]
     if isinstance(opt, LODOResiduals):
         return dense_residuals_G(theta, perms, n, lr)
     return dense_lodo_G(theta, perms, n, lr)
@@ -68,7 +69,20 @@ def make(cls, n, seed=0, **kw):
 
 
 def state_of(opt):
-    return opt.state[opt._params[0]]
+    return opt.state[opt.param_groups[0]["params"][0]]
+
+
+def snapshot(opt):
+    return {key: value.clone() for key, value in state_of(opt).items() if isinstance(value, torch.Tensor)}
+
+
+def hypergradient_taken(opt, before):
+    """The ∇θ of the meta-step just taken, read back from the state: from Adam's first moment,
+    μ_s = 0.9 μ_{s−1} + 0.1 h, or for LODO-SGD from θ_s = θ_{s−1} − meta_lr h."""
+    after = state_of(opt)
+    if isinstance(opt, LODOSGD):
+        return (before["theta"] - after["theta"]) / opt.param_groups[0]["meta_lr"]
+    return (after["meta_exp_avg"] - 0.9 * before["meta_exp_avg"]) / 0.1
 
 
 # ---------------------------------------------------------------------------- 1, 5: initialisation
@@ -176,14 +190,16 @@ def test_steps_and_hypergradients_match_autograd_through_the_unrolled_step(cls):
         beta = 0.0
     expected = reference_run(opt, x.detach(), h, centres, lr, meta_lr, beta)
     for c, (x_ref, theta_ref, hyper_ref) in zip(centres, expected):
+        before = snapshot(opt)
         opt.zero_grad()
         (0.5 * (x - c) @ h @ (x - c)).backward()
         opt.step()
-        torch.testing.assert_close(opt._hypergradient_out.reshape(-1), hyper_ref.reshape(-1), rtol=1e-10, atol=1e-13)
+        hyper = hypergradient_taken(opt, before)
+        torch.testing.assert_close(hyper.reshape(-1), hyper_ref.reshape(-1), rtol=1e-10, atol=1e-13)
         torch.testing.assert_close(state_of(opt)["theta"], theta_ref, rtol=1e-10, atol=1e-13)
         torch.testing.assert_close(x.detach(), x_ref, rtol=1e-10, atol=1e-13)
     assert (state_of(opt)["theta"] - theta_ref).abs().max() < 1e-10
-    assert opt._hypergradient_out.abs().max() > 1e-6  # the comparison was not between zeros
+    assert hyper.abs().max() > 1e-6  # the comparison was not between zeros
 
 
 def test_first_steps_match_hand_computation():
@@ -199,7 +215,9 @@ def test_first_steps_match_hand_computation():
     g2 = torch.linspace(-1.0, 2.0, n, dtype=DT)
     x.grad = g2.clone()
     opt.step()
-    hyper = opt._hypergradient_out
+    m1 = (1 - beta) * g1
+    at = theta0.clone().requires_grad_(True)
+    (hyper,) = torch.autograd.grad(-(g2 @ dense_G(opt, at, lr) @ m1), at)  # −J_θ[G(θ) m1]ᵀ g2
     # Adam's second step with μ1 = ν1 = 0: μ = 0.1 h, ν = 0.001 h², bias corrections 1 − β^2
     expected = theta0 - meta_lr * (0.1 * hyper / (1 - 0.9**2)) / ((0.001 * hyper**2 / (1 - 0.999**2)).sqrt() + 1e-7)
     torch.testing.assert_close(state_of(opt)["theta"], expected, rtol=1e-12, atol=1e-15)
@@ -208,17 +226,64 @@ def test_first_steps_match_hand_computation():
     torch.testing.assert_close(x.detach(), x1 - dense_G(opt, expected, lr) @ m2, rtol=1e-12, atol=1e-14)
 
 
-def test_step_fast_path_matches_plain_preconditioner():
+@pytest.mark.parametrize("cls", ALL)
+def test_step_moves_by_the_preconditioner_of_the_momentum(cls):
+    """The step's path (one column, intermediates kept) against the batched preconditioner() and
+    the dense matrix: x_t − x_{t+1} = G(θ_{t+1}) m_{t+1}."""
     n = 30
     h, gen = quadratic(n, 3)
-    x, opt = make(LODO, n, meta_lr=0.05)
+    x, opt = make(cls, n, meta_lr=0.05)
     for _ in range(20):
         c = torch.randn(n, generator=gen, dtype=DT)
+        x_before = x.detach().clone()
         opt.zero_grad()
         (0.5 * (x - c) @ h @ (x - c)).backward()
         opt.step()
     m = state_of(opt)["momentum"]
-    torch.testing.assert_close(opt._step_direction(m, 0.8), opt.preconditioner(m), rtol=1e-13, atol=1e-15)
+    moved = x_before - x.detach()
+    torch.testing.assert_close(moved, opt.preconditioner(m), rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(opt.preconditioner(m.expand(3, n))[1], opt.preconditioner(m), rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(moved, dense_G(opt, state_of(opt)["theta"], 0.8) @ m, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("cls", [LODO, LODOResiduals])
+def test_calling_the_preconditioner_between_steps_changes_nothing(cls):
+    """σ tracking calls preconditioner() between steps; the next hypergradient must not notice."""
+    n = 10
+    h, gen = quadratic(n, 10)
+    centres = [torch.randn(n, generator=gen, dtype=DT) for _ in range(15)]
+    runs = []
+    for probe in (False, True):
+        x, opt = make(cls, n, meta_lr=0.05)
+        for c in centres:
+            opt.zero_grad()
+            (0.5 * (x - c) @ h @ (x - c)).backward()
+            opt.step()
+            if probe:
+                opt.preconditioner(torch.eye(n, dtype=DT))
+                opt.preconditioner(c)
+        runs.append((x.detach().clone(), state_of(opt)["theta"].clone()))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+def test_meta_step_is_torch_adam():
+    """LODO's meta-step against torch.optim.Adam (single-tensor path, betas 0.9/0.999, eps 1e-7)
+    fed the same hypergradients; LODO-Diagonal's is −α0 g_{t+1} ⊙ m_t, computed here from the state."""
+    n, lr, meta_lr = 6, 0.5, 0.03
+    h, gen = quadratic(n, 11)
+    x, opt = make(LODODiagonal, n, lr=lr, meta_lr=meta_lr, beta=0.7)
+    theta = state_of(opt)["theta"].clone()
+    adam = torch.optim.Adam([theta], lr=meta_lr, betas=(0.9, 0.999), eps=1e-7, foreach=False)
+    for _ in range(30):
+        c = torch.randn(n, generator=gen, dtype=DT)
+        m = state_of(opt)["momentum"].clone()
+        opt.zero_grad()
+        (0.5 * (x - c) @ h @ (x - c)).backward()
+        theta.grad = x.grad * m * -lr
+        opt.step()
+        adam.step()
+        torch.testing.assert_close(state_of(opt)["theta"], theta, rtol=1e-14, atol=0)
+    assert (theta - 1).abs().min() > 1e-3  # θ has moved
 
 
 # ---------------------------------------------------------------------------- 4: resume
@@ -355,65 +420,6 @@ def test_descends_on_a_deterministic_quadratic(cls):
     assert f().item() < 1e-3 * start
 
 
-def test_both_outer_product_paths_agree_with_broadcasting():
-    n = 13
-    h, gen = quadratic(n, 7)
-    x, opt = make(LODO, n)
-    for _ in range(5):
-        c = torch.randn(n, generator=gen, dtype=DT)
-        opt.zero_grad()
-        (0.5 * (x - c) @ h @ (x - c)).backward()
-        opt.step()
-    plan = opt._plan()
-    k = 4
-    names = ("adjoints_p", "inputs_m", "adjoints_y", "inputs_g")
-    lp, am, ly, ag = (plan[name].view(-1, k) for name in names)
-    expected = lp.unsqueeze(2) * am.unsqueeze(1) + ly.unsqueeze(2) * ag.unsqueeze(1)
-    large = {key: value for key, value in plan.items() if key != "tile"}
-    assert "tile" in plan
-    tol = 1e-14 * expected.abs().max().item()  # FMA in addcmul_ vs separate rounding
-    torch.testing.assert_close(LODO._outer_products(plan, k), expected, rtol=0, atol=tol)
-    torch.testing.assert_close(LODO._outer_products(large, k), expected, rtol=0, atol=tol)
-
-
-# ---------------------------------------------------------------------------- step cost: the two θ-size paths
-def test_cnn_size_path_matches_autograd_through_the_unrolled_step(monkeypatch):
-    """With SMALL_THETA = 0 every θ takes the large-θ path (row-wise outer products, strided θᵀ
-    refresh) that the 94,696-parameter CNN uses; it must still be the algorithm's exact step."""
-    monkeypatch.setattr("lodo.lodo.SMALL_THETA", 0)
-    n, lr, meta_lr, beta = 7, 0.8, 0.02, 0.6
-    h, gen = quadratic(n, 2)
-    centres = [torch.randn(n, generator=gen, dtype=DT) for _ in range(6)]
-    x, opt = make(LODO, n, lr=lr, meta_lr=meta_lr, beta=beta)
-    expected = reference_run(opt, x.detach(), h, centres, lr, meta_lr, beta)
-    for c, (x_ref, theta_ref, hyper_ref) in zip(centres, expected):
-        opt.zero_grad()
-        (0.5 * (x - c) @ h @ (x - c)).backward()
-        opt.step()
-        torch.testing.assert_close(opt._hypergradient_out.reshape(-1), hyper_ref.reshape(-1), rtol=1e-10, atol=1e-13)
-        torch.testing.assert_close(x.detach(), x_ref, rtol=1e-10, atol=1e-13)
-    assert "tile" not in opt._plan() and opt._hypergradient_out.abs().max() > 1e-6
-
-
-def test_small_and_large_theta_paths_take_the_same_steps(monkeypatch):
-    n = 50
-    h, gen = quadratic(n, 8)
-    centres = [torch.randn(n, generator=gen, dtype=DT) for _ in range(40)]
-    trajectories = []
-    for small_theta in (1 << 18, 0):
-        monkeypatch.setattr("lodo.lodo.SMALL_THETA", small_theta)
-        x, opt = make(LODO, n, meta_lr=0.05)
-        for c in centres:
-            opt.zero_grad()
-            (0.5 * (x - c) @ h @ (x - c)).backward()
-            opt.step()
-        assert ("tile" in opt._plan()) == (small_theta > 0)
-        trajectories.append((x.detach().clone(), state_of(opt)["theta"].clone()))
-    (x_small, theta_small), (x_large, theta_large) = trajectories
-    torch.testing.assert_close(x_small, x_large, rtol=1e-11, atol=1e-13)
-    torch.testing.assert_close(theta_small, theta_large, rtol=1e-11, atol=1e-13)
-
-
 def test_step_runs_without_autograd_but_leaves_ordinary_tensors():
     """step() updates in inference mode; its state and buffers must stay usable outside it
     (in-place updates there, autograd on the parameters, a closure that builds a graph)."""
@@ -430,10 +436,28 @@ def test_step_runs_without_autograd_but_leaves_ordinary_tensors():
             return loss
         assert opt.step(closure).requires_grad
     tensors = [v for v in state_of(opt).values() if isinstance(v, torch.Tensor)]
-    tensors += [v for v in opt._plan().values() if isinstance(v, torch.Tensor)]
     assert tensors and not any(t.is_inference() for t in tensors) and not x.is_inference()
-    m = state_of(opt)["momentum"]
-    torch.testing.assert_close(opt._step_direction(m, 0.8), opt.preconditioner(m), rtol=1e-13, atol=1e-15)
+    g = opt.preconditioner(torch.eye(n, dtype=DT))  # the step's buffers, outside inference mode
+    torch.testing.assert_close(g, dense_G(opt, state_of(opt)["theta"], 0.8), rtol=1e-12, atol=1e-14)
     opt.zero_grad()
     (x * x).sum().backward()  # the parameters still take part in autograd
     torch.testing.assert_close(x.grad, 2 * x.detach())
+
+
+@pytest.mark.parametrize("cls", [LODO, LODOResiduals])
+def test_loading_into_a_used_optimizer_replaces_everything_derived_from_the_state(cls):
+    n = 8
+    h, gen = quadratic(n, 12)
+    x, opt = make(cls, n, meta_lr=0.05)
+    train(opt, [x], h, gen, 40)
+    y, other = make(cls, n, seed=5, meta_lr=0.05)
+    train(other, [y], h, gen, 10)  # its buffers hold another θ and other permutations
+    other.load_state_dict(copy.deepcopy(opt.state_dict()))  # torch's state_dict() shares the tensors
+    with torch.no_grad():
+        y.copy_(x)
+    assert torch.equal(other.preconditioner(torch.eye(n, dtype=DT)), opt.preconditioner(torch.eye(n, dtype=DT)))
+    rng = gen.get_state()
+    train(opt, [x], h, gen, 10)
+    gen.set_state(rng)
+    train(other, [y], h, gen, 10)
+    assert torch.equal(x, y) and torch.equal(state_of(opt)["theta"], state_of(other)["theta"])
