@@ -1,8 +1,4 @@
-<<<<<<< HEAD
-"""Cost of one LODO training step relative to one Adam training step (targets below).
-=======
 """Cost of one LODO training step relative to one Adam training step.
->>>>>>> wt-lodo
 
 A training step is the whole loop body: sample, zero_grad, loss, backward, optimizer step.
 LODO and Adam run side by side in one process on two copies of the same task, interleaved in
