@@ -1,0 +1,239 @@
+r"""Population-batched optimizers: P independent copies of one optimizer as one program (issue 15).
+
+x is a (P, n) tensor, row i lane i's flat parameter vector; every hyperparameter is a per-lane
+column (P, 1); each update is exactly the unbatched optimizer's rule (docs/paper.md §1, §2),
+applied row by row with no operation that mixes lanes, so a lane's numbers never depend on its
+neighbours and a diverged lane's NaNs stay in its row. `keep(index)` drops lanes.
+
+Explicit batch dimensions, not torch.func.vmap: measured on an Adam step (P = 32, n = 100, one
+thread) vmap costs ~250 µs per batched step against ~50 µs with explicit (P, 1) columns.
+
+`step(x, closure)`: `closure()` evaluates every lane at the current x and returns
+(loss (P,), grad (P, n)); x is updated in place.
+"""
+from __future__ import annotations
+
+import torch
+
+import lodo
+
+
+class BatchedOptimizer:
+    """Base: per-lane hyperparameter columns and lane-first state tensors listed in `_lane_state`."""
+
+    name = ""
+    _lane_state: tuple[str, ...] = ()
+
+    def __init__(self, x: torch.Tensor, hparams: dict[str, torch.Tensor]):
+        self.t = 0  # steps taken (all running lanes step together)
+        for key, values in hparams.items():
+            setattr(self, key, values.to(dtype=x.dtype, device=x.device).view(-1, 1))
+        self._hparams = tuple(hparams)
+        for key in self._lane_state:
+            setattr(self, key, torch.zeros_like(x))
+
+    def step(self, x: torch.Tensor, closure) -> torch.Tensor:
+        loss, grad = closure()
+        self.t += 1
+        self._update(x, grad)
+        return loss
+
+    def _update(self, x: torch.Tensor, g: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def keep(self, index: torch.Tensor) -> None:
+        for key in self._hparams + self._lane_state:
+            setattr(self, key, getattr(self, key)[index])
+
+
+class Adam(BatchedOptimizer):
+    """torch.optim.Adam, ε = 1e-7 (lodo/registry.py)::
+
+        m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²
+        x ← x − lr/(1 − β1^t) · m / (√v / √(1 − β2^t) + ε)
+    """
+
+    name = "Adam"
+    _lane_state = ("m", "v")
+    eps = 1e-7
+
+    def _update(self, x, g):
+        self.m.lerp_(g, 1 - self.beta1)
+        self.v.mul_(self.beta2).addcmul_(g, g * (1 - self.beta2))
+        step_size = self.lr / (1 - self.beta1 ** self.t)
+        denom = (self.v.sqrt() / (1 - self.beta2 ** self.t).sqrt()).add_(self.eps)
+        x.sub_(step_size * (self.m / denom))
+
+
+class Momentum(BatchedOptimizer):
+    """torch.optim.SGD with momentum (heavy ball): b ← μ b + g;  x ← x − lr·b (b_0 = 0, so b_1 = g)."""
+
+    name = "Momentum"
+    _lane_state = ("b",)
+
+    def _update(self, x, g):
+        self.b.mul_(self.momentum).add_(g)
+        x.sub_(self.lr * self.b)
+
+
+class RMSprop(BatchedOptimizer):
+    """torch.optim.RMSprop, ε = 1e-7::  v ← ρv + (1 − ρ)g²;  b ← μb + g/(√v + ε);  x ← x − lr·b."""
+
+    name = "RMSprop"
+    _lane_state = ("v", "b")
+    eps = 1e-7
+
+    def _update(self, x, g):
+        self.v.mul_(self.rho).addcmul_(g, g * (1 - self.rho))
+        self.b.mul_(self.momentum).add_(g / self.v.sqrt().add_(self.eps))
+        x.sub_(self.lr * self.b)
+
+
+class Yogi(BatchedOptimizer):
+    """lodo/yogi.py::  m ← β1 m + (1 − β1) g;  v ← v − (1 − β2) sign(v − g²) g²;  x ← x − lr·m/(√v + 1e-3)."""
+
+    name = "Yogi"
+    _lane_state = ("m", "v")
+    eps = 1e-3
+
+    def _update(self, x, g):
+        g2 = g * g
+        self.m.mul_(self.beta1).add_(g * (1 - self.beta1))
+        self.v.sub_(torch.sign(self.v - g2).mul_(g2) * (1 - self.beta2))
+        x.sub_(self.lr * self.m / (self.v.sqrt() + self.eps))
+
+
+class LODO(BatchedOptimizer):
+    r"""LODO (lodo/lodo.py, docs/paper.md §1) for P lanes, each with its own θ, permutations and meta-Adam.
+
+    Per lane, at the step() that sees g_{t+1} (the unbatched order)::
+
+        h = −α0 (λ_i(p) a_i(m)ᵀ + λ_i(y) a_i(g)ᵀ)  per block,  p = G̃ ĝ, y = G̃ m̃   (hypergradient; 0 at t = 0)
+        θ ← Adam_{meta_lr}(θ, h)  (β 0.9/0.999, ε 1e-7, bias-corrected)            (meta-step)
+        m ← β m + (1 − β) g                                                        (momentum)
+        x ← x − α0 [I 0] G̃ᵀ G̃ [I 0]ᵀ m,  G̃ = B(θ^(N)) P_N ⋯ B(θ^(1)) P_1           (step)
+
+    Lane i's θ_0 and P_i are those of `lodo.create("LODO", ..., seed=seeds[i])` (read from its
+    state_dict). Layer tensors are laid out (N, P, ...), so a layer of all lanes is one gather
+    (the permutations offset by lane) and one batched k×k product over P·ñ/k blocks.
+    """
+
+    name = "LODO"
+    meta_betas, meta_eps = (0.9, 0.999), 1e-7
+
+    def __init__(self, x: torch.Tensor, hparams: dict[str, torch.Tensor], states: list[dict]):
+        super().__init__(x, hparams)
+        like = dict(dtype=x.dtype, device=x.device)
+        self.theta = torch.stack([s["theta"] for s in states], dim=1).to(**like).contiguous()  # (N, P, nb, k, k)
+        self.perm = torch.stack([s["permutations"] for s in states], dim=1).to(x.device)       # (N, P, ñ)
+        self.exp_avg, self.exp_avg_sq = torch.zeros_like(self.theta), torch.zeros_like(self.theta)
+        self.m = torch.zeros_like(x)
+        self._index()
+
+    def _index(self) -> None:
+        """Flat gather indices of P_i and P_iᵀ over all lanes, and the per-layer work buffers."""
+        depth, lanes, width = self.perm.shape
+        offsets = (torch.arange(lanes, device=self.perm.device) * width).view(1, -1, 1)
+        self._fwd = list((self.perm + offsets).view(depth, -1).unbind(0))
+        self._inv = list((torch.argsort(self.perm, dim=2) + offsets).view(depth, -1).unbind(0))
+        self.n = self.m.shape[1]
+        if not hasattr(self, "inputs_m"):  # a_i(m), λ_i(y) of the last step; a_i(g), λ_i(p) work space
+            new = lambda: self.theta.new_zeros(depth, lanes, width)  # noqa: E731
+            self.inputs_m, self.adjoints_y, self.inputs_g, self.adjoints_p = new(), new(), new(), new()
+
+    def _blocks(self, transpose: bool) -> list[torch.Tensor]:
+        depth, lanes, nb, k, _ = self.theta.shape
+        theta = self.theta.transpose(-1, -2) if transpose else self.theta
+        return [b.reshape(lanes * nb, k, k) for b in theta.unbind(0)]
+
+    def _forward(self, z: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """G̃ z for padded z (P, ñ), storing a_i = P_i z_{i−1} in inputs[i]; returns z_N."""
+        k = self.theta.shape[-1]
+        for i, block in enumerate(self._blocks(False)):
+            a = inputs[i]
+            torch.index_select(z.view(-1), 0, self._fwd[i], out=a.view(-1))
+            z = torch.bmm(block, a.view(-1, k, 1)).view(a.shape)
+        return z
+
+    def _backward(self, adjoints: torch.Tensor, full: bool) -> torch.Tensor | None:
+        """λ_{i−1} = P_iᵀ B_iᵀ λ_i from λ_N = adjoints[N−1], filling adjoints[i]; G̃ᵀ λ_N if `full`."""
+        k = self.theta.shape[-1]
+        blocks = self._blocks(True)
+        for i in range(len(blocks) - 1, -1 if full else 0, -1):
+            u = torch.bmm(blocks[i], adjoints[i].view(-1, k, 1)).view(-1)
+            below = u.index_select(0, self._inv[i]).view(adjoints[i].shape)
+            if i == 0:
+                return below
+            adjoints[i - 1] = below
+        return None
+
+    def _pad(self, v: torch.Tensor) -> torch.Tensor:
+        z = v.new_zeros(v.shape[0], self.perm.shape[2])
+        z[:, : self.n] = v
+        return z
+
+    def _update(self, x, g):
+        if self.t > 1:  # at t = 1 m_0 = 0: a zero hypergradient, an Adam step that leaves θ as it is
+            self._meta_step(self._hypergradient(g))
+        self.m.lerp_(g, 1 - self.beta)
+        self.adjoints_y[-1] = self._forward(self._pad(self.m), self.inputs_m)
+        x.sub_(self.lr * self._backward(self.adjoints_y, full=True)[:, : self.n])
+
+    def _hypergradient(self, g: torch.Tensor) -> torch.Tensor:
+        """−α0 (λ_i(p) a_i(m)ᵀ + λ_i(y) a_i(g)ᵀ) per block, −α0 folded into ĝ; shape of θ."""
+        shape = self.theta.shape
+        self.adjoints_p[-1] = self._forward(self._pad(-self.lr * g), self.inputs_g)
+        self._backward(self.adjoints_p, full=False)
+        column, row = shape[:-1] + (1,), shape[:-2] + (1, shape[-1])
+        return (self.adjoints_p.view(column) * self.inputs_m.view(row)
+                + self.adjoints_y.view(column) * self.inputs_g.view(row))
+
+    def _meta_step(self, h: torch.Tensor) -> None:
+        """Adam on θ at step s = t: μ ← β1 μ + (1 − β1) h;  ν ← β2 ν + (1 − β2) h²;
+        θ ← θ − meta_lr/(1 − β1^s) · μ / (√ν / √(1 − β2^s) + ε)."""
+        beta1, beta2 = self.meta_betas
+        self.exp_avg.lerp_(h, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(h, h, value=1 - beta2)
+        lanes = self.theta.shape[1]
+        step_size = (self.meta_lr / (1 - beta1 ** self.t)).view(1, lanes, 1, 1, 1)
+        denom = (self.exp_avg_sq.sqrt() / (1 - beta2 ** self.t) ** 0.5).add_(self.meta_eps)
+        self.theta.sub_(step_size * (self.exp_avg / denom))
+
+    def keep(self, index: torch.Tensor) -> None:
+        super().keep(index)
+        self.m = self.m[index]
+        for key in ("theta", "perm", "exp_avg", "exp_avg_sq", "inputs_m", "adjoints_y", "inputs_g", "adjoints_p"):
+            setattr(self, key, getattr(self, key)[:, index].contiguous())
+        self._index()
+
+
+_OPTIMIZERS = {cls.name: cls for cls in (Adam, Momentum, RMSprop, Yogi, LODO)}
+
+
+def available() -> list[str]:
+    """The optimizers with a batched form."""
+    return list(_OPTIMIZERS)
+
+
+def create(name: str, x: torch.Tensor, hparams_list: list[dict], seeds: list[int]) -> BatchedOptimizer:
+    """Batched optimizer `name` over x (P, n): lane i has hyperparameters hparams_list[i] (registry
+    defaults for the rest) and seed seeds[i]. Each lane's values are checked by building the
+    unbatched `lodo.create(name, ...)` for it, so errors are the registry's own."""
+    if name not in _OPTIMIZERS:
+        raise ValueError(f"Invalid optimizer: {name!r} (batched: {', '.join(_OPTIMIZERS)})")
+    if len(hparams_list) != x.shape[0] or len(seeds) != x.shape[0]:
+        raise ValueError(f"Invalid hparams_list: {len(hparams_list)} entries and {len(seeds)} seeds "
+                         f"(must be one of each per lane, {x.shape[0]})")
+    tunable = [h.name for h in lodo.hyperparameters(name)]
+    options = [{k: v for k, v in hp.items() if k not in tunable} for hp in hparams_list]
+    if any(o != options[0] for o in options):
+        raise ValueError(f"Invalid hparams_list: options {options[0]!r} and {next(o for o in options if o != options[0])!r} "
+                         "differ between lanes (a batch shares them)")
+    dummy = torch.zeros(x.shape[1] if name == "LODO" else 1, dtype=x.dtype)
+    built = [lodo.create(name, [dummy.clone()], seed=seed, **hp) for hp, seed in zip(hparams_list, seeds)]
+    defaults = {h.name: h.default for h in lodo.hyperparameters(name)}
+    columns = {key: torch.tensor([float(hp.get(key, default)) for hp in hparams_list], dtype=torch.float64)
+               for key, default in defaults.items()}
+    if name == "LODO":
+        return LODO(x, columns, [opt.state_dict()["state"][0] for opt in built])
+    return _OPTIMIZERS[name](x, columns)
