@@ -21,6 +21,7 @@ import math
 
 import torch
 
+import tasks
 from tasks.noisy_bowl import NoisyBowl
 from tasks.rosenbrock import START, Rosenbrock
 
@@ -134,4 +135,8 @@ def create(name: str, seeds: list[int], device="cpu", **options) -> BatchedTask:
     """Batched task `name` with one lane per seed; `options` as for `tasks.create(name, ...)`."""
     if name not in _TASKS:
         raise ValueError(f"Invalid task: {name!r} (batched: {', '.join(_TASKS)})")
+    valid = tasks.options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"Unknown option for task {name!r}: {', '.join(unknown)} (valid: {', '.join(valid) or 'none'})")
     return _TASKS[name](seeds, device=device, **options)
