@@ -115,7 +115,9 @@ class LODO(BatchedOptimizer):
 
     Lane i's θ_0 and P_i are those of `lodo.create("LODO", ..., seed=seeds[i])` (read from its
     state_dict). Layer tensors are laid out (N, P, ...), so a layer of all lanes is one gather
-    (the permutations offset by lane) and one batched k×k product over P·ñ/k blocks.
+    (the permutations offset by lane) and one batched k×k product over P·ñ/k blocks. Every
+    θ-sized tensor is preallocated (fresh multi-MB temporaries cost page faults, measured ~3×
+    slower), and the meta-step is torch's fused Adam with lr 1 into a zeroed buffer, scaled per lane.
     """
 
     name = "LODO"
@@ -128,83 +130,83 @@ class LODO(BatchedOptimizer):
         self.perm = torch.stack([s["permutations"] for s in states], dim=1).to(x.device)       # (N, P, ñ)
         self.exp_avg, self.exp_avg_sq = torch.zeros_like(self.theta), torch.zeros_like(self.theta)
         self.m = torch.zeros_like(x)
-        self._index()
-
-    def _index(self) -> None:
-        """Flat gather indices of P_i and P_iᵀ over all lanes, and the per-layer work buffers."""
         depth, lanes, width = self.perm.shape
+        new = lambda: self.theta.new_zeros(depth, lanes, width)  # noqa: E731
+        # a_i(m), λ_i(y) of the last step (the next hypergradient needs them); a_i(g), λ_i(p) work space
+        self.inputs_m, self.adjoints_y, self.inputs_g, self.adjoints_p = new(), new(), new(), new()
+        self._build()
+
+    def _build(self) -> None:
+        """Gather indices of P_i and P_iᵀ over all lanes, per-layer block views and work buffers."""
+        depth, lanes, width = self.perm.shape
+        k = self.theta.shape[-1]
         offsets = (torch.arange(lanes, device=self.perm.device) * width).view(1, -1, 1)
         self._fwd = list((self.perm + offsets).view(depth, -1).unbind(0))
         self._inv = list((torch.argsort(self.perm, dim=2) + offsets).view(depth, -1).unbind(0))
         self.n = self.m.shape[1]
-        if not hasattr(self, "inputs_m"):  # a_i(m), λ_i(y) of the last step; a_i(g), λ_i(p) work space
-            new = lambda: self.theta.new_zeros(depth, lanes, width)  # noqa: E731
-            self.inputs_m, self.adjoints_y, self.inputs_g, self.adjoints_p = new(), new(), new(), new()
+        self.theta_t = self.theta.transpose(-1, -2).contiguous()  # Bᵀ blocks, refreshed after each meta-step
+        self._blocks = [b.view(-1, k, k) for b in self.theta.unbind(0)]
+        self._blocks_t = [b.view(-1, k, k) for b in self.theta_t.unbind(0)]
+        self.h, self.delta = torch.zeros_like(self.theta), torch.zeros_like(self.theta)
+        self._pad_m, self._pad_g = self.m.new_zeros(lanes, width), self.m.new_zeros(lanes, width)
+        self._z, self._u, self._w = (self.m.new_zeros(lanes * width) for _ in range(3))
+        self._meta_step_count = torch.zeros((), dtype=torch.float32, device=self.theta.device)
 
-    def _blocks(self, transpose: bool) -> list[torch.Tensor]:
-        depth, lanes, nb, k, _ = self.theta.shape
-        theta = self.theta.transpose(-1, -2) if transpose else self.theta
-        return [b.reshape(lanes * nb, k, k) for b in theta.unbind(0)]
-
-    def _forward(self, z: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        """G̃ z for padded z (P, ñ), storing a_i = P_i z_{i−1} in inputs[i]; returns z_N."""
-        k = self.theta.shape[-1]
-        for i, block in enumerate(self._blocks(False)):
-            a = inputs[i]
-            torch.index_select(z.view(-1), 0, self._fwd[i], out=a.view(-1))
-            z = torch.bmm(block, a.view(-1, k, 1)).view(a.shape)
-        return z
+    def _forward(self, z: torch.Tensor, inputs: torch.Tensor, out: torch.Tensor) -> None:
+        """out = G̃ z for padded z (P, ñ), storing a_i = P_i z_{i−1} in inputs[i]."""
+        k, last = self.theta.shape[-1], len(self._blocks) - 1
+        source = z.view(-1)
+        for i, block in enumerate(self._blocks):
+            a = inputs[i].view(-1)
+            torch.index_select(source, 0, self._fwd[i], out=a)
+            torch.bmm(block, a.view(-1, k, 1), out=(out if i == last else self._z).view(-1, k, 1))
+            source = self._z
 
     def _backward(self, adjoints: torch.Tensor, full: bool) -> torch.Tensor | None:
         """λ_{i−1} = P_iᵀ B_iᵀ λ_i from λ_N = adjoints[N−1], filling adjoints[i]; G̃ᵀ λ_N if `full`."""
         k = self.theta.shape[-1]
-        blocks = self._blocks(True)
-        for i in range(len(blocks) - 1, -1 if full else 0, -1):
-            u = torch.bmm(blocks[i], adjoints[i].view(-1, k, 1)).view(-1)
-            below = u.index_select(0, self._inv[i]).view(adjoints[i].shape)
-            if i == 0:
-                return below
-            adjoints[i - 1] = below
-        return None
-
-    def _pad(self, v: torch.Tensor) -> torch.Tensor:
-        z = v.new_zeros(v.shape[0], self.perm.shape[2])
-        z[:, : self.n] = v
-        return z
+        for i in range(len(self._blocks) - 1, -1 if full else 0, -1):
+            torch.bmm(self._blocks_t[i], adjoints[i].view(-1, k, 1), out=self._u.view(-1, k, 1))
+            torch.index_select(self._u, 0, self._inv[i], out=self._w if i == 0 else adjoints[i - 1].view(-1))
+        return self._w.view(self.m.shape[0], -1) if full else None
 
     def _update(self, x, g):
         if self.t > 1:  # at t = 1 m_0 = 0: a zero hypergradient, an Adam step that leaves θ as it is
-            self._meta_step(self._hypergradient(g))
+            self._hypergradient(g)
+            self._meta_step()
         self.m.lerp_(g, 1 - self.beta)
-        self.adjoints_y[-1] = self._forward(self._pad(self.m), self.inputs_m)
+        self._pad_m[:, : self.n] = self.m
+        self._forward(self._pad_m, self.inputs_m, self.adjoints_y[-1])
         x.sub_(self.lr * self._backward(self.adjoints_y, full=True)[:, : self.n])
 
-    def _hypergradient(self, g: torch.Tensor) -> torch.Tensor:
-        """−α0 (λ_i(p) a_i(m)ᵀ + λ_i(y) a_i(g)ᵀ) per block, −α0 folded into ĝ; shape of θ."""
-        shape = self.theta.shape
-        self.adjoints_p[-1] = self._forward(self._pad(-self.lr * g), self.inputs_g)
+    def _hypergradient(self, g: torch.Tensor) -> None:
+        """h = −α0 (λ_i(p) a_i(m)ᵀ + λ_i(y) a_i(g)ᵀ) per block (−α0 folded into ĝ), into self.h."""
+        torch.mul(g, -self.lr, out=self._pad_g[:, : self.n])
+        self._forward(self._pad_g, self.inputs_g, self.adjoints_p[-1])
         self._backward(self.adjoints_p, full=False)
+        shape = self.theta.shape
         column, row = shape[:-1] + (1,), shape[:-2] + (1, shape[-1])
-        return (self.adjoints_p.view(column) * self.inputs_m.view(row)
-                + self.adjoints_y.view(column) * self.inputs_g.view(row))
+        torch.mul(self.adjoints_p.view(column), self.inputs_m.view(row), out=self.h)
+        self.h.addcmul_(self.adjoints_y.view(column), self.inputs_g.view(row))
 
-    def _meta_step(self, h: torch.Tensor) -> None:
+    def _meta_step(self) -> None:
         """Adam on θ at step s = t: μ ← β1 μ + (1 − β1) h;  ν ← β2 ν + (1 − β2) h²;
-        θ ← θ − meta_lr/(1 − β1^s) · μ / (√ν / √(1 − β2^s) + ε)."""
+        θ ← θ − meta_lr/(1 − β1^s) · μ / (√ν / √(1 − β2^s) + ε)  (δ = the fused step at lr 1)."""
         beta1, beta2 = self.meta_betas
-        self.exp_avg.lerp_(h, 1 - beta1)
-        self.exp_avg_sq.mul_(beta2).addcmul_(h, h, value=1 - beta2)
-        lanes = self.theta.shape[1]
-        step_size = (self.meta_lr / (1 - beta1 ** self.t)).view(1, lanes, 1, 1, 1)
-        denom = (self.exp_avg_sq.sqrt() / (1 - beta2 ** self.t) ** 0.5).add_(self.meta_eps)
-        self.theta.sub_(step_size * (self.exp_avg / denom))
+        self._meta_step_count.fill_(self.t)
+        self.delta.zero_()
+        torch._fused_adam_([self.delta], [self.h], [self.exp_avg], [self.exp_avg_sq], [], [self._meta_step_count],
+                           lr=1.0, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=self.meta_eps,
+                           amsgrad=False, maximize=False)
+        self.theta.addcmul_(self.delta, self.meta_lr.view(1, -1, 1, 1, 1))
+        self.theta_t.copy_(self.theta.transpose(-1, -2))
 
     def keep(self, index: torch.Tensor) -> None:
         super().keep(index)
         self.m = self.m[index]
         for key in ("theta", "perm", "exp_avg", "exp_avg_sq", "inputs_m", "adjoints_y", "inputs_g", "adjoints_p"):
             setattr(self, key, getattr(self, key)[:, index].contiguous())
-        self._index()
+        self._build()
 
 
 _OPTIMIZERS = {cls.name: cls for cls in (Adam, Momentum, RMSprop, Yogi, LODO)}

@@ -89,7 +89,7 @@ class BatchedNoisyBowl(BatchedTask):
 
     def loss_and_grad(self) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.x - self.centre
-        grad = torch.bmm(self.hessian, d.unsqueeze(2)).squeeze(2)  # H_i d_i
+        grad = torch.bmm(d.unsqueeze(1), self.hessian).squeeze(1)  # d_iᵀ H_i = (H_i d_i)ᵀ, H_i exactly symmetric
         return 0.5 * (d * grad).sum(dim=1), grad
 
     def keep(self, index: torch.Tensor) -> None:
