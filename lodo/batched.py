@@ -238,7 +238,81 @@ class LODO(BatchedOptimizer):
         self._build()
 
 
-_OPTIMIZERS = {cls.name: cls for cls in (Adam, Momentum, RMSprop, Yogi, LODO)}
+class LBFGS(BatchedOptimizer):
+    """Stochastic L-BFGS without line search (lodo/lbfgs.py, docs/paper.md §2), two evaluations per iteration::
+
+        g ← ∇f(x);  s ← −1e-10·g with no pair yet, else −η_t·B_t g  (two-loop, last `memory` pairs, η_t = lr·τ/(τ + t))
+        x ← x + s;  y ← ∇f(x) − g  (same sample);  keep (s, y) if sᵀy > 0
+
+    Each lane keeps its own pairs, newest last, in (P, memory, n) buffers aligned at the newest
+    slot; a lane with fewer pairs has zero slots (ρ = 0) at the old end, which the two-loop passes
+    through unchanged, exactly as if it looped over that lane's pairs only.
+    γ = sᵀy/yᵀy of the newest pair.
+    """
+
+    name = "L-BFGS"
+    first_step = 1e-10
+
+    def __init__(self, x: torch.Tensor, hparams: dict[str, torch.Tensor], memory: int = 48):
+        super().__init__(x, hparams)
+        lanes, n = x.shape
+        self.s_mem, self.y_mem = x.new_zeros(lanes, int(memory), n), x.new_zeros(lanes, int(memory), n)
+        self.count = torch.zeros(lanes, dtype=torch.int64, device=x.device)
+
+    def step(self, x, closure):
+        loss, g = closure()
+        sy, yy = (self.s_mem * self.y_mem).sum(-1), (self.y_mem * self.y_mem).sum(-1)  # (P, memory)
+        memory = self.s_mem.shape[1]
+        valid = torch.arange(memory, device=x.device) >= memory - self.count.view(-1, 1)
+        rho = torch.where(valid, 1.0 / sy, 0.0)
+        gamma = self.initial_scaling(sy, yy, valid).view(-1, 1)
+        eta = self.lr * self.tau / (self.tau + self.t)
+        s = torch.where(self.count.view(-1, 1) == 0, -self.first_step * g, -eta * self._two_loop(g, rho, gamma))
+        x.add_(s)
+        _, g_new = closure()
+        y = g_new - g
+        accept = ((s * y).sum(-1) > 0).view(-1, 1, 1)
+        self.s_mem = torch.where(accept, torch.cat([self.s_mem[:, 1:], s.unsqueeze(1)], 1), self.s_mem)
+        self.y_mem = torch.where(accept, torch.cat([self.y_mem[:, 1:], y.unsqueeze(1)], 1), self.y_mem)
+        self.count = torch.clamp(self.count + accept.view(-1), max=memory)
+        self.t += 1
+        return loss
+
+    def initial_scaling(self, sy, yy, valid):
+        return torch.where(valid[:, -1], sy[:, -1] / yy[:, -1], 1.0)
+
+    def _two_loop(self, g, rho, gamma):
+        """B·g: q ← g; newest→oldest αᵢ = ρᵢ sᵢᵀq, q ← q − αᵢ yᵢ; r ← γq; oldest→newest βᵢ = ρᵢ yᵢᵀr, r ← r + (αᵢ − βᵢ) sᵢ."""
+        q, memory = g.clone(), self.s_mem.shape[1]
+        alpha = [None] * memory
+        for i in reversed(range(memory)):
+            alpha[i] = rho[:, i : i + 1] * (self.s_mem[:, i] * q).sum(-1, keepdim=True)
+            q.sub_(alpha[i] * self.y_mem[:, i])
+        r = gamma * q
+        for i in range(memory):
+            beta = rho[:, i : i + 1] * (self.y_mem[:, i] * r).sum(-1, keepdim=True)
+            r.add_((alpha[i] - beta) * self.s_mem[:, i])
+        return r
+
+    def keep(self, index):
+        super().keep(index)
+        self.s_mem, self.y_mem, self.count = self.s_mem[index], self.y_mem[index], self.count[index]
+
+
+class OLBFGS(LBFGS):
+    """O-LBFGS: L-BFGS with γ = the mean of sᵢᵀyᵢ/yᵢᵀyᵢ over the lane's pairs."""
+
+    name = "O-LBFGS"
+
+    def initial_scaling(self, sy, yy, valid):
+        """Per lane, the mean over its own pairs' slots (a contiguous slice: the unbatched reduction, bit
+        for bit; a masked sum over all slots rounds differently, which Rosenbrock amplifies to 1e-4)."""
+        ratio, memory = sy / yy, sy.shape[1]
+        return torch.stack([ratio[lane, memory - c:].mean() if c else ratio.new_ones(())
+                            for lane, c in enumerate(self.count.tolist())])
+
+
+_OPTIMIZERS = {cls.name: cls for cls in (Adam, Momentum, RMSprop, Yogi, LODO, LBFGS, OLBFGS)}
 
 
 def available() -> list[str]:
@@ -267,4 +341,4 @@ def create(name: str, x: torch.Tensor, hparams_list: list[dict], seeds: list[int
                for key, default in defaults.items()}
     if name == "LODO":
         return LODO(x, columns, [opt.state_dict()["state"][0] for opt in built])
-    return _OPTIMIZERS[name](x, columns)
+    return _OPTIMIZERS[name](x, columns, **options[0])

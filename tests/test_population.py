@@ -17,6 +17,8 @@ LANES = {
     "RMSprop": [dict(lr=0.01), dict(lr=0.01, rho=0.99, momentum=0.9), dict(lr=1e200, rho=0.5), {}],
     "Yogi": [dict(lr=0.01), dict(lr=0.1, beta1=0.5), dict(lr=1e200), {}],
     "LODO": [dict(lr=0.5), dict(lr=1.0, meta_lr=0.01, beta=0.5), dict(lr=1e5), {}],
+    "L-BFGS": [dict(lr=0.1), dict(lr=0.5, tau=100.0), dict(lr=1e10), {}],
+    "O-LBFGS": [dict(lr=0.1), dict(lr=0.5, tau=100.0), dict(lr=1e10), {}],
 }
 SEEDS = [3, 7, 11, 5]
 STEPS = {"noisy_bowl": 300, "rosenbrock": 200}
@@ -45,7 +47,7 @@ def test_each_lane_equals_its_unbatched_trial(task, optimizer):
         assert_same_trial(results[lane], run_trial(task, optimizer, hp, STEPS[task], seed))
 
 
-@pytest.mark.parametrize("optimizer", ["Adam", "LODO"])
+@pytest.mark.parametrize("optimizer", ["Adam", "LODO", "O-LBFGS"])
 def test_a_lane_does_not_depend_on_its_neighbours(optimizer):
     hp = LANES[optimizer][0]
     alone = run_batched_trial("noisy_bowl", optimizer, [hp], 150, [3])[0]
@@ -73,7 +75,7 @@ def test_times_are_the_batch_clock():
 
 
 def test_supports_batched_names_the_batched_pairs():
-    assert supports_batched("rosenbrock", "LODO")
+    assert supports_batched("rosenbrock", "LODO") and supports_batched("noisy_bowl", "O-LBFGS")
     assert not supports_batched("noisy_bowl", "LARS")
     assert not supports_batched("image_generation", "Adam")
 
@@ -83,6 +85,7 @@ def test_supports_batched_names_the_batched_pairs():
     (dict(hparams_list=[dict(learning_rate=0.1)]), "Unknown hyperparameter for Adam: learning_rate"),
     (dict(hparams_list=[{}, {}]), "Invalid hparams_list"),
     (dict(steps=0), "Invalid steps: 0"),
+    (dict(optimizer_name="L-BFGS", hparams_list=[dict(memory=4), dict(memory=8)], seeds=[0, 1]), "options"),
     (dict(task_options=dict(size=3)), "Unknown option for task 'noisy_bowl': size"),
 ])
 def test_invalid_arguments_are_one_line_errors(kwargs, message):
