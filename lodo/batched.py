@@ -1,0 +1,344 @@
+r"""Population-batched optimizers: P independent copies of one optimizer as one program (issue 15).
+
+x is a (P, n) tensor, row i lane i's flat parameter vector; every hyperparameter is a per-lane
+column (P, 1); each update is exactly the unbatched optimizer's rule (docs/paper.md §1, §2),
+applied row by row with no operation that mixes lanes, so a lane's numbers never depend on its
+neighbours and a diverged lane's NaNs stay in its row. `keep(index)` drops lanes.
+
+Explicit batch dimensions, not torch.func.vmap: measured on an Adam step (P = 32, n = 100, one
+thread) vmap costs ~250 µs per batched step against ~50 µs with explicit (P, 1) columns.
+
+`step(x, closure)`: `closure()` evaluates every lane at the current x and returns
+(loss (P,), grad (P, n)); x is updated in place.
+"""
+from __future__ import annotations
+
+import torch
+
+import lodo
+
+
+class BatchedOptimizer:
+    """Base: per-lane hyperparameter columns and lane-first state tensors listed in `_lane_state`."""
+
+    name = ""
+    _lane_state: tuple[str, ...] = ()
+
+    def __init__(self, x: torch.Tensor, hparams: dict[str, torch.Tensor]):
+        self.t = 0  # steps taken (all running lanes step together)
+        for key, values in hparams.items():
+            setattr(self, key, values.to(dtype=x.dtype, device=x.device).view(-1, 1))
+        self._hparams = tuple(hparams)
+        for key in self._lane_state:
+            setattr(self, key, torch.zeros_like(x))
+
+    def step(self, x: torch.Tensor, closure) -> torch.Tensor:
+        loss, grad = closure()
+        self.t += 1
+        self._update(x, grad)
+        return loss
+
+    def _update(self, x: torch.Tensor, g: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def keep(self, index: torch.Tensor) -> None:
+        for key in self._hparams + self._lane_state:
+            setattr(self, key, getattr(self, key)[index])
+
+
+class Adam(BatchedOptimizer):
+    """torch.optim.Adam, ε = 1e-7 (lodo/registry.py)::
+
+        m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²
+        x ← x − lr/(1 − β1^t) · m / (√v / √(1 − β2^t) + ε)
+    """
+
+    name = "Adam"
+    _lane_state = ("m", "v")
+    eps = 1e-7
+
+    def _update(self, x, g):
+        self.m.lerp_(g, 1 - self.beta1)
+        self.v.mul_(self.beta2).addcmul_(g, g * (1 - self.beta2))
+        step_size = self.lr / (1 - self.beta1 ** self.t)
+        denom = (self.v.sqrt() / (1 - self.beta2 ** self.t).sqrt()).add_(self.eps)
+        x.sub_(step_size * (self.m / denom))
+
+
+class Momentum(BatchedOptimizer):
+    """torch.optim.SGD with momentum (heavy ball): b ← μ b + g;  x ← x − lr·b (b_0 = 0, so b_1 = g)."""
+
+    name = "Momentum"
+    _lane_state = ("b",)
+
+    def _update(self, x, g):
+        self.b.mul_(self.momentum).add_(g)
+        x.sub_(self.lr * self.b)
+
+
+class RMSprop(BatchedOptimizer):
+    """torch.optim.RMSprop, ε = 1e-7::  v ← ρv + (1 − ρ)g²;  b ← μb + g/(√v + ε);  x ← x − lr·b."""
+
+    name = "RMSprop"
+    _lane_state = ("v", "b")
+    eps = 1e-7
+
+    def _update(self, x, g):
+        self.v.mul_(self.rho).addcmul_(g, g * (1 - self.rho))
+        self.b.mul_(self.momentum).add_(g / self.v.sqrt().add_(self.eps))
+        x.sub_(self.lr * self.b)
+
+
+class Yogi(BatchedOptimizer):
+    """lodo/yogi.py::  m ← β1 m + (1 − β1) g;  v ← v − (1 − β2) sign(v − g²) g²;  x ← x − lr·m/(√v + 1e-3)."""
+
+    name = "Yogi"
+    _lane_state = ("m", "v")
+    eps = 1e-3
+
+    def _update(self, x, g):
+        g2 = g * g
+        self.m.mul_(self.beta1).add_(g * (1 - self.beta1))
+        self.v.sub_(torch.sign(self.v - g2).mul_(g2) * (1 - self.beta2))
+        x.sub_(self.lr * self.m / (self.v.sqrt() + self.eps))
+
+
+class LODO(BatchedOptimizer):
+    r"""LODO (lodo/lodo.py, docs/paper.md §1) for P lanes, each with its own θ, permutations and meta-Adam.
+
+    Per lane, at the step() that sees g_{t+1} (the unbatched order)::
+
+        h = −α0 (λ_i(p) a_i(m)ᵀ + λ_i(y) a_i(g)ᵀ)  per block,  p = G̃ ĝ, y = G̃ m̃   (hypergradient; 0 at t = 0)
+        θ ← Adam_{meta_lr}(θ, h)  (β 0.9/0.999, ε 1e-7, bias-corrected)            (meta-step)
+        m ← β m + (1 − β) g                                                        (momentum)
+        x ← x − α0 [I 0] G̃ᵀ G̃ [I 0]ᵀ m,  G̃ = B(θ^(N)) P_N ⋯ B(θ^(1)) P_1           (step)
+
+    Lane i's θ_0 and P_i are those of `lodo.create("LODO", ..., seed=seeds[i])` (read from its
+    state_dict). Layout ("columns", so every kernel's inner loop runs over all L = P·ñ/k blocks
+    of a layer rather than over one block's k numbers): a layer's vectors are (k, L), entry
+    [r][lane·ñ/k + b] holding element b·k + r of that lane's vector, and θ is (N, k, k, L) with
+    θ[i][r][c][·] the (r, c) entries of every block of layer i. A block product is then k
+    multiply-adds of length L (~3× faster than bmm over L k×k blocks, measured), the outer
+    products of the hypergradient are two broadcast products in θ's own layout, and each P_i
+    (offset per lane, composed with the layout) is one gather. The meta-step is torch's fused
+    Adam at lr 1 into a zeroed buffer, scaled by each lane's meta_lr; nothing θ-sized is
+    allocated per step (fresh multi-MB temporaries cost page faults).
+    """
+
+    name = "LODO"
+    meta_betas, meta_eps = (0.9, 0.999), 1e-7
+
+    def __init__(self, x: torch.Tensor, hparams: dict[str, torch.Tensor], states: list[dict]):
+        super().__init__(x, hparams)
+        like = dict(dtype=x.dtype, device=x.device)
+        theta = torch.stack([s["theta"] for s in states], dim=1)  # (N, P, nb, k, k)
+        self.theta = theta.permute(0, 3, 4, 1, 2).to(**like).contiguous()  # (N, k, k, P, nb)
+        self.perm = torch.stack([s["permutations"] for s in states], dim=1).to(x.device)  # (N, P, ñ)
+        self.exp_avg, self.exp_avg_sq = torch.zeros_like(self.theta), torch.zeros_like(self.theta)
+        self.m = torch.zeros_like(x)
+        depth, k, _, lanes, nb = self.theta.shape
+        new = lambda: self.theta.new_zeros(depth, k, lanes, nb)  # noqa: E731
+        # a_i(m), λ_i(y) of the last step (the next hypergradient needs them); a_i(g), λ_i(p) work space
+        self.inputs_m, self.adjoints_y, self.inputs_g, self.adjoints_p = new(), new(), new(), new()
+        self._build()
+
+    def _build(self) -> None:
+        """Gather indices of P_i and P_iᵀ in the columns layout, per-layer views and work buffers."""
+        depth, k, _, lanes, nb = self.theta.shape
+        width, blocks, device = nb * k, lanes * nb, self.perm.device
+        lane = torch.arange(lanes, device=device).view(-1, 1)
+        j = torch.arange(width, device=device).view(1, -1)
+        position = lambda p, v: (v % k) * blocks + p * nb + v // k  # noqa: E731  (lane p, element v) → columns
+        natural = lane * width + j                                  # (lane p, element j) → (P, ñ) row-major
+        inverse = torch.argsort(self.perm, dim=2)
+
+        def gather(out_positions, in_positions):
+            index = torch.empty(lanes * width, dtype=torch.int64, device=device)
+            index[out_positions.reshape(-1)] = in_positions.reshape(-1)
+            return index
+
+        here = position(lane, j)
+        self._fwd = [gather(here, lane * width + self.perm[0] if i == 0 else position(lane, self.perm[i]))
+                     for i in range(depth)]
+        self._bwd = [gather(natural if i == 0 else here, position(lane, inverse[i])) for i in range(depth)]
+        self.n = self.m.shape[1]
+        slots = [t.view(depth, k, blocks) for t in (self.inputs_m, self.adjoints_y, self.inputs_g, self.adjoints_p)]
+        theta = self.theta.view(depth, k, k, blocks)
+        # per layer: its four vectors as (full (k, L), rows [r] (L,), flat), θ's columns [c] and rows [r] (k, L)
+        self._layers = [[(slot[i], list(slot[i].unbind(0)), slot[i].view(-1)) for slot in slots]
+                        + [list(theta[i].unbind(1)), list(theta[i].unbind(0))] for i in range(depth)]
+        self.h, self.delta = torch.zeros_like(self.theta), torch.zeros_like(self.theta)
+        self._pad_m, self._pad_g = self.m.new_zeros(lanes, width), self.m.new_zeros(lanes, width)
+        self._z, self._u, self._w = self.m.new_zeros(k, blocks), self.m.new_zeros(k, blocks), self.m.new_zeros(lanes, width)
+        self._z_flat, self._u_flat = self._z.view(-1), self._u.view(-1)
+        self._meta_step_count = torch.zeros((), dtype=torch.float32, device=self.theta.device)
+
+    def _forward(self, z: torch.Tensor, inputs: int, out: int) -> None:
+        """G̃ z for padded z (P, ñ): a_i = P_i z_{i−1} into layer slot `inputs`, z_N into the last layer's slot `out`."""
+        source, last = z.view(-1), len(self._layers) - 1
+        for i, layer in enumerate(self._layers):
+            (_, a_rows, a_flat), columns = layer[inputs], layer[4]
+            z, z_flat = (layer[out][0], layer[out][2]) if i == last else (self._z, self._z_flat)
+            torch.index_select(source, 0, self._fwd[i], out=a_flat)
+            torch.mul(columns[0], a_rows[0], out=z)  # z[r] = Σ_c θ[r][c] a[c]
+            for column, a_c in zip(columns[1:], a_rows[1:]):
+                z.addcmul_(column, a_c)
+            source = z_flat
+
+    def _backward(self, adjoints: int, full: bool) -> torch.Tensor | None:
+        """λ_{i−1} = P_iᵀ B_iᵀ λ_i from λ_N in the last layer's slot `adjoints`; G̃ᵀ λ_N (P, ñ) if `full`."""
+        u, u_flat, w_flat = self._u, self._u_flat, self._w.view(-1)
+        for i in range(len(self._layers) - 1, -1 if full else 0, -1):
+            (_, lam_rows, _), rows = self._layers[i][adjoints], self._layers[i][5]
+            torch.mul(rows[0], lam_rows[0], out=u)  # u[c] = Σ_r θ[r][c] λ[r]
+            for row, lam_r in zip(rows[1:], lam_rows[1:]):
+                u.addcmul_(row, lam_r)
+            out = w_flat if i == 0 else self._layers[i - 1][adjoints][2]
+            torch.index_select(u_flat, 0, self._bwd[i], out=out)
+        return self._w if full else None
+
+    def _update(self, x, g):
+        if self.t > 1:  # at t = 1 m_0 = 0: a zero hypergradient, an Adam step that leaves θ as it is
+            self._hypergradient(g)
+            self._meta_step()
+        self.m.lerp_(g, 1 - self.beta)
+        self._pad_m[:, : self.n] = self.m
+        self._forward(self._pad_m, inputs=0, out=1)
+        x.sub_(self.lr * self._backward(1, full=True)[:, : self.n])
+
+    def _hypergradient(self, g: torch.Tensor) -> None:
+        """h = −α0 (λ_i(p) a_i(m)ᵀ + λ_i(y) a_i(g)ᵀ) per block (−α0 folded into ĝ), into self.h."""
+        torch.mul(g, -self.lr, out=self._pad_g[:, : self.n])
+        self._forward(self._pad_g, inputs=2, out=3)
+        self._backward(3, full=False)
+        depth, k, _, lanes, nb = self.theta.shape
+        column, row = (depth, k, 1, lanes, nb), (depth, 1, k, lanes, nb)
+        torch.mul(self.adjoints_p.view(column), self.inputs_m.view(row), out=self.h)
+        self.h.addcmul_(self.adjoints_y.view(column), self.inputs_g.view(row))
+
+    def _meta_step(self) -> None:
+        """Adam on θ at step s = t: μ ← β1 μ + (1 − β1) h;  ν ← β2 ν + (1 − β2) h²;
+        θ ← θ − meta_lr/(1 − β1^s) · μ / (√ν / √(1 − β2^s) + ε)  (δ = the fused step at lr 1)."""
+        beta1, beta2 = self.meta_betas
+        self._meta_step_count.fill_(self.t)
+        self.delta.zero_()
+        torch._fused_adam_([self.delta], [self.h], [self.exp_avg], [self.exp_avg_sq], [], [self._meta_step_count],
+                           lr=1.0, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=self.meta_eps,
+                           amsgrad=False, maximize=False)
+        self.theta.addcmul_(self.delta, self.meta_lr.view(1, 1, 1, -1, 1))
+
+    def keep(self, index: torch.Tensor) -> None:
+        super().keep(index)
+        self.m = self.m[index]
+        self.perm = self.perm[:, index].contiguous()
+        for key in ("theta", "exp_avg", "exp_avg_sq"):
+            setattr(self, key, getattr(self, key)[:, :, :, index].contiguous())
+        for key in ("inputs_m", "adjoints_y", "inputs_g", "adjoints_p"):
+            setattr(self, key, getattr(self, key)[:, :, index].contiguous())
+        self._build()
+
+
+class LBFGS(BatchedOptimizer):
+    """Stochastic L-BFGS without line search (lodo/lbfgs.py, docs/paper.md §2), two evaluations per iteration::
+
+        g ← ∇f(x);  s ← −1e-10·g with no pair yet, else −η_t·B_t g  (two-loop, last `memory` pairs, η_t = lr·τ/(τ + t))
+        x ← x + s;  y ← ∇f(x) − g  (same sample);  keep (s, y) if sᵀy > 0
+
+    Each lane keeps its own pairs, newest last, in (P, memory, n) buffers aligned at the newest
+    slot; a lane with fewer pairs has zero slots (ρ = 0) at the old end, which the two-loop passes
+    through unchanged, exactly as if it looped over that lane's pairs only.
+    γ = sᵀy/yᵀy of the newest pair.
+    """
+
+    name = "L-BFGS"
+    first_step = 1e-10
+
+    def __init__(self, x: torch.Tensor, hparams: dict[str, torch.Tensor], memory: int = 48):
+        super().__init__(x, hparams)
+        lanes, n = x.shape
+        self.s_mem, self.y_mem = x.new_zeros(lanes, int(memory), n), x.new_zeros(lanes, int(memory), n)
+        self.count = torch.zeros(lanes, dtype=torch.int64, device=x.device)
+
+    def step(self, x, closure):
+        loss, g = closure()
+        sy, yy = (self.s_mem * self.y_mem).sum(-1), (self.y_mem * self.y_mem).sum(-1)  # (P, memory)
+        memory = self.s_mem.shape[1]
+        valid = torch.arange(memory, device=x.device) >= memory - self.count.view(-1, 1)
+        rho = torch.where(valid, 1.0 / sy, 0.0)
+        gamma = self.initial_scaling(sy, yy, valid).view(-1, 1)
+        eta = self.lr * self.tau / (self.tau + self.t)
+        s = torch.where(self.count.view(-1, 1) == 0, -self.first_step * g, -eta * self._two_loop(g, rho, gamma))
+        x.add_(s)
+        _, g_new = closure()
+        y = g_new - g
+        accept = ((s * y).sum(-1) > 0).view(-1, 1, 1)
+        self.s_mem = torch.where(accept, torch.cat([self.s_mem[:, 1:], s.unsqueeze(1)], 1), self.s_mem)
+        self.y_mem = torch.where(accept, torch.cat([self.y_mem[:, 1:], y.unsqueeze(1)], 1), self.y_mem)
+        self.count = torch.clamp(self.count + accept.view(-1), max=memory)
+        self.t += 1
+        return loss
+
+    def initial_scaling(self, sy, yy, valid):
+        return torch.where(valid[:, -1], sy[:, -1] / yy[:, -1], 1.0)
+
+    def _two_loop(self, g, rho, gamma):
+        """B·g: q ← g; newest→oldest αᵢ = ρᵢ sᵢᵀq, q ← q − αᵢ yᵢ; r ← γq; oldest→newest βᵢ = ρᵢ yᵢᵀr, r ← r + (αᵢ − βᵢ) sᵢ."""
+        q, memory = g.clone(), self.s_mem.shape[1]
+        alpha = [None] * memory
+        for i in reversed(range(memory)):
+            alpha[i] = rho[:, i : i + 1] * (self.s_mem[:, i] * q).sum(-1, keepdim=True)
+            q.sub_(alpha[i] * self.y_mem[:, i])
+        r = gamma * q
+        for i in range(memory):
+            beta = rho[:, i : i + 1] * (self.y_mem[:, i] * r).sum(-1, keepdim=True)
+            r.add_((alpha[i] - beta) * self.s_mem[:, i])
+        return r
+
+    def keep(self, index):
+        super().keep(index)
+        self.s_mem, self.y_mem, self.count = self.s_mem[index], self.y_mem[index], self.count[index]
+
+
+class OLBFGS(LBFGS):
+    """O-LBFGS: L-BFGS with γ = the mean of sᵢᵀyᵢ/yᵢᵀyᵢ over the lane's pairs."""
+
+    name = "O-LBFGS"
+
+    def initial_scaling(self, sy, yy, valid):
+        """Per lane, the mean over its own pairs' slots (a contiguous slice: the unbatched reduction, bit
+        for bit; a masked sum over all slots rounds differently, which Rosenbrock amplifies to 1e-4)."""
+        ratio, memory = sy / yy, sy.shape[1]
+        return torch.stack([ratio[lane, memory - c:].mean() if c else ratio.new_ones(())
+                            for lane, c in enumerate(self.count.tolist())])
+
+
+_OPTIMIZERS = {cls.name: cls for cls in (Adam, Momentum, RMSprop, Yogi, LODO, LBFGS, OLBFGS)}
+
+
+def available() -> list[str]:
+    """The optimizers with a batched form."""
+    return list(_OPTIMIZERS)
+
+
+def create(name: str, x: torch.Tensor, hparams_list: list[dict], seeds: list[int]) -> BatchedOptimizer:
+    """Batched optimizer `name` over x (P, n): lane i has hyperparameters hparams_list[i] (registry
+    defaults for the rest) and seed seeds[i]. Each lane's values are checked by building the
+    unbatched `lodo.create(name, ...)` for it, so errors are the registry's own."""
+    if name not in _OPTIMIZERS:
+        raise ValueError(f"Invalid optimizer: {name!r} (batched: {', '.join(_OPTIMIZERS)})")
+    if len(hparams_list) != x.shape[0] or len(seeds) != x.shape[0]:
+        raise ValueError(f"Invalid hparams_list: {len(hparams_list)} entries and {len(seeds)} seeds "
+                         f"(must be one of each per lane, {x.shape[0]})")
+    tunable = [h.name for h in lodo.hyperparameters(name)]
+    options = [{k: v for k, v in hp.items() if k not in tunable} for hp in hparams_list]
+    if any(o != options[0] for o in options):
+        raise ValueError(f"Invalid hparams_list: options {options[0]!r} and {next(o for o in options if o != options[0])!r} "
+                         "differ between lanes (a batch shares them)")
+    dummy = torch.zeros(x.shape[1] if name == "LODO" else 1, dtype=x.dtype)
+    built = [lodo.create(name, [dummy.clone()], seed=seed, **hp) for hp, seed in zip(hparams_list, seeds)]
+    defaults = {h.name: h.default for h in lodo.hyperparameters(name)}
+    columns = {key: torch.tensor([float(hp.get(key, default)) for hp in hparams_list], dtype=torch.float64)
+               for key, default in defaults.items()}
+    if name == "LODO":
+        return LODO(x, columns, [opt.state_dict()["state"][0] for opt in built])
+    return _OPTIMIZERS[name](x, columns, **options[0])

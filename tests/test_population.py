@@ -1,0 +1,94 @@
+"""Population-batched trials (issue 15): every lane equals the unbatched run_trial with its seed."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tuner.batched_trial import run_batched_trial, supports_batched
+from tuner.trial import run_trial
+
+# Per optimizer: four lanes, the third diverges (a huge lr) and is dropped at the first check
+# while the others run on.
+LANES = {
+    "Adam": [dict(lr=0.01), dict(lr=0.1, beta1=0.5, beta2=0.99), dict(lr=1e200), {}],
+    "Momentum": [dict(lr=0.1, momentum=0.9), dict(lr=0.05), dict(lr=100.0, momentum=0.5), {}],
+    "RMSprop": [dict(lr=0.01), dict(lr=0.01, rho=0.99, momentum=0.9), dict(lr=1e200, rho=0.5), {}],
+    "Yogi": [dict(lr=0.01), dict(lr=0.1, beta1=0.5), dict(lr=1e200), {}],
+    "LODO": [dict(lr=0.5), dict(lr=1.0, meta_lr=0.01, beta=0.5), dict(lr=1e5), {}],
+    "L-BFGS": [dict(lr=0.1), dict(lr=0.5, tau=100.0), dict(lr=1e10), {}],
+    "O-LBFGS": [dict(lr=0.1), dict(lr=0.5, tau=100.0), dict(lr=1e10), {}],
+}
+SEEDS = [3, 7, 11, 5]
+STEPS = {"noisy_bowl": 300, "rosenbrock": 200}
+
+
+def assert_same_trial(batched, reference):
+    assert batched.diverged == reference.diverged
+    assert len(batched.losses) == len(reference.losses) == len(batched.times)
+    np.testing.assert_allclose(batched.losses, reference.losses, rtol=1e-5)
+    if reference.diverged:
+        assert batched.final_loss == math.inf
+    else:
+        assert batched.final_loss == pytest.approx(reference.final_loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", list(LANES))
+@pytest.mark.parametrize("task", list(STEPS))
+def test_each_lane_equals_its_unbatched_trial(task, optimizer):
+    assert supports_batched(task, optimizer)
+    hparams = LANES[optimizer]
+    results = run_batched_trial(task, optimizer, hparams, STEPS[task], SEEDS)
+    assert len(results) == len(SEEDS)
+    assert results[2].diverged and not results[0].diverged and not results[3].diverged
+    assert len(results[0].losses) == STEPS[task]
+    for lane, (hp, seed) in enumerate(zip(hparams, SEEDS)):
+        assert_same_trial(results[lane], run_trial(task, optimizer, hp, STEPS[task], seed))
+
+
+@pytest.mark.parametrize("optimizer", ["Adam", "LODO", "O-LBFGS"])
+def test_a_lane_does_not_depend_on_its_neighbours(optimizer):
+    hp = LANES[optimizer][0]
+    alone = run_batched_trial("noisy_bowl", optimizer, [hp], 150, [3])[0]
+    crowd = run_batched_trial("noisy_bowl", optimizer, [LANES[optimizer][2], hp, {}], 150, [9, 3, 4])[1]
+    np.testing.assert_allclose(crowd.losses, alone.losses, rtol=1e-12)
+    # the same hyperparameters with another seed: another bowl and noise, other losses
+    other = run_batched_trial("noisy_bowl", optimizer, [hp], 150, [4])[0]
+    assert not np.allclose(other.losses, alone.losses, rtol=1e-3)
+
+
+def test_task_options_reach_every_lane():
+    options = dict(dim=10, noise_variance=0.5)
+    hparams = [dict(lr=0.1), dict(lr=0.3, beta1=0.8)]
+    results = run_batched_trial("noisy_bowl", "Adam", hparams, 120, [1, 2], task_options=options)
+    for result, hp, seed in zip(results, hparams, [1, 2]):
+        assert_same_trial(result, run_trial("noisy_bowl", "Adam", hp, 120, seed, task_options=options))
+
+
+def test_times_are_the_batch_clock():
+    results = run_batched_trial("noisy_bowl", "Momentum", LANES["Momentum"], 250, SEEDS)
+    np.testing.assert_array_equal(results[0].times, results[1].times)
+    assert np.all(np.diff(results[0].times) >= 0)
+    assert results[2].seconds < results[0].seconds  # the diverged lane stopped at the first check
+    assert results[0].steps_per_second == pytest.approx(250 / results[0].seconds)
+
+
+def test_supports_batched_names_the_batched_pairs():
+    assert supports_batched("rosenbrock", "LODO") and supports_batched("noisy_bowl", "O-LBFGS")
+    assert not supports_batched("noisy_bowl", "LARS")
+    assert not supports_batched("image_generation", "Adam")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(hparams_list=[dict(lr=-1.0)]), "Invalid lr"),
+    (dict(hparams_list=[dict(learning_rate=0.1)]), "Unknown hyperparameter for Adam: learning_rate"),
+    (dict(hparams_list=[{}, {}]), "Invalid hparams_list"),
+    (dict(steps=0), "Invalid steps: 0"),
+    (dict(optimizer_name="L-BFGS", hparams_list=[dict(memory=4), dict(memory=8)], seeds=[0, 1]), "options"),
+    (dict(task_options=dict(size=3)), "Unknown option for task 'noisy_bowl': size"),
+])
+def test_invalid_arguments_are_one_line_errors(kwargs, message):
+    arguments = dict(task_name="noisy_bowl", optimizer_name="Adam", hparams_list=[{}], steps=10, seeds=[0])
+    with pytest.raises(ValueError, match=message):
+        run_batched_trial(**(arguments | kwargs))
