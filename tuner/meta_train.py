@@ -39,9 +39,11 @@ import time
 
 import numpy as np
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import tasks
 from lodo.l2l import CHECKPOINT_FORMAT, L2LNet, LSTMState
+from tuner.rundir import atomic_write
 
 DTYPE = torch.float32  # meta-training precision (the optimizer casts φ to the parameters' dtype)
 
@@ -214,8 +216,6 @@ def new_net(seed: int, output_scale: float = 0.1) -> L2LNet:
 
 def save_checkpoint(path: str, net: L2LNet, adam: torch.optim.Optimizer, meta: dict) -> None:
     """Atomic (`tuner.rundir.atomic_write`), so a crash never leaves a half-written file."""
-    from tuner.rundir import atomic_write
-
     data = {"format": CHECKPOINT_FORMAT, "config": net.config,
             "net": {k: v.detach().float().clone() for k, v in net.state_dict().items()},
             "meta_optimizer": adam.state_dict(), "meta": meta}
@@ -293,8 +293,6 @@ def meta_train(task: str = "noisy_bowl", out: str | os.PathLike | None = None, s
     carry = meta.get("carry")
     bar = None
     if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
         bar = Progress(TextColumn("meta-train {task.fields[task]}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("loss/step {task.fields[loss]:.3f}"), TimeRemainingColumn())
         bar.start()
