@@ -61,6 +61,20 @@ def interrupt_after(monkeypatch, cls, steps: int) -> dict:
     return calls
 
 
+def train_by_hand(task, opt, steps: int) -> list[float]:
+    """The loop anyone would write (sample, zero grads, loss, backward, step): the reference that
+    the trial loop and tasks' resume are compared with. Returns each step's loss."""
+    losses = []
+    for _ in range(steps):
+        batch = task.sample()
+        opt.zero_grad()
+        loss = task.loss(batch)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def md5_of(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 

@@ -12,6 +12,8 @@ from tasks.noisy_bowl import NoisyBowl
 from tasks.rosenbrock import Rosenbrock
 from tuner.trial import TrialResult, last_fraction_mean, positive_int, run_trial, time_budget_loss
 
+from conftest import train_by_hand
+
 
 class EvaluateTimes(torch.optim.Optimizer):
     """A fake optimizer: each step calls the closure `evaluations` times and moves p by −lr·grad in between."""
@@ -259,15 +261,7 @@ def test_task_and_optimizer_by_name_are_built_from_the_seed():
     # Independent reference: the same Adam (eps 1e-7, docs/paper.md §2) by hand on the same task.
     task = NoisyBowl(seed=3, noise_variance=0.5)
     opt = torch.optim.Adam(task.parameters(), lr=0.1, betas=(0.9, 0.999), eps=1e-7)
-    expected = []
-    for _ in range(200):
-        batch = task.sample()
-        opt.zero_grad()
-        loss = task.loss(batch)
-        loss.backward()
-        opt.step()
-        expected.append(loss.item())
-    np.testing.assert_allclose(a.losses, expected, rtol=1e-9)
+    np.testing.assert_allclose(a.losses, train_by_hand(task, opt, 200), rtol=1e-9)
 
 
 @pytest.mark.slow

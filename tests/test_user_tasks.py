@@ -17,6 +17,8 @@ from tasks.supervised import SupervisedTask
 from tuner.schedule import load_schedule, space_for, template
 from tuner.trial import run_trial
 
+from conftest import train_by_hand
+
 ROOT = Path(__file__).parents[1]
 
 # A task module the project has never seen: a hand-written Task, a SupervisedTask factory, bad entries.
@@ -216,32 +218,20 @@ def test_every_evaluation_of_a_batch_sees_the_same_dropout():
     assert torch.equal(task.loss(batch), task.loss(batch))
 
 
-def _train(task, opt, steps):
-    losses = []
-    for _ in range(steps):
-        batch = task.sample()
-        opt.zero_grad()
-        loss = task.loss(batch)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
 def test_resume_from_state_dict_is_bit_identical():
     reference = _task(seed=3, dropout=0.3)
     ref_opt = torch.optim.Adam(reference.parameters(), lr=0.01)
-    expected = _train(reference, ref_opt, 20)
+    expected = train_by_hand(reference, ref_opt, 20)
 
     first = _task(seed=3, dropout=0.3)
     first_opt = torch.optim.Adam(first.parameters(), lr=0.01)
-    losses = _train(first, first_opt, 8)
+    losses = train_by_hand(first, first_opt, 8)
     saved, saved_opt = first.state_dict(), first_opt.state_dict()
     resumed = _task(seed=99, dropout=0.3)  # another seed: everything must come from the state
     resumed.load_state_dict(saved)
     resumed_opt = torch.optim.Adam(resumed.parameters(), lr=0.01)
     resumed_opt.load_state_dict(saved_opt)
-    losses += _train(resumed, resumed_opt, 12)
+    losses += train_by_hand(resumed, resumed_opt, 12)
     assert losses == expected
 
 
