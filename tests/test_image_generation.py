@@ -12,10 +12,10 @@ import torch.nn.functional as F
 
 from tasks import datasets
 from tasks.image_generation import (
-
-from conftest import train_by_hand
     ImageGeneration, PixelBatch, ResidualBlock, build_model, make_inputs, synthetic_images,
 )
+
+from conftest import train_by_hand
 
 
 def reference_inputs(image: torch.Tensor, r: int, c: int) -> torch.Tensor:
