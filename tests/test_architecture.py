@@ -1,0 +1,78 @@
+"""The house rules of docs/ARCHITECTURE.md, checked on the source: imports point one way with no
+circle, the public API is keyword-only after the task, and nothing refers outside the repository."""
+import ast
+import inspect
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import tuner
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("lodo", "tasks", "tuner", "cli")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Every project module -> the project modules it imports anywhere (top level or in a function)."""
+    files = [p for pkg in PACKAGES[:-1] for p in (ROOT / pkg).glob("*.py")] + [ROOT / "cli.py"]
+    graph = {}
+    for path in files:
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            deps.update(n for n in names if n.split(".")[0] in PACKAGES)
+        graph[_module_name(path)] = deps
+    return graph
+
+
+def test_lodo_and_tasks_import_nothing_above_them():
+    for module, deps in _imports().items():
+        allowed = {"lodo": ("lodo",), "tasks": ("tasks",)}.get(module.split(".")[0])
+        if allowed:
+            assert all(d.split(".")[0] in allowed for d in deps), (module, deps)
+
+
+def test_no_import_circle_between_project_modules():
+    graph = {m: {d for d in deps if d != m} for m, deps in _imports().items()}
+    graph = {m: {d for d in deps if d in graph} for m, deps in graph.items()}
+    done, path = set(), []
+
+    def visit(m):
+        if m in path:
+            pytest.fail("import circle: " + " -> ".join(path[path.index(m):] + [m]))
+        if m in done:
+            return
+        path.append(m)
+        for d in sorted(graph[m]):
+            visit(d)
+        path.pop()
+        done.add(m)
+
+    for m in sorted(graph):
+        visit(m)
+
+
+@pytest.mark.parametrize("name", ["run", "tune", "evaluate"])
+def test_the_api_is_keyword_only_after_the_task(name):
+    params = list(inspect.signature(getattr(tuner, name)).parameters.values())
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    assert positional == (["task", "hyperparameters"] if name == "evaluate" else ["task"])
+
+
+def test_nothing_refers_to_a_path_outside_the_repository():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    offenders = []
+    for name in tracked.split():
+        if not name.endswith((".py", ".md", ".yaml", ".toml")) or name == "tests/test_architecture.py":
+            continue
+        text = (ROOT / name).read_text(encoding="utf-8", errors="replace")
+        if "SPEC.md" in text or "SPEC §" in text or "../shared" in text:
+            offenders.append(name)
+    assert offenders == []
