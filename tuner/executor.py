@@ -178,9 +178,10 @@ class Executor:
         self.busy_wall += time.perf_counter() - t0
 
     def _retried(self, job: Job, attempt: int, error: Exception, restarting: bool) -> None:
-        """Report a resubmission: a worker lost (an event) or an actor still restarting (debug only)."""
+        """Report a resubmission: a job's worker lost (an event) or, on later attempts, its actor still
+        restarting (debug only)."""
         cause = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"[:300]
-        if restarting:
+        if restarting and attempt > 2:
             logger.debug("%s: its worker is restarting; resubmitted (attempt %d)", _label(job), attempt)
             return
         logger.info("worker lost while running %s; resubmitted (attempt %d of %d)", _label(job), attempt,

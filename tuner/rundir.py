@@ -138,8 +138,11 @@ class RunLog:
         record = {"time": now, "event": event, **_strict(fields)}
         data = (json.dumps(record, allow_nan=False, default=str) + "\n").encode()
         new = not self.path.exists()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # a line torn by a crash: start a new one
+                data = b"\n" + data
             while data:  # a regular file takes it in one write; loop in case it does not
                 data = data[os.write(fd, data):]
             os.fsync(fd)
