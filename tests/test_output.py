@@ -149,13 +149,14 @@ def test_json_on_bad_input_is_a_document_with_the_error_and_the_exit_code(tmp_pa
 
 
 # -- --quiet ---------------------------------------------------------------------------------------
-def test_quiet_successful_run_writes_nothing_on_stderr_or_stdout(tmp_path):
+def test_quiet_successful_run_writes_nothing_on_stderr_or_stdout(ray_session, tmp_path):
+    # (a local Ray's quiet start: tests/test_executor.py; this joins the tests' Ray to stay fast)
     rd = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "cli", "--task", "noisy_bowl", "--schedule", _schedule(tmp_path),
-                           "--workers", "2", "--run-dir", str(rd), "--quiet"], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=300)
+                           "--workers", "2", "--run-dir", str(rd), "--quiet", "--address", ray_session], cwd=ROOT,
+                          env=_env(False), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert (proc.stdout, proc.stderr) == ("", "")  # Ray's own start (a local one) included
+    assert (proc.stdout, proc.stderr) == ("", "")
     assert (rd / "summary.json").is_file() and _events(rd)[-1] == "end"
 
 
