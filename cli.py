@@ -9,18 +9,27 @@
 
 Every input is validated before the run directory is created or Ray starts: bad input prints
 ONE line (`lodo-tune: error: --optimizers: unknown optimizer 'Adamm' (valid: ...)`) and exits 2.
+
+Output: results on stdout (tables; with --json exactly one JSON document, also on failure),
+progress, log lines and errors on stderr (`_Output`); the run directory keeps a run log.
+Exit codes: EXIT_CODES (printed by --help).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
+import os
 import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 
 import yaml
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -28,10 +37,26 @@ import lodo
 from tuner import meta_train, report, results
 from tuner.export import export
 from tuner.plan import PlanError, Resources, make_plan
-from tuner.rundir import RunDirError
+from tuner.rundir import LOG, RunDirError
 from tuner.schedule import merge
 
 PROG = "lodo-tune"
+BAD_INPUT, PERSISTENT_FAILURE, INTERRUPTED = 2, 3, 130
+EXIT_CODES = """exit codes:
+  0    done
+  1    an internal error (a bug: the traceback is on stderr)
+  2    bad input: one line on stderr naming the flag and the value; nothing written, Ray not started
+  3    stopped by a persistent failure of the environment (workers keep dying, out of memory, ...):
+       the records written so far are kept; fix the cause and --resume the run
+  130  interrupted (Ctrl-C): every finished record is on disk; --resume DIR continues the run
+
+With --json, stdout is exactly one JSON document on every exit: the results, or
+{"error": "<the one-line message>", "exit_code": N, "run_dir": ...}. Every run directory keeps
+a run log, log.jsonl (JSON lines: start, resumes, generations, retries, errors, end)."""
+# Exception classes that stop a run for a persistent environmental failure (exit 3, one line);
+# issue 14's failure class is mapped here.
+_PERSISTENT_FAILURES: tuple[type[BaseException], ...] = ()
+_PACKAGES = ("lodo", "tuner", "tasks")  # the loggers the CLI shows at INFO (-v: DEBUG; --quiet: WARNING)
 
 
 class UsageError(Exception):
@@ -65,7 +90,8 @@ def _milestone(text: str):
 
 def _run_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description="Tune optimizers on a task with the paper's GA on Ray, then run "
-                                       "full-length runs with the tuned values.")
+                                       "full-length runs with the tuned values.", epilog=EXIT_CODES,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", help="noisy_bowl, rosenbrock, image_generation or resnet18_cifar10")
     p.add_argument("--optimizers", help="comma-separated optimizer names (default: the schedule's)")
     p.add_argument("--schedule", help="bundled schedule name or YAML path (default: the task's)")
@@ -86,13 +112,22 @@ def _run_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=_positive_float, default=1.0)
     p.add_argument("--gpus-per-trial", type=_nonnegative_float, default=0.0)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress and no tables")
-    p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress, no tables, no log lines on stderr but "
+                                                        "warnings to act on (errors as always)")
+    p.add_argument("--json", action="store_true", help="stdout: exactly one JSON document (the results, or "
+                                                       "the error and exit code); everything else on stderr")
+    _verbose(p)
+    return p
+
+
+def _verbose(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("-v", "--verbose", action="store_true", help="debug log lines on stderr")
     return p
 
 
 def _export_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=f"{PROG} export", description="Print a run directory's tables (Table 6 and Table 1 layouts).")
+    _verbose(p)
     p.add_argument("run_dir")
     p.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex", "json"])
     return p
@@ -100,6 +135,7 @@ def _export_parser() -> argparse.ArgumentParser:
 
 def _report_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=f"{PROG} report", description="Write report.md and figures for a run directory.")
+    _verbose(p)
     p.add_argument("run_dir", help="run directory (finished or not)")
     p.add_argument("--out", default=None, metavar="DIR", help="where to write report.md and figures/ "
                                                              "(default: the run directory)")
@@ -158,10 +194,11 @@ def _plan(args, demo: dict | None = None):
 class _Progress:
     """Live rich progress on stderr: per optimizer, generation g/G, individuals done, best, ETA."""
 
-    def __init__(self):
+    def __init__(self, console: Console):
+        # redirect_stdout/stderr (rich's defaults): Python-level prints go above the bars
         self.progress = Progress(TextColumn("{task.description:<22}"), BarColumn(),
                                  TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
-                                 console=Console(stderr=True), transient=False)
+                                 console=console, transient=False, redirect_stdout=True, redirect_stderr=True)
         self.ids: dict = {}
 
     def __enter__(self):
@@ -209,32 +246,35 @@ def _print_tables(result, console) -> None:
     console.print(line + f" · {result.wall_seconds:.1f} s")
 
 
-def _run(args, demo: dict | None = None) -> int:
+def _run(args, out: "_Output", demo: dict | None = None) -> int:
     plan = _plan(args, demo)
+    out.run_dir = plan.run_dir
     from tuner.api import run_plan  # imports Ray: only on the path that runs trials
 
-    progress = None if (args.quiet or args.json) else _Progress()
+    progress = None if (args.quiet or args.json) else _Progress(out.console)
     try:
         if progress:
-            with progress:
+            with _FdLines(out.console), progress:
                 result = run_plan(plan, progress)
         else:
             result = run_plan(plan)
     except RunDirError as e:  # records that do not match this run's GA
         raise UsageError(f"--resume: {e}") from None
     report = _write_report(result.run_dir)
+    log = result.run_dir / LOG
     if args.json:
-        out = json.loads(export(result.run_dir, "json"))
-        out.update(run_dir=str(result.run_dir), reused=result.reused, ran=result.ran, errors=result.errors,
-                   full_reused=result.full_reused, full_ran=result.full_ran,
-                   efficiency=None if math.isnan(result.efficiency) else result.efficiency,
-                   wall_seconds=result.wall_seconds, workers=result.workers,
-                   report=None if report is None else str(report))
-        print(json.dumps(out, indent=2, allow_nan=False))
+        data = json.loads(export(result.run_dir, "json"))
+        data.update(run_dir=str(result.run_dir), reused=result.reused, ran=result.ran, errors=result.errors,
+                    full_reused=result.full_reused, full_ran=result.full_ran,
+                    efficiency=None if math.isnan(result.efficiency) else result.efficiency,
+                    wall_seconds=result.wall_seconds, workers=result.workers,
+                    report=None if report is None else str(report), log=str(log))
+        out.emit_json(data)
     elif not args.quiet:
         _print_tables(result, Console())
         if report is not None:
             print(f"report {report}")
+        print(f"run log {log}")
     return 0
 
 
@@ -262,45 +302,192 @@ def demo_schedule() -> dict:
     }
 
 
+class _FdLines:
+    """While the progress bars are live: file descriptor 1 into a pipe whose lines a thread prints
+    through `console`, so output that bypasses sys.stdout (C code, child processes) goes above
+    the bars instead of through them (sys.stdout itself is redirected by rich's Progress)."""
+
+    def __init__(self, console: Console):
+        self.console, self.saved, self.thread = console, None, None
+
+    def __enter__(self):
+        sys.stdout.flush()
+        read, write = os.pipe()
+        self.saved = os.dup(1)
+        os.dup2(write, 1)
+        os.close(write)
+        self.thread = threading.Thread(target=self._pump, args=(read,), name="lodo-tune-fd1", daemon=True)
+        self.thread.start()
+        return self
+
+    def _pump(self, read: int) -> None:
+        with os.fdopen(read, "rb") as pipe:
+            for line in pipe:
+                self.console.print(line.decode(errors="replace").rstrip("\n"), markup=False, highlight=False,
+                                   soft_wrap=True)
+
+    def __exit__(self, *exc):
+        sys.stdout.flush()
+        os.dup2(self.saved, 1)  # the pipe's last writer in this process: the thread sees its end
+        os.close(self.saved)
+        self.thread.join(timeout=2)  # a child process still holding the pipe must not hang the exit
+
+
+class _Output:
+    """Where a command's output goes. Logging: one handler on the root logger, on stderr (rich's,
+    sharing the progress bars' console, on a terminal; plain lines otherwise); lodo/tuner/tasks
+    at INFO (-v DEBUG, --quiet WARNING), other libraries (Ray) at WARNING (-v INFO, --quiet ERROR),
+    Python warnings at WARNING. --json: sys.stdout and file descriptor 1 point at stderr for the
+    whole command, Ray's threads and child processes included, and the JSON document is written
+    to the real stdout; as a program (`main()` without argv) stdout stays redirected to the end,
+    so what Ray prints at interpreter exit cannot follow the document."""
+
+    def __init__(self, json_mode: bool, program: bool):
+        self.json, self.program = json_mode, program
+        self.console = Console(stderr=True)
+        self.run_dir = None
+        self.saved_fd = self.saved_stdout = None
+        self.handler, self.levels, self.emitted = None, {}, False
+
+    def start(self, quiet: bool = False, verbose: bool = False) -> None:
+        if self.console.is_terminal:
+            self.handler = RichHandler(console=self.console, show_time=False, show_path=verbose, markup=False)
+        else:
+            self.handler = logging.StreamHandler(sys.stderr)
+            self.handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+        ours = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+        levels = {"": logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING,
+                  "py.warnings": logging.WARNING, **{name: ours for name in _PACKAGES}}
+        for name, level in levels.items():
+            self.levels[name] = logging.getLogger(name).level
+            logging.getLogger(name).setLevel(level)
+        logging.getLogger().addHandler(self.handler)
+        logging.captureWarnings(True)
+        if self.json:
+            sys.stdout.flush()
+            self.saved_fd, self.saved_stdout = os.dup(1), sys.stdout
+            os.dup2(2, 1)
+            sys.stdout = sys.stderr
+
+    def stop(self) -> None:
+        if self.handler is not None:
+            logging.getLogger().removeHandler(self.handler)
+            logging.captureWarnings(False)
+            for name, level in self.levels.items():
+                logging.getLogger(name).setLevel(level)
+            self.handler = None
+        if self.saved_fd is not None and not self.program:
+            sys.stdout.flush()
+            os.dup2(self.saved_fd, 1)
+            os.close(self.saved_fd)
+            sys.stdout, self.saved_fd = self.saved_stdout, None
+
+    def emit_json(self, data: dict) -> None:
+        """The command's one JSON document, on the real stdout."""
+        text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+        self.emitted = True
+        if self.saved_fd is not None and self.program:
+            sys.stdout.flush()  # what is buffered goes to stderr first
+            payload = text.encode()
+            while payload:
+                payload = payload[os.write(self.saved_fd, payload):]
+        elif self.saved_fd is not None:
+            self.stop()
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    def fail(self, message: str, code: int) -> int:
+        """One line on stderr (and with --json the document on stdout); the exit code."""
+        self.stop()
+        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+        if self.json and not self.emitted:
+            data = {"error": message, "exit_code": code}
+            if self.run_dir is not None:
+                data["run_dir"] = str(self.run_dir)
+            self.emit_json(data)
+        return code
+
+
+def _wants_json(argv: list[str]) -> bool:
+    """--json (or an abbreviation argparse accepts) before a bare "--": known before parsing succeeds."""
+    for a in argv:
+        if a == "--":
+            return False
+        if a.startswith("--j") and "--json".startswith(a):
+            return True
+    return False
+
+
+def _command(argv: list[str], out: _Output) -> int:
+    if argv[:1] == ["export"]:
+        args = _export_parser().parse_args(argv[1:])
+        out.start(verbose=args.verbose)
+        try:
+            sys.stdout.write(export(args.run_dir, args.format))
+        except ValueError as e:  # not a run directory
+            raise UsageError(f"export: {e}") from None
+        return 0
+    if argv[:1] == ["report"]:
+        args = _report_parser().parse_args(argv[1:])
+        out.start(verbose=args.verbose)
+        try:
+            print(report.write_report(args.run_dir, args.out))
+        except ValueError as e:  # a missing or invalid run directory
+            raise UsageError(f"report: {e}") from None
+        return 0
+    if argv[:1] == ["meta-train"]:
+        args = meta_train.configure_parser(_verbose(
+            _Parser(prog=f"{PROG} meta-train", description="Meta-train the L2LBGDBGD LSTM optimizer.")
+        )).parse_args(argv[1:])
+        out.start(verbose=args.verbose)
+        try:
+            return meta_train.run_from_args(args)
+        except ValueError as e:  # invalid meta-training settings name their field
+            raise UsageError(str(e)) from None
+    if argv[:1] == ["demo"]:
+        parser = _run_parser(f"{PROG} demo")
+        args = parser.parse_args(["--task", "noisy_bowl", "--optimizers", ",".join(DEMO_OPTIMIZERS)] + argv[1:])
+        if args.run_dir is None and args.resume is None:
+            args.run_dir = str(Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+        out.start(quiet=args.quiet, verbose=args.verbose)
+        return _run(args, out, demo_schedule() if args.resume is None else None)
+    if argv[:1] == ["run"]:
+        argv = argv[1:]
+    args = _run_parser().parse_args(argv)
+    out.start(quiet=args.quiet, verbose=args.verbose)
+    return _run(args, out)
+
+
 def main(argv=None) -> int:
+    """The command line; returns the exit code (EXIT_CODES). Without `argv` it is the program itself
+    (sys.argv): with --json, stdout then stays redirected to stderr after the JSON document."""
+    program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    out = _Output(_wants_json(argv), program)
     try:
-        if argv[:1] == ["export"]:
-            args = _export_parser().parse_args(argv[1:])
-            try:
-                sys.stdout.write(export(args.run_dir, args.format))
-            except ValueError as e:  # not a run directory
-                raise UsageError(f"export: {e}") from None
-            return 0
-        if argv[:1] == ["report"]:
-            args = _report_parser().parse_args(argv[1:])
-            try:
-                print(report.write_report(args.run_dir, args.out))
-            except ValueError as e:  # a missing or invalid run directory
-                raise UsageError(f"report: {e}") from None
-            return 0
-        if argv[:1] == ["meta-train"]:
-            args = meta_train.configure_parser(
-                _Parser(prog=f"{PROG} meta-train", description="Meta-train the L2LBGDBGD LSTM optimizer.")
-            ).parse_args(argv[1:])
-            try:
-                return meta_train.run_from_args(args)
-            except ValueError as e:  # invalid meta-training settings name their field
-                raise UsageError(str(e)) from None
-        if argv[:1] == ["demo"]:
-            parser = _run_parser(f"{PROG} demo")
-            args = parser.parse_args(["--task", "noisy_bowl", "--optimizers", ",".join(DEMO_OPTIMIZERS)] + argv[1:])
-            if args.run_dir is None and args.resume is None:
-                args.run_dir = str(Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
-            return _run(args, demo_schedule() if args.resume is None else None)
-        if argv[:1] == ["run"]:
-            argv = argv[1:]
-        return _run(_run_parser().parse_args(argv))
+        code = _command(argv, out)
+        out.stop()
+        return code
     except UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return out.fail(str(e), BAD_INPUT)
+    except _PERSISTENT_FAILURES as e:
+        return out.fail(str(e), PERSISTENT_FAILURE)
+    except KeyboardInterrupt:
+        where = f"; {PROG} --resume {out.run_dir} continues it" if out.run_dir is not None else ""
+        return out.fail(f"interrupted (every finished record is on disk{where})", INTERRUPTED)
     except SystemExit as e:  # --help
+        out.stop()
         return int(e.code or 0)
+    except Exception as e:
+        if not out.json:
+            out.stop()
+            raise
+        out.stop()
+        traceback.print_exc()
+        return out.fail(f"internal error: {type(e).__name__}: {e}", 1)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
     lodo.available(); lodo.hyperparameters("Adam"); lodo.paper_hyperparameters("noisy_bowl")
     lodo.register(name="AdamW", optimizer="torch.optim.AdamW", hyperparameters={"lr": {"default": 1e-3, "scale": "log"}})
 """
+import logging
+
 from lodo.lars import LARS
 from lodo.lbfgs import LBFGS, OLBFGS
 from lodo.lodo import LODO, LODOSGD, LODODiagonal, LODOGlobal, LODONoMomentum, LODOResiduals
@@ -11,6 +13,8 @@ from lodo.registry import (Hyperparameter, OptimizerSpec, OptimizerSpecError, av
                            options, paper_hyperparameters, register, registered, unregister)
 from lodo.second_order import BFGS, LevenbergMarquardt, Newton
 from lodo.yogi import Yogi
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library: the application configures logging
 
 __all__ = [
     "available", "create", "hyperparameters", "options", "paper_hyperparameters", "Hyperparameter",

@@ -14,12 +14,15 @@ import importlib
 import importlib.resources
 import importlib.util
 import inspect
+import logging
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 class Hyperparameter(NamedTuple):
@@ -404,6 +407,7 @@ def register(spec: OptimizerSpec | None = None, /, **fields) -> OptimizerSpec:
     if spec.name in _SPECS and _SPECS[spec.name] != spec:
         raise OptimizerSpecError(spec.name, "name", spec.name, "already registered with a different spec")
     _SPECS[spec.name] = spec
+    logger.debug("registered optimizer %r (%s)", spec.name, spec.optimizer)
     return spec
 
 

@@ -12,6 +12,7 @@ small tasks never pay for torchvision-sized imports.
 from __future__ import annotations
 
 import importlib
+import logging
 import importlib.util
 import inspect
 import os
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tasks.base import Task
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library: the application configures logging
 
 __all__ = ["Task", "TaskSpec", "available", "create", "options", "resolve"]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
 import pickle
 import tarfile
@@ -27,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+logger = logging.getLogger(__name__)
 
 MNIST_MIRRORS = [
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -116,9 +119,11 @@ def fetch(filenames: dict[str, str], mirrors: list[str], data_dir=None, download
         if download_ok and not offline():
             for mirror in mirrors:
                 try:
+                    logger.info("downloading %s to %s", mirror + name, path)
                     paths[name] = download(mirror + name, path, md5)
                     break
                 except (OSError, ChecksumError) as error:  # URLError is an OSError
+                    logger.info("download of %s failed: %s", mirror + name, error)
                     errors.append(f"{mirror + name}: {error}")
         if name not in paths:
             missing.append(name)

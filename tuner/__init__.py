@@ -9,6 +9,9 @@
 Names are imported on first use, so `import tuner.ga` stays free of torch and Ray.
 """
 import importlib
+import logging
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library: the application configures logging
 
 _EXPORTS = {
     "tune": "tuner.api", "evaluate": "tuner.api", "run": "tuner.api", "run_plan": "tuner.api",

@@ -10,6 +10,10 @@ only what is missing (`tuner.session`), bit-identically.
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib.metadata
+import logging
+import platform
 import time
 from typing import Mapping
 
@@ -19,6 +23,28 @@ from tuner.plan import Plan, Resources, make_plan
 from tuner.results import TuneResult
 from tuner.rundir import RunDir
 from tuner.session import ProgressFn, Session
+
+logger = logging.getLogger(__name__)
+
+
+def _plan_fields(plan: Plan) -> dict:
+    """The plan as the run log's start/resume event records it."""
+    return {"run_dir": str(plan.run_dir), "task": plan.task, "optimizers": list(plan.optimizers), "seed": plan.seed,
+            "hyperparameters": plan.hyperparameters, "full_runs": plan.full_runs,
+            "resources": dataclasses.asdict(plan.resources), "schedule": plan.schedule.to_dict()}
+
+
+def _machine(executor: Executor, device: str) -> dict:
+    """The run log's machine event: Ray's cluster resources, torch, the device (after init_ray)."""
+    import ray
+    import torch
+
+    out = {"ray": {"version": importlib.metadata.version("ray"), "resources": ray.cluster_resources()},
+           "torch": {"version": torch.__version__, "cuda": torch.version.cuda}, "python": platform.python_version(),
+           "host": platform.node(), "device": device, "workers": executor.workers}
+    if device == "cuda" and torch.cuda.is_available():
+        out["cuda_device"] = torch.cuda.get_device_name(0)
+    return out
 
 
 def run_plan(plan: Plan, progress: ProgressFn | None = None) -> TuneResult:
@@ -33,14 +59,33 @@ def run_plan(plan: Plan, progress: ProgressFn | None = None) -> TuneResult:
                            full_runs=plan.full_runs, device=plan.resources.device)
     if given is not None:
         rd.write_tuned({"lr_scale": 1.0, "source": plan.mode, "hyperparameters": given, "raw": given})
+    rd.log.write("resume" if plan.resume else "start", **_plan_fields(plan))
+    try:
+        return _run_session(plan, rd, given, progress)
+    except KeyboardInterrupt:
+        rd.log.write("interrupted")
+        raise
+    except BaseException as e:
+        rd.log.write("error", error=f"{type(e).__name__}: {e}")
+        raise
+
+
+def _run_session(plan: Plan, rd: RunDir, given, progress) -> TuneResult:
     session = Session(rd, plan.schedule, plan.seed, full_runs=plan.full_runs, progress=progress)
     r = plan.resources
     started_ray = init_ray(r.address, r.workers, r.cpus_per_trial)  # before any `import ray` (quiet start)
     executor = Executor(r.workers, r.cpus_per_trial, r.gpus_per_trial, r.device)
+    executor.on_event = lambda event: rd.log.write(**event)
     t0 = time.perf_counter()
     try:
         executor.start()
-        executor.run(session.start(plan.optimizers, given), session.on_result)
+        rd.log.write("machine", **_machine(executor, r.device))
+        jobs = session.start(plan.optimizers, given)
+        if plan.resume:
+            rd.log.write("resumed", tuning=session.reused, full=session.full_reused)
+            logger.info("resumed %s from %d tuning and %d full-run records", rd.path, session.reused,
+                        session.full_reused)
+        executor.run(jobs, session.on_result)
     finally:
         workers = executor.workers
         executor.stop()
@@ -55,10 +100,12 @@ def run_plan(plan: Plan, progress: ProgressFn | None = None) -> TuneResult:
         wall_seconds=time.perf_counter() - t0, workers=workers,
         report=session.report(plan.optimizers) if plan.full_runs else None,
         full_reused=session.full_reused, full_ran=session.full_ran)
-    rd.write_summary({"reused": result.reused, "ran": result.ran, "errors": result.errors,
-                      "full_reused": result.full_reused, "full_ran": result.full_ran,
-                      "efficiency": result.efficiency, "wall_seconds": result.wall_seconds, "workers": workers,
-                      "resubmitted": executor.resubmitted, "compute_seconds": executor.compute_seconds})
+    summary = {"reused": result.reused, "ran": result.ran, "errors": result.errors,
+               "full_reused": result.full_reused, "full_ran": result.full_ran,
+               "efficiency": result.efficiency, "wall_seconds": result.wall_seconds, "workers": workers,
+               "resubmitted": executor.resubmitted, "compute_seconds": executor.compute_seconds}
+    rd.write_summary(summary)
+    rd.log.write("end", **summary)
     return result
 
 

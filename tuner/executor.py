@@ -14,6 +14,7 @@ and what it sends back, is `tuner.trial.run_job`.
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import os
 import sys
@@ -23,6 +24,8 @@ from typing import Callable, Iterable
 import torch
 
 from tuner.trial import Job, run_job
+
+logger = logging.getLogger(__name__)
 
 # `ray` is imported inside the functions that use it: `init_ray` sets RAY_AUTH_MODE before the first import.
 _RESTART_WAITS, _RESTART_WAIT_S = 120, 0.5  # resubmissions to an actor that is restarting (≤ 60 s)
@@ -73,7 +76,11 @@ def init_ray(address: str | None = None, workers: int | None = None, cpus_per_tr
 
 
 class Executor:
-    """A pool of trial actors. `run(jobs, on_result)` may be fed new jobs from `on_result`."""
+    """A pool of trial actors. `run(jobs, on_result)` may be fed new jobs from `on_result`.
+    `on_event(event)`, when set, is told each resubmission: {"event": "retry", "job": job.key,
+    "attempt": the next attempt, "cause": "RayActorError: ..."} (also logged by this module)."""
+
+    on_event: Callable[[dict], None] | None = None
 
     def __init__(self, workers: int | None = None, cpus_per_trial: float = 1, gpus_per_trial: float = 0,
                  device: str = "cpu", queue_depth: int = 2, max_attempts: int = 3):
@@ -160,6 +167,7 @@ class Executor:
                     if restarting:
                         time.sleep(_RESTART_WAIT_S)  # a loaded machine may take seconds to restart it
                     self.resubmitted += 1
+                    self._retried(job, attempt + 1, e, restarting)
                     pending.appendleft((job, attempt + 1))
                     continue
                 result = {"error": f"worker died {attempt} times: {type(e).__name__}: {e}", "seconds": 0.0}
@@ -169,8 +177,30 @@ class Executor:
                 pending.extend((j, 1) for j in more)
         self.busy_wall += time.perf_counter() - t0
 
+    def _retried(self, job: Job, attempt: int, error: Exception, restarting: bool) -> None:
+        """Report a resubmission: a job's worker lost (an event) or, on later attempts, its actor still
+        restarting (debug only)."""
+        cause = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"[:300]
+        if restarting and attempt > 2:
+            logger.debug("%s: its worker is restarting; resubmitted (attempt %d)", _label(job), attempt)
+            return
+        logger.info("worker lost while running %s; resubmitted (attempt %d of %d)", _label(job), attempt,
+                    self.max_attempts)
+        if self.on_event is not None:
+            self.on_event({"event": "retry", "job": list(job.key), "attempt": attempt, "cause": cause})
+
     def efficiency(self) -> float:
         """Σ individuals' compute seconds / (wall seconds × workers), over the time `run` was busy."""
         if self.busy_wall <= 0 or not self.size:
             return float("nan")
         return self.compute_seconds / (self.busy_wall * self.size)
+
+
+def _label(job: Job) -> str:
+    """"Adam generation 3 individual 5" or "Adam full run 2" (for log lines)."""
+    key = tuple(job.key)
+    if job.kind == "full" and len(key) == 3:
+        return f"{job.optimizer} full run {key[2]}"
+    if len(key) == 4:
+        return f"{job.optimizer} generation {key[2]} individual {key[3]}"
+    return f"{job.optimizer} job {key}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from lodo.paper import RESULTS
 from tasks.rosenbrock import MINIMUM, START, rosenbrock
 from tuner.ga import GeneticAlgorithm
 from tuner.results import collect, markdown_table, sig, speed_cell, step_cell, time_cell
-from tuner.rundir import RunDir, safe_name
+from tuner.rundir import LOG, RunDir, safe_name
 from tuner.schedule import Schedule, space_for
 
 DPI = 100
@@ -489,6 +490,9 @@ def write_report(run_dir, out_dir=None) -> Path:
         lines += [SKIPPED]
     else:
         lines += write_figures(rd, manifest, out_dir, paper_hparams)
+    if rd.log.path.is_file():  # the last line: what happened during the run
+        lines += ["", f"Run log (JSON lines: start, resumes, generations, retries, errors, end): "
+                      f"[{LOG}]({Path(os.path.relpath(rd.log.path, out_dir)).as_posix()})"]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path

@@ -10,15 +10,38 @@ Layout (one file per record, so a crash can only lose the record being written):
     tuned.json                      tuned hyperparameters (after lr scaling) and the raw GA means
     full/<optimizer>/seed-2.json    one finished full-length run (seed-2.ckpt: its checkpoint until then)
     summary.json                    reused/ran counts, efficiency, wall time of the last session
+    log.jsonl                       the run log: what happened, one JSON object per line (below)
 
 Every write is atomic (temp file + fsync + os.replace): on kill -9 a record either exists
 whole or not at all; stray ``*.tmp`` files are ignored.
+
+The run log (`RunLog`) is the one file that is appended to, never rewritten: each session
+(the first and every resume) adds its lines after the previous ones, each line written whole
+with O_APPEND and fsynced, so a kill -9 leaves every line written before it. Every line is a
+JSON object (strict JSON: a non-finite number is written as null) with ``time`` (ISO 8601, UTC,
+milliseconds) and ``event``; the events, in the order a run writes them::
+
+    start | resume   the plan: task, optimizers, seed, hyperparameters, full_runs, resources, schedule
+    machine          ray (version, cluster resources), torch (version), python, host, device, workers
+    resumed          records reused from the previous sessions: tuning, full
+    retry            a job resubmitted after its worker died: job [kind, optimizer, ...], attempt, cause
+    trial_error      a trial that raised: optimizer, trial, error (last line), traceback (file)
+    generation       optimizer, generation, best, mean (finite fitness), diverged, individuals,
+                     seconds (wall, this session), ga_mean (the GA's mean after it)
+    tuned            optimizer, hyperparameters
+    full_run         optimizer, seed_index, final_loss, diverged, seconds
+    error            the run stopped on an exception: error ("Type: message")
+    interrupted      the run stopped on Ctrl-C / SIGINT
+    end              the session's summary (as summary.json)
+
+Readers skip a line that does not parse (a line can only be torn by a full disk or power loss).
 """
 from __future__ import annotations
 
 import datetime
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import re
@@ -26,6 +49,7 @@ import tempfile
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+LOG = "log.jsonl"
 IDENTITY = ("task", "schedule", "seed", "optimizers")  # what a resumed run must match
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
@@ -85,10 +109,66 @@ def versions() -> dict[str, str]:
         out["lodo-tune"] = "unknown"
     for mod in ("torch", "ray", "numpy"):
         try:
-            out[mod] = version(mod)  # not imported: ray imported before init_ray would warn at start
+            out[mod] = importlib.metadata.version(mod)  # not imported: ray imported before init_ray would warn at start
         except Exception:
             out[mod] = "unknown"
     return out
+
+
+def _strict(value):
+    """`value` with non-finite floats as None (strict JSON for `jq` and other readers)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
+class RunLog:
+    """The run directory's append-only log (JSON lines; the events are in the module docstring)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def write(self, event: str, **fields) -> dict:
+        """Append one line {"time", "event", **fields}; whole, fsynced, before returning it."""
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+        record = {"time": now, "event": event, **_strict(fields)}
+        data = (json.dumps(record, allow_nan=False, default=str) + "\n").encode()
+        new = not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # a line torn by a crash: start a new one
+                data = b"\n" + data
+            while data:  # a regular file takes it in one write; loop in case it does not
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if new:  # the file's directory entry is durable too
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return record
+
+    def read(self) -> list[dict]:
+        """Every line that parses, in order ([] if there is no log)."""
+        if not self.path.is_file():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
 
 
 def safe_name(optimizer: str) -> str:
@@ -145,6 +225,11 @@ class RunDir:
     @property
     def manifest(self) -> dict:
         return read_json(self.path / MANIFEST)
+
+    @property
+    def log(self) -> RunLog:
+        """The run log, log.jsonl (`RunLog`): `rd.log.write("event", **fields)`."""
+        return RunLog(self.path / LOG)
 
     # -- tuning records ----------------------------------------------------------------------
     def individual_path(self, optimizer: str, generation: int, index: int) -> Path:

@@ -6,7 +6,9 @@ fitness values are told back to it generation by generation.
 """
 from __future__ import annotations
 
+import logging
 import math
+import time
 from typing import Callable, Mapping
 
 from tuner.trial import Job
@@ -16,6 +18,7 @@ from tuner.rundir import RunDir, RunDirError
 from tuner.schedule import Schedule, space_for
 
 ProgressFn = Callable[[dict], None]
+logger = logging.getLogger(__name__)
 
 
 def full_run_seed(seed: int, index: int) -> int:
@@ -43,6 +46,7 @@ class Session:
         self.reused = self.ran = self.errors = 0
         self.full_reused = self.full_ran = 0
         self.full_left: dict[str, int] = {}             # optimizer -> full runs still to finish
+        self.generation_started: dict[str, float] = {}  # optimizer -> when its jobs were issued (run log)
 
     def start(self, optimizers, given: Mapping[str, Mapping[str, float]] | None = None) -> list[Job]:
         """The first jobs: each optimizer's GA, or (with `given` hyperparameters) its full runs."""
@@ -64,6 +68,9 @@ class Session:
         self.errors += 1
         path = self.rd.write_error(optimizer, name, result["error"])
         record.update(error=result["error"].strip().splitlines()[-1], traceback=str(path.relative_to(self.rd.path)))
+        self.rd.log.write("trial_error", optimizer=optimizer, trial=name, error=record["error"],
+                          traceback=record["traceback"])
+        logger.warning("%s %s raised %s (traceback: %s)", optimizer, name, record["error"], path)
 
     # -- tuning --------------------------------------------------------------------------------
     def start_ga(self, optimizer: str) -> list[Job]:
@@ -92,6 +99,7 @@ class Session:
             self.partial[optimizer] = fitness
             self._emit(optimizer)
             if missing:
+                self.generation_started[optimizer] = time.perf_counter()
                 return [self._job(("tuning", optimizer, ind.generation, ind.index), optimizer, ind.hparams,
                                   ind.steps, ind.seed) for ind in missing]
             self._tell(optimizer, fitness)
@@ -111,6 +119,8 @@ class Session:
         tuned["hyperparameters"][optimizer] = self.hyperparameters[optimizer]
         tuned["raw"][optimizer] = self.raw[optimizer]
         self.rd.write_tuned(tuned)
+        if optimizer in self.generation_started or optimizer not in self.gas:  # tuned in this session
+            self.rd.log.write("tuned", optimizer=optimizer, hyperparameters=self.hyperparameters[optimizer])
         return self.start_full(optimizer) if self.full_runs else []
 
     def _tuning_result(self, job: Job, result: dict) -> list[Job]:
@@ -128,8 +138,25 @@ class Session:
         self._emit(optimizer)
         if len(fit) < self.gas[optimizer].population:
             return []
+        generation = self.gas[optimizer].generation
         self._tell(optimizer, fit)
+        self._log_generation(optimizer, generation, fit)
         return self._advance(optimizer)
+
+    def _log_generation(self, optimizer: str, generation: int, fitness: dict[int, float]) -> None:
+        """A generation finished in this session: its summary into the run log (and a debug line)."""
+        finite = [v for v in fitness.values() if math.isfinite(v)]
+        started = self.generation_started.get(optimizer)
+        event = self.rd.log.write(
+            "generation", optimizer=optimizer, generation=generation, individuals=len(fitness),
+            best=min(finite) if finite else None, mean=math.fsum(finite) / len(finite) if finite else None,
+            diverged=len(fitness) - len(finite), ga_mean=dict(self.gas[optimizer].mean),
+            seconds=None if started is None else round(time.perf_counter() - started, 3))
+        logger.debug("%s generation %d: best %s, mean %s, %d diverged, %s s", optimizer, generation,
+                     event["best"], event["mean"], event["diverged"], event["seconds"])
+        if event["diverged"]:
+            logger.info("%s generation %d: %d of %d trials diverged or failed (ranked last)", optimizer,
+                        generation, event["diverged"], len(fitness))
 
     def _emit(self, optimizer: str) -> None:
         ga, partial = self.gas[optimizer], self.partial.get(optimizer, {})
@@ -172,6 +199,10 @@ class Session:
             record.update(final_loss=math.inf, diverged=False)
             self._record_error(optimizer, f"full-{self.rd.full_path(optimizer, i).stem}", result, record)
         self.rd.write_full(optimizer, i, record)
+        self.rd.log.write("full_run", optimizer=optimizer, seed_index=i, final_loss=record.get("final_loss"),
+                          diverged=bool(record.get("diverged")), seconds=record.get("seconds"))
+        if record.get("diverged"):
+            logger.info("%s full run %d diverged", optimizer, i)
         if not result.get("keep_checkpoint", False):  # another trial's checkpoint stays for the user
             self._checkpoint(optimizer, i).unlink(missing_ok=True)  # the record is durable now
         self.full_ran += 1
