@@ -38,7 +38,7 @@ def ray_session(_ray_shutdown_at_exit):
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     return ray.get_runtime_context().gcs_address
 
 

@@ -52,7 +52,7 @@ def offline_ray(tiny_data):
 
     folder, mnist_md5, cifar_md5 = tiny_data
     ray.shutdown()  # the shared session (conftest.ray_session) restarts on its next use
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"LODO_OFFLINE": "1", "LODO_DATA_DIR": str(folder / "nowhere")},
                           "worker_process_setup_hook": _md5_hook(mnist_md5, cifar_md5)})
     yield

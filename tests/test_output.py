@@ -106,7 +106,7 @@ def patch():
 _DRIVER = '''
 import os, subprocess, sys
 import ray
-ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True,   # a user's Ray: workers' prints reach here
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=True,   # a user's Ray: workers' prints reach here
          runtime_env={"worker_process_setup_hook": "printing_task.patch"})
 import printing_task
 printing_task.patch()   # and in the driver
@@ -149,12 +149,13 @@ def test_json_on_bad_input_is_a_document_with_the_error_and_the_exit_code(tmp_pa
 
 
 # -- --quiet ---------------------------------------------------------------------------------------
-def test_quiet_successful_run_writes_nothing_on_stderr_or_stdout(ray_session, tmp_path):
-    # (a local Ray's quiet start: tests/test_executor.py; this joins the tests' Ray to stay fast)
+def test_quiet_successful_run_writes_nothing_on_stderr_or_stdout(tmp_path):
+    # A Ray of its own, as a user's shell would start it: the tests' shared Ray broadcasts the
+    # deaths of workers that other tests killed on purpose to every driver that joins it.
     rd = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "cli", "--task", "noisy_bowl", "--schedule", _schedule(tmp_path),
-                           "--workers", "2", "--run-dir", str(rd), "--quiet", "--address", ray_session], cwd=ROOT,
-                          env=_env(False), capture_output=True, text=True, timeout=300)
+                           "--workers", "2", "--run-dir", str(rd), "--quiet"], cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (proc.stdout, proc.stderr) == ("", "")
     assert (rd / "summary.json").is_file() and _events(rd)[-1] == "end"

@@ -71,7 +71,7 @@ def init_ray(address: str | None = None, workers: int | None = None, cpus_per_tr
         ray.init(address=address, **kw)
     else:
         cpus = os.cpu_count() if workers is None else max(1, math.ceil(workers * cpus_per_trial))
-        ray.init(num_cpus=cpus, num_gpus=num_gpus, **kw)
+        ray.init(address="local", num_cpus=cpus, num_gpus=num_gpus, **kw)  # a new local Ray, never a stray one
     return True
 
 

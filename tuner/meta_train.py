@@ -286,7 +286,7 @@ def meta_train(task: str = "noisy_bowl", out: str | os.PathLike | None = None, s
         import ray
 
         if not ray.is_initialized():
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
             ray_started = True
 
     truncations = episode // unroll
