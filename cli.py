@@ -9,6 +9,10 @@
 
 Every input is validated before the run directory is created or Ray starts: bad input prints
 ONE line (`lodo-tune: error: --optimizers: unknown optimizer 'Adamm' (valid: ...)`) and exits 2.
+Exit 2 too (one line naming the file or the other process) for a run directory in use by another
+lodo-tune, a damaged checkpoint/record/manifest, or a trial whose memory fits on no Ray node.
+Exit 3 (EXIT_PERSISTENT_FAILURE): the environment (dead workers or nodes, out of memory) failed one
+trial MAX_ATTEMPTS times; the line names it and the cause, what finished is saved, --resume continues.
 """
 from __future__ import annotations
 
@@ -36,6 +40,9 @@ PROG = "lodo-tune"
 
 class UsageError(Exception):
     """Bad input: printed as one line, exit code 2."""
+
+
+EXIT_PERSISTENT_FAILURE = 3  # the environment kept failing one trial; finished work is saved, --resume continues
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,6 +93,8 @@ def _run_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=_positive_float, default=1.0)
     p.add_argument("--gpus-per-trial", type=_nonnegative_float, default=0.0)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--memory-per-trial", type=_positive_float, metavar="GIB",
+                   help="memory each trial declares to Ray (default: estimated from the task and optimizers)")
     p.add_argument("--quiet", action="store_true", help="no progress and no tables")
     p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
     return p
@@ -150,7 +159,8 @@ def _plan(args, demo: dict | None = None):
                          full_runs=False if args.no_full_runs else None,
                          resources=Resources(workers=args.workers, address=args.address,
                                              cpus_per_trial=args.cpus_per_trial,
-                                             gpus_per_trial=args.gpus_per_trial, device=args.device))
+                                             gpus_per_trial=args.gpus_per_trial, device=args.device,
+                                             memory_per_trial=args.memory_per_trial))
     except PlanError as e:
         raise UsageError(f"{_flag(e.parameter, args)}: {e.message}") from None
 
@@ -214,14 +224,21 @@ def _run(args, demo: dict | None = None) -> int:
     from tuner.api import run_plan  # imports Ray: only on the path that runs trials
 
     progress = None if (args.quiet or args.json) else _Progress()
+    from tuner.executor import PersistentFailure
+
     try:
         if progress:
             with progress:
                 result = run_plan(plan, progress)
         else:
             result = run_plan(plan)
-    except RunDirError as e:  # records that do not match this run's GA
-        raise UsageError(f"--resume: {e}") from None
+    except RunDirError as e:  # in use by another process; records that do not match this run or are damaged
+        raise UsageError(f"{_flag('run_dir', args)}: {e}") from None
+    except PlanError as e:  # checks that need Ray: a trial that fits on no node
+        raise UsageError(f"{_flag(e.parameter, args)}: {e.message}") from None
+    except PersistentFailure as e:
+        print(f"{PROG}: error: {e}; what finished is saved: continue with --resume {plan.run_dir}", file=sys.stderr)
+        return EXIT_PERSISTENT_FAILURE
     report = _write_report(result.run_dir)
     if args.json:
         out = json.loads(export(result.run_dir, "json"))

@@ -222,14 +222,16 @@ class RunDir:
 
     # -- creation / opening ------------------------------------------------------------------
     @staticmethod
-    def check_new(path) -> None:
+    def check_new(path, holding_lock: bool = False) -> None:
         """Raise RunDirError unless `path` can become a fresh run directory (writes nothing); a
-        folder holding only a stale ``.lock`` (a run killed while starting) counts as empty."""
+        folder holding only a stale ``.lock`` (a run killed while starting) counts as empty, and so
+        does one holding our own (`holding_lock`)."""
         p = Path(path)
         if p.exists() and not p.is_dir():
             raise RunDirError(f"{str(p)!r} exists and is not a directory")
         if p.is_dir():
-            RunDir.check_unlocked(p)
+            if not holding_lock:
+                RunDir.check_unlocked(p)
             if any(q.name != LOCK for q in p.iterdir()):
                 raise RunDirError(f"{str(p)!r} is not empty (resume it to continue it)")
 
