@@ -110,6 +110,9 @@ class Session:
     def _tell(self, optimizer: str, fitness: dict[int, float]) -> None:
         ga = self.gas[optimizer]
         ga.tell(fitness)
+        saved = self.rd.read_state(optimizer)
+        if saved is not None and saved.get("generation", 0) > ga.generation:
+            return  # replaying generations a state.json already records as passed: leave it
         self.rd.write_state(optimizer, {"generation": ga.generation, "generations": len(ga.generations),
                                         "done": ga.done, "mean": ga.mean})
 
