@@ -9,6 +9,10 @@
 
 Every input is validated before the run directory is created or Ray starts: bad input prints
 ONE line (`lodo-tune: error: --optimizers: unknown optimizer 'Adamm' (valid: ...)`) and exits 2.
+Exit 2 too (one line naming the file or the other process) for a run directory in use by another
+lodo-tune, a damaged checkpoint/record/manifest, or a trial whose memory fits on no Ray node.
+Exit 3: the environment (dead workers or nodes, out of memory) failed one trial MAX_ATTEMPTS
+times; the line names it and the cause, what finished is saved, --resume continues.
 
 Output: results on stdout (tables; with --json exactly one JSON document, also on failure),
 progress, log lines and errors on stderr (`_Output`); the run directory keeps a run log.
@@ -35,6 +39,7 @@ from rich.table import Table
 
 import lodo
 from tuner import meta_train, report, results
+from tuner.executor import PersistentFailure  # no Ray import: that waits for init_ray
 from tuner.export import export
 from tuner.plan import PlanError, Resources, make_plan
 from tuner.rundir import LOG, RunDirError
@@ -53,14 +58,15 @@ EXIT_CODES = """exit codes:
 With --json, stdout is exactly one JSON document on every exit: the results, or
 {"error": "<the one-line message>", "exit_code": N, "run_dir": ...}. Every run directory keeps
 a run log, log.jsonl (JSON lines: start, resumes, generations, retries, errors, end)."""
-# Exception classes that stop a run for a persistent environmental failure (exit 3, one line);
-# issue 14's failure class is mapped here.
-_PERSISTENT_FAILURES: tuple[type[BaseException], ...] = ()
+# Exception classes that stop a run for a persistent environmental failure (exit 3, one line).
+_PERSISTENT_FAILURES: tuple[type[BaseException], ...] = (PersistentFailure,)
 _PACKAGES = ("lodo", "tuner", "tasks")  # the loggers the CLI shows at INFO (-v: DEBUG; --quiet: WARNING)
 
 
 class UsageError(Exception):
     """Bad input: printed as one line, exit code 2."""
+
+
 
 
 class _Parser(argparse.ArgumentParser):
@@ -112,6 +118,8 @@ def _run_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=_positive_float, default=1.0)
     p.add_argument("--gpus-per-trial", type=_nonnegative_float, default=0.0)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--memory-per-trial", type=_positive_float, metavar="GIB",
+                   help="memory each trial declares to Ray (default: estimated from the task and optimizers)")
     p.add_argument("--quiet", action="store_true", help="no progress, no tables, no log lines on stderr but "
                                                         "warnings to act on (errors as always)")
     p.add_argument("--json", action="store_true", help="stdout: exactly one JSON document (the results, or "
@@ -186,7 +194,8 @@ def _plan(args, demo: dict | None = None):
                          full_runs=False if args.no_full_runs else None,
                          resources=Resources(workers=args.workers, address=args.address,
                                              cpus_per_trial=args.cpus_per_trial,
-                                             gpus_per_trial=args.gpus_per_trial, device=args.device))
+                                             gpus_per_trial=args.gpus_per_trial, device=args.device,
+                                             memory_per_trial=args.memory_per_trial))
     except PlanError as e:
         raise UsageError(f"{_flag(e.parameter, args)}: {e.message}") from None
 
@@ -258,8 +267,10 @@ def _run(args, out: "_Output", demo: dict | None = None) -> int:
                 result = run_plan(plan, progress)
         else:
             result = run_plan(plan)
-    except RunDirError as e:  # records that do not match this run's GA
-        raise UsageError(f"--resume: {e}") from None
+    except RunDirError as e:  # in use by another process; records that do not match this run or are damaged
+        raise UsageError(f"{_flag('run_dir', args)}: {e}") from None
+    except PlanError as e:  # checks that need Ray: a trial that fits on no node
+        raise UsageError(f"{_flag(e.parameter, args)}: {e.message}") from None
     report = _write_report(result.run_dir)
     log = result.run_dir / LOG
     if args.json:
@@ -474,7 +485,8 @@ def main(argv=None) -> int:
     except UsageError as e:
         return out.fail(str(e), BAD_INPUT)
     except _PERSISTENT_FAILURES as e:
-        return out.fail(str(e), PERSISTENT_FAILURE)
+        where = f"; {PROG} --resume {out.run_dir} continues it" if out.run_dir is not None else ""
+        return out.fail(f"{e} (what finished is saved{where})", PERSISTENT_FAILURE)
     except KeyboardInterrupt:
         where = f"; {PROG} --resume {out.run_dir} continues it" if out.run_dir is not None else ""
         return out.fail(f"interrupted (every finished record is on disk{where})", INTERRUPTED)

@@ -24,7 +24,7 @@ def test_records_round_trip_floats_exactly_including_inf(tmp_path):
 
 def test_atomic_write_leaves_no_temp_file_and_stray_temp_files_are_ignored(tmp_path):
     rd = RunDir.create(tmp_path / "r", task="noisy_bowl", schedule=SCHEDULE, seed=0, optimizers=["Adam"])
-    rd.write_individual("Adam", {"generation": 0, "index": 0, "fitness": 1.0})
+    rd.write_individual("Adam", {"generation": 0, "index": 0, "seed": 0, "hparams": {}, "steps": 1, "fitness": 1.0})
     d = rd.path / "tuning" / "Adam"
     assert sorted(os.listdir(d)) == ["g00-i00.json"]
     (d / ".g00-i01.json.abc.tmp").write_text('{"generation": 0, "ind')  # a write cut by kill -9

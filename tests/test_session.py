@@ -4,11 +4,12 @@ import json
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from tasks.noisy_bowl import NoisyBowl
-from tuner.trial import run_job
-from tuner.rundir import RunDir
+from tuner.trial import run_job, state_digest
+from tuner.rundir import RunDir, RunDirError
 from tuner.schedule import Schedule
 from tuner.session import Session, full_run_seed
 from tuner.trial import run_trial
@@ -70,8 +71,8 @@ def test_resume_continues_an_interrupted_full_run_from_its_checkpoint(tmp_path, 
         assert "Interrupted" in run_job(job, checkpoint_every_s=0)["error"]
     saved = torch.load(path, weights_only=False)
     assert saved["recorded"] == 200  # the last check (every 100 evaluations) before the kill
-    saved["losses"][:] = 1e6  # a marker only a resumed run can report
-    torch.save(saved, path)
+    saved["losses"][:] = 1e6  # a marker only a resumed run can report (resealed: a digest guards the content)
+    torch.save({**saved, "digest": state_digest(saved)}, path)
 
     session = _session(tmp_path, steps, 1)  # --resume: the record is missing, so the run is planned again
     [job] = session.start_full("Adam", hparams)
@@ -92,18 +93,20 @@ def test_only_full_runs_get_a_checkpoint_path(tmp_path):
     assert [job.checkpoint for job in full] == [str(rd.path / "full" / "Adam" / f"seed-{i}.ckpt") for i in range(2)]
 
 
-def test_a_checkpoint_is_kept_only_when_the_result_says_so(tmp_path):
-    """`keep_checkpoint` (a checkpoint of another trial) leaves the file for the user; any other
-    result, error or not, deletes it once the record is written."""
+def test_a_refused_checkpoint_stops_the_session_and_stays_any_other_result_deletes_it(tmp_path):
+    """`keep_checkpoint` (a checkpoint refused: another trial's, damaged) stops the session with its
+    one-line message and leaves the file for the user, writing no record; any other result, error or
+    not, deletes the checkpoint once the record is written."""
     session = _session(tmp_path, 300, 3)
     jobs = session.start_full("Adam", {"lr": 0.05})
     error = "Traceback (most recent call last):\ntuner.trial.CheckpointError: belongs to another trial\n"
-    results = [{"error": error, "keep_checkpoint": True}, {"error": "Traceback\nValueError: boom\n"},
-               {"final_loss": 1.0, "seconds": 0.1}]
     (session.rd.path / "full" / "Adam").mkdir(parents=True)
-    for job, result in zip(jobs, results):
+    for job in jobs:
         open(job.checkpoint, "wb").close()
+    with pytest.raises(RunDirError, match="^Invalid checkpoint: 'x' belongs to another trial$"):
+        session.on_result(jobs[0], {"error": error, "keep_checkpoint": True,
+                                    "checkpoint_error": "Invalid checkpoint: 'x' belongs to another trial"})
+    for job, result in zip(jobs[1:], [{"error": "Traceback\nValueError: boom\n"}, {"final_loss": 1.0, "seconds": 0.1}]):
         session.on_result(job, result)
     assert [(session.rd.path / "full" / "Adam" / f"seed-{i}.ckpt").exists() for i in range(3)] == [True, False, False]
-    assert "belongs to another trial" in session.rd.read_full("Adam", 0)["error"]
-    assert "keep_checkpoint" not in session.rd.read_full("Adam", 0)
+    assert session.rd.read_full("Adam", 0) is None and "boom" in session.rd.read_full("Adam", 1)["error"]

@@ -17,8 +17,9 @@ import platform
 import time
 from typing import Mapping
 
-from tuner.executor import Executor, init_ray
+from tuner.executor import Executor, PersistentFailure, init_ray
 from tuner.export import export
+from tuner.memory import check_memory
 from tuner.plan import Plan, Resources, make_plan
 from tuner.results import TuneResult
 from tuner.rundir import RunDir
@@ -47,34 +48,63 @@ def _machine(executor: Executor, device: str) -> dict:
     return out
 
 
+def _summary(session: Session, executor: Executor, t0: float, workers: int, **more) -> dict:
+    return {"reused": session.reused, "ran": session.ran, "errors": session.errors,
+            "full_reused": session.full_reused, "full_ran": session.full_ran,
+            "efficiency": executor.efficiency(), "wall_seconds": time.perf_counter() - t0, "workers": workers,
+            "resubmitted": executor.resubmitted, "compute_seconds": executor.compute_seconds,
+            "retries": executor.retries, "retry_causes": dict(executor.retry_causes),
+            "memory_per_trial": executor.memory_per_trial, **more}
+
+
 def run_plan(plan: Plan, progress: ProgressFn | None = None) -> TuneResult:
-    """Run a validated plan: create (or reopen) its run directory, start Ray and the trial actors,
-    drive the session to the end, write summary.json."""
+    """Run a validated plan: take its run directory's lock (`RunDirLocked` if another process has
+    it), start Ray, refuse a trial that fits on no node (`PlanError`), create (or reopen) the run
+    directory, start the trial actors, drive the session to the end, write summary.json and the
+    run log. A job the environment keeps failing stops the run with `PersistentFailure`
+    (summary.json says so; what finished is recorded and `resume=True` continues)."""
     given = plan.given()
-    if plan.resume:
-        rd = RunDir(plan.run_dir)
-    else:
-        rd = RunDir.create(plan.run_dir, task=plan.task, schedule=plan.schedule.to_dict(), seed=plan.seed,
-                           optimizers=list(plan.optimizers), hparams=plan.mode, given_hyperparameters=given,
-                           full_runs=plan.full_runs, device=plan.resources.device)
-    if given is not None:
-        rd.write_tuned({"lr_scale": 1.0, "source": plan.mode, "hyperparameters": given, "raw": given})
-    rd.log.write("resume" if plan.resume else "start", **_plan_fields(plan))
-    try:
-        return _run_session(plan, rd, given, progress)
-    except KeyboardInterrupt:
-        rd.log.write("interrupted")
-        raise
-    except BaseException as e:
-        rd.log.write("error", error=f"{type(e).__name__}: {e}")
-        raise
-
-
-def _run_session(plan: Plan, rd: RunDir, given, progress) -> TuneResult:
-    session = Session(rd, plan.schedule, plan.seed, full_runs=plan.full_runs, progress=progress)
     r = plan.resources
-    started_ray = init_ray(r.address, r.workers, r.cpus_per_trial)  # before any `import ray` (quiet start)
-    executor = Executor(r.workers, r.cpus_per_trial, r.gpus_per_trial, r.device)
+    rd = RunDir(plan.run_dir)
+    fresh = not rd.path.exists()
+    lock = rd.lock()
+    started_ray = False
+    try:
+        if not plan.resume:
+            RunDir.check_new(plan.run_dir, holding_lock=True)  # again, under the lock: nobody started on it since the plan
+        started_ray = init_ray(r.address, r.workers, r.cpus_per_trial)  # before any `import ray` (quiet start)
+        memory = check_memory(plan)
+        if not plan.resume:
+            rd = RunDir.create(plan.run_dir, task=plan.task, schedule=plan.schedule.to_dict(), seed=plan.seed,
+                               optimizers=list(plan.optimizers), hparams=plan.mode, given_hyperparameters=given,
+                               full_runs=plan.full_runs, device=plan.resources.device)
+        if given is not None:
+            rd.write_tuned({"lr_scale": 1.0, "source": plan.mode, "hyperparameters": given, "raw": given})
+        rd.log.write("resume" if plan.resume else "start", **_plan_fields(plan))
+        try:
+            return _run_session(plan, rd, given, memory, progress)
+        except KeyboardInterrupt:
+            rd.log.write("interrupted")
+            raise
+        except BaseException as e:
+            rd.log.write("error", error=f"{type(e).__name__}: {e}")
+            raise
+    finally:
+        if started_ray:
+            import ray  # imported by init_ray already
+
+            ray.shutdown()
+        lock.release()
+        if fresh and not (rd.path / "manifest.json").exists():  # refused before it started: leave nothing
+            lock.path.unlink(missing_ok=True)
+            if rd.path.is_dir() and not any(rd.path.iterdir()):
+                rd.path.rmdir()
+
+
+def _run_session(plan: Plan, rd: RunDir, given, memory, progress) -> TuneResult:
+    r = plan.resources
+    session = Session(rd, plan.schedule, plan.seed, full_runs=plan.full_runs, progress=progress)
+    executor = Executor(r.workers, r.cpus_per_trial, r.gpus_per_trial, r.device, memory_per_trial=memory)
     executor.on_event = lambda event: rd.log.write(**event)
     t0 = time.perf_counter()
     try:
@@ -86,24 +116,20 @@ def _run_session(plan: Plan, rd: RunDir, given, progress) -> TuneResult:
             logger.info("resumed %s from %d tuning and %d full-run records", rd.path, session.reused,
                         session.full_reused)
         executor.run(jobs, session.on_result)
+    except PersistentFailure as e:
+        rd.write_summary(_summary(session, executor, t0, executor.workers, stopped=str(e)))
+        raise
     finally:
         workers = executor.workers
         executor.stop()
-        if started_ray:
-            import ray  # imported by init_ray already
-
-            ray.shutdown()
     result = TuneResult(
         task=plan.task, run_dir=rd.path, hyperparameters=given or dict(session.hyperparameters),
         raw=given or dict(session.raw), history={o: ga.history for o, ga in session.gas.items()},
         reused=session.reused, ran=session.ran, errors=session.errors, efficiency=executor.efficiency(),
         wall_seconds=time.perf_counter() - t0, workers=workers,
         report=session.report(plan.optimizers) if plan.full_runs else None,
-        full_reused=session.full_reused, full_ran=session.full_ran)
-    summary = {"reused": result.reused, "ran": result.ran, "errors": result.errors,
-               "full_reused": result.full_reused, "full_ran": result.full_ran,
-               "efficiency": result.efficiency, "wall_seconds": result.wall_seconds, "workers": workers,
-               "resubmitted": executor.resubmitted, "compute_seconds": executor.compute_seconds}
+        full_reused=session.full_reused, full_ran=session.full_ran, retries=executor.retries)
+    summary = _summary(session, executor, t0, workers, wall_seconds=result.wall_seconds)
     rd.write_summary(summary)
     rd.log.write("end", **summary)
     return result

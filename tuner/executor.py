@@ -6,14 +6,28 @@ declaring `num_cpus`/`num_gpus`, fractions allowed) keep torch imported and warm
 up to `queue_depth` calls queued on each actor so none idles between individuals, and actors send
 back only summaries (fitness, seconds, a decimated curve), never 100k raw losses.
 
-Fault tolerance: actors restart when their process dies (`max_restarts=-1`); a call lost with
-its actor is resubmitted (up to `max_attempts`). A trial that *raises* is not retried: its
-traceback comes back as the result's ``error`` and the caller ranks it last. What an actor runs,
+Failures come in two kinds, told apart by exception type, never by message:
+- the individual's own: its task or optimizer raised, or its loss went NaN/inf. Not retried; the
+  traceback comes back as the result's ``error`` and the caller ranks it last.
+- the environment's (`environmental_errors`: the worker, its actor or its node died or is
+  unreachable, Ray's memory monitor or the kernel killed it, an object was lost; torch's
+  OutOfMemoryError or a MemoryError inside the trial, which `run_job` reports as
+  ``environmental``). Never a result: the job is run again, on any live worker, after a back-off
+  of `backoff_s` · 2^(k−1) seconds (capped at `backoff_max_s`) for its k-th failure. Actors restart
+  when their process dies (`max_restarts=-1`); one that failed gets no job until a `ready` probe
+  answers. After `max_attempts` (20) failures of one job, or `stall_s` (600 s) with jobs waiting
+  and no live worker, `run` raises `PersistentFailure` naming the job and the cause; what finished
+  before is the caller's (recorded as it came). Every retry is counted (`retries`, `retry_causes`)
+  and listed in the job's result (``retries``: [{"error": type, "message": first line}]).
+
+Memory: each actor declares `memory_per_trial` bytes as Ray's `memory` resource (see
+`tuner.memory`), so Ray places no more trials on a node than its memory holds. What an actor runs,
 and what it sends back, is `tuner.trial.run_job`.
 """
 from __future__ import annotations
 
 import collections
+import heapq
 import logging
 import math
 import os
@@ -28,7 +42,32 @@ from tuner.trial import Job, run_job
 logger = logging.getLogger(__name__)
 
 # `ray` is imported inside the functions that use it: `init_ray` sets RAY_AUTH_MODE before the first import.
-_RESTART_WAITS, _RESTART_WAIT_S = 120, 0.5  # resubmissions to an actor that is restarting (≤ 60 s)
+MAX_ATTEMPTS = 20      # environmental failures of one job before the run stops
+BACKOFF_S, BACKOFF_MAX_S = 0.5, 30.0
+STALL_S = 600.0        # jobs waiting and no live worker for this long: the run stops
+
+
+def environmental_errors() -> tuple[type, ...]:
+    """The Ray exceptions that say the environment failed, not the trial (a `RayTaskError`, Ray's
+    wrapper of a raising call, is not among them: `run_job` catches the trial's own exceptions)."""
+    from ray import exceptions as e
+
+    return (e.RayActorError, e.WorkerCrashedError, e.LocalRayletDiedError, e.NodeDiedError, e.OutOfMemoryError,
+            e.ObjectLostError, e.ObjectStoreFullError, e.OutOfDiskError, e.RaySystemError)
+
+
+class PersistentFailure(RuntimeError):
+    """An environmental failure that outlasted the retries: `.job`, `.causes` (one dict per failure)."""
+
+    def __init__(self, job: Job, causes: list[dict], why: str):
+        self.job, self.causes = job, causes
+        last = causes[-1] if causes else {"error": "none", "message": ""}
+        super().__init__(f"{job.describe()}: {why} (last: {last['error']}: {last['message']})")
+
+
+def _cause(error: str, message: str, actor: int | None = None) -> dict:
+    line = next((ln.strip() for ln in str(message).splitlines() if ln.strip()), "")
+    return {"error": error, "message": line[:300], **({"worker": actor} if actor is not None else {})}
 
 
 def _worker_class():
@@ -83,32 +122,59 @@ class Executor:
     on_event: Callable[[dict], None] | None = None
 
     def __init__(self, workers: int | None = None, cpus_per_trial: float = 1, gpus_per_trial: float = 0,
-                 device: str = "cpu", queue_depth: int = 2, max_attempts: int = 3):
+                 device: str = "cpu", queue_depth: int = 2, max_attempts: int = MAX_ATTEMPTS,
+                 memory_per_trial: int | None = None, backoff_s: float = BACKOFF_S,
+                 backoff_max_s: float = BACKOFF_MAX_S, stall_s: float = STALL_S):
         if cpus_per_trial <= 0:
             raise ValueError(f"Invalid cpus_per_trial: {cpus_per_trial} (must be > 0)")
         if gpus_per_trial < 0:
             raise ValueError(f"Invalid gpus_per_trial: {gpus_per_trial} (must be >= 0)")
         if workers is not None and workers < 1:
             raise ValueError(f"Invalid workers: {workers} (must be >= 1)")
+        if memory_per_trial is not None and memory_per_trial <= 0:
+            raise ValueError(f"Invalid memory_per_trial: {memory_per_trial} (must be > 0 bytes or None)")
         self.cpus_per_trial, self.gpus_per_trial = cpus_per_trial, gpus_per_trial
+        self.memory_per_trial = None if memory_per_trial is None else int(memory_per_trial)
         self.device, self.queue_depth, self.max_attempts = device, queue_depth, max_attempts
+        self.backoff_s, self.backoff_max_s, self.stall_s = backoff_s, backoff_max_s, stall_s
         self.requested, self.actors = workers, []
         self.compute_seconds = self.busy_wall = 0.0
         self.resubmitted = self.size = 0
+        self.retry_causes: collections.Counter = collections.Counter()  # error type -> retries
 
-    def slots(self) -> int:
-        """Worker slots the cluster's resources allow for this trial size (capped by `workers`)."""
+    @property
+    def retries(self) -> int:
+        """Environmental failures retried so far (each one a job run again)."""
+        return self.resubmitted
+
+    @staticmethod
+    def nodes() -> list[dict]:
+        """The alive nodes' resources ({"CPU", "GPU", "memory", ...})."""
         import ray
 
-        res = ray.cluster_resources()
-        n = int(res.get("CPU", 0) // self.cpus_per_trial + 1e-9)
-        if self.gpus_per_trial > 0:
-            n = min(n, int(res.get("GPU", 0) / self.gpus_per_trial + 1e-9))
+        return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
+    def slots(self) -> int:
+        """Worker slots the nodes' resources allow for this trial size (capped by `workers`):
+        on each node, min(CPUs / cpus_per_trial, GPUs / gpus_per_trial, memory / memory_per_trial)."""
+        def fit(res: dict) -> int:
+            n = int(res.get("CPU", 0) // self.cpus_per_trial + 1e-9)
+            if self.gpus_per_trial > 0:
+                n = min(n, int(res.get("GPU", 0) / self.gpus_per_trial + 1e-9))
+            if self.memory_per_trial:
+                n = min(n, int(res.get("memory", 0) // self.memory_per_trial))
+            return n
+
+        nodes = self.nodes()
+        n = sum(fit(r) for r in nodes)
         if self.requested is not None:
             n = min(n, self.requested)
         if n < 1:
-            raise ValueError(f"the Ray cluster ({res.get('CPU', 0)} CPUs, {res.get('GPU', 0)} GPUs) "
-                             f"cannot fit one trial of {self.cpus_per_trial} CPUs / {self.gpus_per_trial} GPUs")
+            cpus, gpus = sum(r.get("CPU", 0) for r in nodes), sum(r.get("GPU", 0) for r in nodes)
+            mem = max((r.get("memory", 0) for r in nodes), default=0) / (1 << 30)
+            need = f" / {self.memory_per_trial / (1 << 30):.1f} GiB" if self.memory_per_trial else ""
+            raise ValueError(f"the Ray cluster ({cpus} CPUs, {gpus} GPUs, largest node {mem:.1f} GiB memory) "
+                             f"cannot fit one trial of {self.cpus_per_trial} CPUs / {self.gpus_per_trial} GPUs{need}")
         return n
 
     def start(self) -> "Executor":
@@ -118,7 +184,8 @@ class Executor:
             return self
         threads = max(1, int(self.cpus_per_trial))
         env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-        cls = _worker_class().options(num_cpus=self.cpus_per_trial, num_gpus=self.gpus_per_trial,
+        memory = {"memory": self.memory_per_trial} if self.memory_per_trial else {}
+        cls = _worker_class().options(num_cpus=self.cpus_per_trial, num_gpus=self.gpus_per_trial, **memory,
                                       max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": env})
         self.actors = [cls.remote(threads, self.device) for _ in range(self.slots())]
         self.size = len(self.actors)
@@ -136,58 +203,106 @@ class Executor:
             ray.kill(a)
         self.actors = []
 
+    def _backoff(self, failures: int) -> float:
+        return min(self.backoff_max_s, self.backoff_s * 2 ** (failures - 1))
+
     def run(self, jobs: Iterable[Job], on_result: Callable[[Job, dict], Iterable[Job] | None]) -> None:
         """Run `jobs`; `on_result(job, result)` may return further jobs to queue (a GA's next
-        generation). Results carry ``error`` (a traceback) when the trial raised or its worker
-        died `max_attempts` times."""
+        generation). Results carry ``error`` (a traceback) when the trial raised, and ``retries``
+        when the environment failed it first; `PersistentFailure` when it failed too often."""
         import ray
-        from ray.exceptions import ActorUnavailableError, RayActorError, WorkerCrashedError
 
+        environmental = environmental_errors()
         self.start()
-        pending = collections.deque((j, 1) for j in jobs)
-        inflight: dict = {}
+        pending = collections.deque((j, [], None) for j in jobs)  # (job, causes so far, actor it failed on)
+        delayed: list = []   # heap of (due, seq, job, causes, actor): retries waiting out their back-off
+        inflight: dict = {}  # ref -> (job, actor, causes)
+        probes: dict = {}    # ref -> actor: a `ready` call to an actor that failed; no jobs until it answers
+        reprobe: list = []   # heap of (due, actor, failures)
+        down: dict[int, int] = {}  # actor -> failed probes
         load = [0] * len(self.actors)
-        t0 = time.perf_counter()
-        while pending or inflight:
+        seq, t0 = 0, time.perf_counter()
+        last_event = time.monotonic()
+
+        def probe(a: int) -> None:
+            probes[self.actors[a].ready.remote()] = a
+
+        while pending or inflight or delayed:
+            now = time.monotonic()
+            while delayed and delayed[0][0] <= now:
+                _, _, job, causes, failed_on = heapq.heappop(delayed)
+                pending.appendleft((job, causes, failed_on))
+            while reprobe and reprobe[0][0] <= now:
+                probe(heapq.heappop(reprobe)[1])
             while pending:
-                a = min(range(len(self.actors)), key=lambda i: load[i])
-                if load[a] >= self.queue_depth:
+                live = [i for i in range(len(self.actors)) if i not in down and load[i] < self.queue_depth]
+                if not live:
                     break
-                job, attempt = pending.popleft()
-                inflight[self.actors[a].run.remote(job)] = (job, a, attempt)
+                job, causes, failed_on = pending.popleft()
+                a = min([i for i in live if i != failed_on] or live, key=lambda i: load[i])
+                inflight[self.actors[a].run.remote(job)] = (job, a, causes)
                 load[a] += 1
-            [ref], _ = ray.wait(list(inflight), num_returns=1)
-            job, a, attempt = inflight.pop(ref)
+            if (pending or delayed) and not inflight and now - last_event > self.stall_s:
+                job, causes = (pending[0][:2] if pending else delayed[0][2:4])
+                raise PersistentFailure(job, causes, f"no live worker for {self.stall_s:.0f} s")
+            dues = [q[0][0] for q in (delayed, reprobe) if q]
+            timeout = max(0.0, min(dues) - now) if dues else None
+            waiting = list(inflight) + list(probes)
+            if not waiting:
+                time.sleep(min(timeout if timeout is not None else 1.0, 1.0))
+                continue
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=min(timeout, 5.0) if timeout is not None else 5.0)
+            if not ready:
+                continue
+            ref = ready[0]
+            if ref in probes:
+                a = probes.pop(ref)
+                try:
+                    ray.get(ref)
+                    down.pop(a, None)
+                    last_event = time.monotonic()
+                except environmental:
+                    down[a] = down.get(a, 0) + 1
+                    heapq.heappush(reprobe, (time.monotonic() + self._backoff(down[a]), a, down[a]))
+                continue
+            job, a, causes = inflight.pop(ref)
             load[a] -= 1
             try:
                 result = ray.get(ref)
-            except (RayActorError, WorkerCrashedError) as e:
-                restarting = isinstance(e, ActorUnavailableError)  # the actor is coming back: not a new death
-                if attempt < self.max_attempts or (restarting and attempt < _RESTART_WAITS):
-                    if restarting:
-                        time.sleep(_RESTART_WAIT_S)  # a loaded machine may take seconds to restart it
-                    self.resubmitted += 1
-                    self._retried(job, attempt + 1, e, restarting)
-                    pending.appendleft((job, attempt + 1))
-                    continue
-                result = {"error": f"worker died {attempt} times: {type(e).__name__}: {e}", "seconds": 0.0}
+                cause = result.pop("environmental", None)
+                if cause is not None:
+                    cause = _cause(cause["error"], cause["message"], a)
+            except environmental as e:
+                cause = _cause(type(e).__name__, str(e), a)
+                if a not in down:  # no more jobs to it until it answers
+                    down[a] = 0
+                    probe(a)
+            if cause is not None:
+                causes = causes + [cause]
+                self.resubmitted += 1
+                self.retry_causes[cause["error"]] += 1
+                self._retried(job, len(causes) + 1, cause)
+                if len(causes) >= self.max_attempts:
+                    raise PersistentFailure(job, causes, f"the environment failed it {len(causes)} times")
+                seq += 1
+                heapq.heappush(delayed, (time.monotonic() + self._backoff(len(causes)), seq, job, causes, a))
+                continue
+            last_event = time.monotonic()
+            if causes:
+                result["retries"] = [{k: v for k, v in c.items() if k != "worker"} for c in causes]
             self.compute_seconds += result.get("seconds", 0.0)
             more = on_result(job, result)
             if more:
-                pending.extend((j, 1) for j in more)
+                pending.extend((j, [], None) for j in more)
         self.busy_wall += time.perf_counter() - t0
 
-    def _retried(self, job: Job, attempt: int, error: Exception, restarting: bool) -> None:
-        """Report a resubmission: a job's worker lost (an event) or, on later attempts, its actor still
-        restarting (debug only)."""
-        cause = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"[:300]
-        if restarting and attempt > 2:
-            logger.debug("%s: its worker is restarting; resubmitted (attempt %d)", _label(job), attempt)
-            return
-        logger.info("worker lost while running %s; resubmitted (attempt %d of %d)", _label(job), attempt,
-                    self.max_attempts)
+    def _retried(self, job: Job, attempt: int, cause: dict) -> None:
+        """Report a retry of `job` after an environmental failure: a log line and an `on_event` event."""
+        logger.info("worker lost while running %s (%s); retried (attempt %d of %d)", _label(job), cause["error"],
+                    attempt, self.max_attempts)
         if self.on_event is not None:
-            self.on_event({"event": "retry", "job": list(job.key), "attempt": attempt, "cause": cause})
+            self.on_event({"event": "retry", "job": list(job.key), "attempt": attempt,
+                           "cause": f"{cause['error']}: {cause['message']}"})
 
     def efficiency(self) -> float:
         """Σ individuals' compute seconds / (wall seconds × workers), over the time `run` was busy."""

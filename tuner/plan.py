@@ -39,13 +39,15 @@ def _number(parameter: str, value, minimum: float, strict: bool) -> None:
 class Resources:
     """Where trials run, like Ray's ScalingConfig: `workers` slots (default: all cores) of a local
     Ray or the cluster at `address`, each with `cpus_per_trial` CPUs and `gpus_per_trial` GPUs
-    (fractions allowed), trials on `device`."""
+    (fractions allowed), trials on `device`; `memory_per_trial` GiB of memory each (default: the
+    estimate of `tuner.memory`, the largest among the run's optimizers)."""
 
     workers: int | None = None
     address: str | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     device: str = "cpu"
+    memory_per_trial: float | None = None
 
     def __post_init__(self):
         w = self.workers
@@ -53,6 +55,8 @@ class Resources:
             raise PlanError("resources.workers", f"{w!r} is not allowed (must be an integer >= 1 or None)")
         _number("resources.cpus_per_trial", self.cpus_per_trial, 0, strict=True)
         _number("resources.gpus_per_trial", self.gpus_per_trial, 0, strict=False)
+        if self.memory_per_trial is not None:
+            _number("resources.memory_per_trial", self.memory_per_trial, 0, strict=True)
         if self.device not in ("cpu", "cuda"):
             raise PlanError("resources.device", f"{self.device!r} is not allowed (must be 'cpu' or 'cuda')")
         if self.device == "cuda" and not torch.cuda.is_available():

@@ -467,6 +467,33 @@ def write_figures(rd: RunDir, manifest: dict, out_dir: Path, paper_hparams: dict
     return lines or ["No curves or tuning records yet."]
 
 
+def retries_section(rd: RunDir, manifest: dict) -> list[str]:
+    """Environmental failures (dead workers or nodes, out of memory) and the reruns they cost, from
+    the records (every session) and summary.json (the last one); they never count as errors."""
+    by_cause: dict[str, int] = {}
+    jobs = 0
+    for o in manifest["optimizers"]:
+        for rec in rd.individuals(o) + rd.full_runs(o):
+            if rec.get("retries"):
+                jobs += 1
+                for r in rec["retries"]:
+                    by_cause[r.get("error", "?")] = by_cause.get(r.get("error", "?"), 0) + 1
+    summary = rd.read_summary() or {}
+    lines = ["## Retries (environmental failures)", ""]
+    if not by_cause and not summary.get("retries") and not summary.get("stopped"):
+        return lines + ["None: no worker, node or memory failure reached a trial."]
+    if by_cause:
+        causes = ", ".join(f"{k} {v}" for k, v in sorted(by_cause.items()))
+        lines.append(f"{sum(by_cause.values())} retries of {jobs} recorded trials ({causes}); "
+                     "each was run again on a live worker and its result is the undisturbed one.")
+    if summary.get("retries"):
+        causes = ", ".join(f"{k} {v}" for k, v in sorted(summary.get("retry_causes", {}).items()))
+        lines.append(f"Last session: {summary['retries']} retries ({causes}).")
+    if summary.get("stopped"):
+        lines.append(f"The last session stopped: {summary['stopped']}. Resume the run to continue it.")
+    return lines
+
+
 def write_report(run_dir, out_dir=None) -> Path:
     """Write report.md (and figures/*.png when matplotlib is installed) for `run_dir` into
     `out_dir` (default: the run directory itself); return the path of report.md."""
@@ -485,6 +512,7 @@ def write_report(run_dir, out_dir=None) -> Path:
                 if schedule["full_run"].get("time_milestone_s") else "") + ".", ""]
     lines += results_section(data, manifest) + [""]
     lines += tuned_section(data, paper_hparams) + [""]
+    lines += retries_section(rd, manifest) + [""]
     lines += ["## Figures", ""]
     if _figure_class() is None:
         lines += [SKIPPED]

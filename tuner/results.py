@@ -35,6 +35,7 @@ class TuneResult:
     report: dict | None = None                     # full-run report (see `summarise_full`)
     full_reused: int = 0
     full_ran: int = 0
+    retries: int = 0                               # environmental failures run again (never in `errors`)
 
 
 def summarise_full(records: list[dict]) -> dict:

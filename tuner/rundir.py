@@ -9,8 +9,9 @@ Layout (one file per record, so a crash can only lose the record being written):
     errors/<optimizer>/full-seed-2.txt  traceback of a full run that raised
     tuned.json                      tuned hyperparameters (after lr scaling) and the raw GA means
     full/<optimizer>/seed-2.json    one finished full-length run (seed-2.ckpt: its checkpoint until then)
-    summary.json                    reused/ran counts, efficiency, wall time of the last session
+    summary.json                    reused/ran counts, retries, efficiency, wall time of the last session
     log.jsonl                       the run log: what happened, one JSON object per line (below)
+    .lock                           who runs on it now: {pid, host, started, argv} (see `RunDir.lock`)
 
 Every write is atomic (temp file + fsync + os.replace): on kill -9 a record either exists
 whole or not at all; stray ``*.tmp`` files are ignored.
@@ -35,27 +36,50 @@ milliseconds) and ``event``; the events, in the order a run writes them::
     end              the session's summary (as summary.json)
 
 Readers skip a line that does not parse (a line can only be torn by a full disk or power loss).
+
+One writer: a session holds `RunDir.lock` (fcntl.flock on ``.lock``, which the OS releases when
+the process ends, kill -9 included) for as long as it runs; a second one is refused with
+`RunDirLocked` naming the holder, a stale ``.lock`` of a dead process blocks nothing.
+
+Reading is safe: every file is parsed as JSON (no code runs), and anything unreadable, truncated,
+of the wrong shape or whose "sha256" (written with each tuning and full-run record) does not match
+its content is a `RunDirError` naming the file. The digest catches damage and hand edits, not a
+forger, who can recompute it.
 """
 from __future__ import annotations
 
 import datetime
+import fcntl
+import hashlib
 import importlib.metadata
 import json
 import math
 import os
 import platform
 import re
+import socket
+import sys
 import tempfile
 from pathlib import Path
 
 MANIFEST = "manifest.json"
 LOG = "log.jsonl"
+LOCK = ".lock"
 IDENTITY = ("task", "schedule", "seed", "optimizers")  # what a resumed run must match
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
 
 class RunDirError(ValueError):
-    """A run directory that cannot be created or resumed (one-line message)."""
+    """A run directory that cannot be created or resumed, or a file in it that cannot be read (one line)."""
+
+
+class RunDirLocked(RunDirError):
+    """The run directory is in use by another process; `.holder` is its {pid, host, started, argv}."""
+
+    def __init__(self, path, holder: dict):
+        self.holder = holder
+        super().__init__(f"{str(path)!r} is in use by process {holder.get('pid', '?')} on {holder.get('host', '?')} "
+                         f"(started {holder.get('started', '?')}); wait for it to finish or stop it")
 
 
 def atomic_write(path, write) -> None:
@@ -91,13 +115,71 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=True) + "\n")
 
 
-def read_json(path: Path):
-    with open(path) as f:
-        return json.load(f)
+def read_json(path: Path, kind: type | None = dict):
+    """The JSON in `path` (of type `kind` unless None); RunDirError naming the file otherwise."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RunDirError(f"{str(path)!r} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    if kind is not None and not isinstance(data, kind):
+        raise RunDirError(f"{str(path)!r} is not a JSON {kind.__name__} (a {type(data).__name__}): damaged?")
+    return data
 
 
 def _read_if_exists(path: Path):
     return read_json(path) if path.is_file() else None
+
+
+def record_digest(record: dict) -> str:
+    """SHA-256 of a record's canonical JSON, its "sha256" entry excluded."""
+    body = {k: v for k, v in record.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=True).encode()).hexdigest()
+
+
+def _seal(record: dict) -> dict:
+    return {**record, "sha256": record_digest(record)}
+
+
+def read_record(path: Path, required: tuple[str, ...] = ()) -> dict:
+    """A tuning or full-run record: RunDirError naming the file if it is unreadable, lacks one of
+    `required`, or does not match its "sha256" (records written before digests have none); the
+    record is returned without its digest."""
+    rec = read_json(path)
+    if "sha256" in rec and rec.pop("sha256") != record_digest(rec):
+        raise RunDirError(f"{str(path)!r} is damaged or was edited (its content does not match its sha256); "
+                          "delete it to run it again")
+    missing = [k for k in required if k not in rec]
+    if missing:
+        raise RunDirError(f"{str(path)!r} lacks {', '.join(missing)}: damaged? (delete it to run it again)")
+    return rec
+
+
+def _holder(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8") or "{}")
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+class Lock:
+    """An exclusive lock on a run directory held by this process (`RunDir.lock`); `release()` ends it."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 def versions() -> dict[str, str]:
@@ -182,15 +264,56 @@ class RunDir:
     def __init__(self, path):
         self.path = Path(path)
 
+    # -- the one writer ------------------------------------------------------------------------
+    def lock(self) -> Lock:
+        """Take the run directory for this process (creating the folder): flock on ``.lock``, which
+        then names this process; RunDirLocked naming the holder if another process has it. The OS
+        drops the lock when the process ends, however it ends."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.path / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RunDirLocked(self.path, _holder(path)) from None
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "argv": sys.argv,
+              "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        return Lock(path, fd)
+
+    @staticmethod
+    def check_unlocked(path) -> None:
+        """RunDirLocked if a live process holds `path`'s lock (a stale ``.lock`` passes)."""
+        lock = Path(path) / LOCK
+        if not lock.is_file():
+            return
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            raise RunDirLocked(Path(path), _holder(lock)) from None
+        finally:
+            os.close(fd)
+
     # -- creation / opening ------------------------------------------------------------------
     @staticmethod
-    def check_new(path) -> None:
-        """Raise RunDirError unless `path` can become a fresh run directory (writes nothing)."""
+    def check_new(path, holding_lock: bool = False) -> None:
+        """Raise RunDirError unless `path` can become a fresh run directory (writes nothing); a
+        folder holding only a stale ``.lock`` (a run killed while starting) counts as empty, and so
+        does one holding our own (`holding_lock`)."""
         p = Path(path)
         if p.exists() and not p.is_dir():
             raise RunDirError(f"{str(p)!r} exists and is not a directory")
-        if p.is_dir() and any(p.iterdir()):
-            raise RunDirError(f"{str(p)!r} is not empty (resume it to continue it)")
+        if p.is_dir():
+            if not holding_lock:
+                RunDir.check_unlocked(p)
+            if any(q.name != LOCK for q in p.iterdir()):
+                raise RunDirError(f"{str(p)!r} is not empty (resume it to continue it)")
 
     @classmethod
     def open(cls, path) -> "RunDir":
@@ -199,11 +322,17 @@ class RunDir:
         if not (rd.path / MANIFEST).is_file():
             raise RunDirError(f"{str(rd.path)!r} is not a run directory (no {MANIFEST})")
         try:
-            manifest = rd.manifest
-        except (OSError, ValueError) as e:
-            raise RunDirError(f"unreadable {MANIFEST} in {str(rd.path)!r} ({e})") from None
+            manifest = json.loads((rd.path / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise RunDirError(f"unreadable {MANIFEST} in {str(rd.path)!r} ({type(e).__name__}: {str(e)[:120]})") from None
         if not isinstance(manifest, dict) or not all(k in manifest for k in IDENTITY):
             raise RunDirError(f"{MANIFEST} in {str(rd.path)!r} lacks one of {', '.join(IDENTITY)}")
+        kinds = {"task": str, "schedule": dict, "seed": int, "optimizers": list}
+        for key, kind in kinds.items():
+            if not isinstance(manifest[key], kind) or isinstance(manifest[key], bool):
+                raise RunDirError(f"{str(rd.path / MANIFEST)!r}: {key} is {manifest[key]!r}, not a {kind.__name__}: damaged?")
+        if not all(isinstance(o, str) for o in manifest["optimizers"]):
+            raise RunDirError(f"{str(rd.path / MANIFEST)!r}: optimizers {manifest['optimizers']!r} are not all names")
         return rd
 
     @classmethod
@@ -235,17 +364,21 @@ class RunDir:
     def individual_path(self, optimizer: str, generation: int, index: int) -> Path:
         return self.path / "tuning" / safe_name(optimizer) / f"g{generation:02d}-i{index:02d}.json"
 
+    INDIVIDUAL = ("generation", "index", "seed", "hparams", "steps", "fitness")
+    FULL = ("seed_index", "seed", "hparams", "steps")
+
     def write_individual(self, optimizer: str, record: dict) -> None:
-        atomic_write_json(self.individual_path(optimizer, record["generation"], record["index"]), record)
+        atomic_write_json(self.individual_path(optimizer, record["generation"], record["index"]), _seal(record))
 
     def read_individual(self, optimizer: str, generation: int, index: int) -> dict | None:
-        return _read_if_exists(self.individual_path(optimizer, generation, index))
+        p = self.individual_path(optimizer, generation, index)
+        return read_record(p, self.INDIVIDUAL) if p.is_file() else None
 
     def individuals(self, optimizer: str) -> list[dict]:
         d = self.path / "tuning" / safe_name(optimizer)
         if not d.is_dir():
             return []
-        recs = [read_json(p) for p in sorted(d.glob("g*-i*.json"))]
+        recs = [read_record(p, self.INDIVIDUAL) for p in sorted(d.glob("g*-i*.json"))]
         return sorted(recs, key=lambda r: (r["generation"], r["index"]))
 
     def write_state(self, optimizer: str, state: dict) -> None:
@@ -271,18 +404,22 @@ class RunDir:
         return self.path / "full" / safe_name(optimizer) / f"seed-{seed_index}.json"
 
     def write_full(self, optimizer: str, seed_index: int, record: dict) -> None:
-        atomic_write_json(self.full_path(optimizer, seed_index), record)
+        atomic_write_json(self.full_path(optimizer, seed_index), _seal(record))
 
     def read_full(self, optimizer: str, seed_index: int) -> dict | None:
-        return _read_if_exists(self.full_path(optimizer, seed_index))
+        p = self.full_path(optimizer, seed_index)
+        return read_record(p, self.FULL) if p.is_file() else None
 
     def full_runs(self, optimizer: str) -> list[dict]:
         d = self.path / "full" / safe_name(optimizer)
         if not d.is_dir():
             return []
-        recs = [read_json(p) for p in d.glob("seed-*.json")]
+        recs = [read_record(p, self.FULL) for p in d.glob("seed-*.json")]
         return sorted(recs, key=lambda r: r["seed_index"])
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(self.path / "summary.json", summary)
+
+    def read_summary(self) -> dict | None:
+        return _read_if_exists(self.path / "summary.json")
 

@@ -44,6 +44,7 @@ class Session:
         self.hyperparameters: dict[str, dict[str, float]] = {}
         self.raw: dict[str, dict[str, float]] = {}
         self.reused = self.ran = self.errors = 0
+        self.retried = 0                                # jobs the environment failed before they finished
         self.full_reused = self.full_ran = 0
         self.full_left: dict[str, int] = {}             # optimizer -> full runs still to finish
         self.generation_started: dict[str, float] = {}  # optimizer -> when its jobs were issued (run log)
@@ -63,6 +64,12 @@ class Session:
     def _job(self, key: tuple, optimizer: str, hparams, steps: int, seed: int, **kw) -> Job:
         return Job(key=key, task=self.schedule.task, optimizer=optimizer, hparams=dict(hparams), steps=steps,
                    seed=seed, task_options=dict(self.schedule.task_options), **kw)
+
+    def _record_retries(self, result: dict, record: dict) -> None:
+        """The environmental failures before this result (`Executor.run`), never part of its fitness."""
+        if result.get("retries"):
+            self.retried += 1
+            record["retries"] = list(result["retries"])
 
     def _record_error(self, optimizer: str, name: str, result: dict, record: dict) -> None:
         self.errors += 1
@@ -91,9 +98,12 @@ class Session:
                 if rec is None:
                     missing.append(ind)
                     continue
+                path = self.rd.individual_path(optimizer, ind.generation, ind.index)
                 if (rec["seed"], rec["hparams"], rec["steps"]) != (ind.seed, ind.hparams, ind.steps):
-                    raise RunDirError(f"{self.rd.individual_path(optimizer, ind.generation, ind.index)} "
-                                      "does not match this run's GA (another seed or schedule?)")
+                    raise RunDirError(f"{path} does not match this run's GA (another seed or schedule?)")
+                if isinstance(rec["fitness"], bool) or not isinstance(rec["fitness"], (int, float)) \
+                        or math.isnan(rec["fitness"]):
+                    raise RunDirError(f"{path}: fitness {rec['fitness']!r} is not a number: damaged?")
                 fitness[ind.index] = float(rec["fitness"])
                 self.reused += 1
             self.partial[optimizer] = fitness
@@ -108,6 +118,9 @@ class Session:
     def _tell(self, optimizer: str, fitness: dict[int, float]) -> None:
         ga = self.gas[optimizer]
         ga.tell(fitness)
+        saved = self.rd.read_state(optimizer)
+        if saved is not None and saved.get("generation", 0) > ga.generation:
+            return  # replaying generations a state.json already records as passed: leave it
         self.rd.write_state(optimizer, {"generation": ga.generation, "generations": len(ga.generations),
                                         "done": ga.done, "mean": ga.mean})
 
@@ -131,6 +144,7 @@ class Session:
                   "diverged": result.get("diverged", False), "curve": result.get("curve")}
         if "error" in result:
             self._record_error(optimizer, self.rd.individual_path(optimizer, generation, index).stem, result, record)
+        self._record_retries(result, record)
         self.rd.write_individual(optimizer, record)
         self.ran += 1
         fit = self.partial[optimizer]
@@ -179,7 +193,12 @@ class Session:
         jobs = []
         for i in range(seeds):
             rec = self.rd.read_full(optimizer, i)
-            if rec is not None and rec.get("hparams") == hp and rec.get("steps") == steps:
+            if rec is not None:
+                mine = (i, full_run_seed(self.seed, i), hp, steps, milestone)
+                theirs = (rec["seed_index"], rec["seed"], rec["hparams"], rec["steps"], rec.get("time_milestone_s"))
+                if theirs != mine:
+                    raise RunDirError(f"{self.rd.full_path(optimizer, i)} does not match this run's full run {i} "
+                                      f"(seed, hyperparameters, steps or time milestone differ): delete it to run it again")
                 self.full_reused += 1
                 continue
             jobs.append(self._job(("full", optimizer, i), optimizer, hp, steps, full_run_seed(self.seed, i),
@@ -193,8 +212,11 @@ class Session:
 
     def _full_result(self, job: Job, result: dict) -> list[Job]:
         _, optimizer, i = job.key
+        if result.get("keep_checkpoint"):  # refused (damaged, another trial's): the user decides, the run stops
+            raise RunDirError(result.get("checkpoint_error") or result["error"].strip().splitlines()[-1])
         record = {"seed_index": i, "seed": job.seed, "hparams": job.hparams, "steps": job.steps,
                   "time_milestone_s": job.time_limit, **{k: v for k, v in result.items() if k not in ("pid", "keep_checkpoint")}}
+        self._record_retries(result, record)
         if "error" in result:
             record.update(final_loss=math.inf, diverged=False)
             self._record_error(optimizer, f"full-{self.rd.full_path(optimizer, i).stem}", result, record)
@@ -203,8 +225,7 @@ class Session:
                           diverged=bool(record.get("diverged")), seconds=record.get("seconds"))
         if record.get("diverged"):
             logger.info("%s full run %d diverged", optimizer, i)
-        if not result.get("keep_checkpoint", False):  # another trial's checkpoint stays for the user
-            self._checkpoint(optimizer, i).unlink(missing_ok=True)  # the record is durable now
+        self._checkpoint(optimizer, i).unlink(missing_ok=True)  # the record is durable now
         self.full_ran += 1
         self.full_left[optimizer] -= 1
         self._emit_full(optimizer)

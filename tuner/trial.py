@@ -20,9 +20,12 @@ at the check that sees a NaN/inf loss: `losses`/`times` end with the first one a
 Checkpoints (long full runs, `checkpoint=PATH`): at a check (between optimizer steps, so never
 inside an L-BFGS step's two evaluations) at least `checkpoint_every_s` seconds after the last save,
 the run atomically saves its task and optimizer state, what it recorded, its elapsed seconds and its
-`fingerprint`. A run that finds a checkpoint with its fingerprint continues from it and records
-exactly what an uninterrupted run would (`times` continue from the saved seconds); another trial's
-checkpoint is refused (`CheckpointError`). The caller deletes the file once the run's record is durable.
+`fingerprint`, and a SHA-256 `state_digest` of all that. A run that finds a checkpoint with its
+fingerprint continues from it and records exactly what an uninterrupted run would (`times` continue
+from the saved seconds). Loading runs no code from the file (`torch.load(weights_only=True)`: tensors,
+numbers, strings and plain containers only); another trial's checkpoint, and one that is truncated or
+whose content does not match its digest, is refused (`CheckpointError`, one line naming the file).
+The caller deletes the file once the run's record is durable.
 
 Observers (full runs, `observe_every=K`): σ, LODO's Hessian-approximation error (docs/paper.md §1.2,
 Fig. 2 left), is `task.hessian_error(opt.preconditioner)` on the task's fixed probes after every K-th
@@ -78,6 +81,14 @@ class Job:
     kind: str = "tuning"
     time_limit: float | None = None
     checkpoint: str | None = None      # full runs: mid-run checkpoint file (`run_trial(checkpoint=...)`)
+
+    def describe(self) -> str:
+        """The job in words: "LODO generation 2 index 5 (seed 123)", "Adam full run 1 (seed 1)"."""
+        if self.kind == "tuning" and len(self.key) == 4:
+            return f"{self.optimizer} generation {self.key[2]} index {self.key[3]} (seed {self.seed})"
+        if self.kind == "full" and len(self.key) == 3:
+            return f"{self.optimizer} full run {self.key[2]} (seed {self.seed})"
+        return f"{self.optimizer} {self.kind} job {self.key!r} (seed {self.seed})"
 
 
 SIGMA_EVERY = 200      # σ every ≥ 200 optimizer steps: ~1.5 % of a LODO run on the bowl (measured)
@@ -166,23 +177,79 @@ def fingerprint(task, optimizer, hparams, steps, seed, task_options=None, time_l
                       sort_keys=True, default=repr)
 
 
+_SAFE_LEAVES = (str, int, float, bool, type(None), torch.Tensor)
+
+
+def _digest(obj, h, where: str = "state") -> None:
+    """Feed `obj` to hash `h` canonically; TypeError naming the entry for what a checkpoint may not
+    hold (anything but tensors, numbers, strings, None, lists, tuples and dicts)."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for k in sorted(obj, key=repr):
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"{where} has a key {k!r} of type {type(k).__name__} (keys must be str or int)")
+            h.update(repr(k).encode())
+            _digest(obj[k], h, f"{where}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__[0]}{len(obj)}".encode())
+        for i, v in enumerate(obj):
+            _digest(v, h, f"{where}[{i}]")
+    elif isinstance(obj, _SAFE_LEAVES):
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+    else:
+        raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__name__}; a checkpoint holds only "
+                        "tensors, numbers, strings, None, lists, tuples and dicts")
+
+
+def state_digest(state: dict) -> str:
+    """SHA-256 of a checkpoint's content (its "digest" entry excluded)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    _digest({k: v for k, v in state.items() if k != "digest"}, h)
+    return h.hexdigest()
+
+
 def save_checkpoint(path, state: dict) -> None:
-    """torch.save `state` to `path` atomically (temp file in the same directory, fsync, os.replace)."""
+    """torch.save `state` and its `state_digest` to `path` atomically (temp file, fsync, os.replace).
+    CheckpointError if `state` holds a type `load_checkpoint` would refuse (a Task's or optimizer's
+    state_dict with, say, a numpy array: convert it with torch.from_numpy)."""
     from tuner.rundir import atomic_write
 
+    try:
+        state = {**state, "digest": state_digest(state)}
+    except TypeError as e:
+        raise CheckpointError(f"Invalid checkpoint state: {e}") from None
     atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path, expected_fingerprint: str) -> dict | None:
-    """The checkpoint at `path` (None if there is none); CheckpointError if it is another trial's."""
+    """The checkpoint at `path` (None if there is none), loaded without running code from it
+    (`torch.load(weights_only=True)`: tensors and plain containers only); CheckpointError (one line
+    naming the file) if it cannot be read, its content does not match its digest (truncated,
+    corrupted, edited) or it is another trial's."""
     if not os.path.isfile(path):
         return None
+    where = repr(os.fspath(path))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by save_checkpoint
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"Invalid checkpoint: {os.fspath(path)!r} cannot be read ({type(e).__name__})") from None
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise CheckpointError(f"Invalid checkpoint: {where} cannot be read safely ({type(e).__name__}: {first}); "
+                              "delete it to start the run over") from None
+    try:
+        intact = isinstance(state, dict) and state.get("digest") == state_digest(state)
+    except TypeError:
+        intact = False
+    if not intact:
+        raise CheckpointError(f"Invalid checkpoint: {where} is damaged (its content does not match its digest); "
+                              "delete it to start the run over")
     if state.get("fingerprint") != expected_fingerprint:
-        raise CheckpointError(f"Invalid checkpoint: {os.fspath(path)!r} belongs to another trial "
+        raise CheckpointError(f"Invalid checkpoint: {where} belongs to another trial "
                               f"({state.get('fingerprint')}; this one is {expected_fingerprint}); delete it to start over")
     return state
 
@@ -414,7 +481,10 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
     measured rate (doubled and rerun if hit before T); the time milestone is the mean over its last
     10 % of T. Only the step run is checkpointed (at `job.checkpoint`, if any; several machines need
     shared storage). A raising job returns {"error": traceback, "seconds", "pid", "keep_checkpoint"}:
-    keep_checkpoint is True iff the checkpoint belongs to another trial, so the caller must leave it.
+    keep_checkpoint is True iff the checkpoint was refused (another trial's, damaged, or a state it
+    cannot hold: `checkpoint_error`, one line), so the caller must leave it. Out of memory (torch.OutOfMemoryError, MemoryError) is the environment's failure, not the job's:
+    it returns {"environmental": {"error", "message"}, ...}, which the executor retries. (On the CPU
+    an over-committed node's kernel kills the worker instead, which the executor sees as a death.)
     """
     start = time.perf_counter()
     full = job.kind == "full"
@@ -432,9 +502,15 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
                 if timed.diverged or len(timed.losses) < cap:
                     break
                 cap *= 2
+    except (torch.OutOfMemoryError, MemoryError) as e:  # the node's memory, not the hyperparameters
+        return {"environmental": {"error": type(e).__name__, "message": str(e)},
+                "seconds": time.perf_counter() - start, "pid": os.getpid()}
     except Exception as e:
-        return {"error": traceback.format_exc(), "seconds": time.perf_counter() - start, "pid": os.getpid(),
-                "keep_checkpoint": isinstance(e, CheckpointError)}
+        out = {"error": traceback.format_exc(), "seconds": time.perf_counter() - start, "pid": os.getpid(),
+               "keep_checkpoint": isinstance(e, CheckpointError)}
+        if isinstance(e, CheckpointError):
+            out["checkpoint_error"] = str(e)
+        return out
     out = {"final_loss": math.inf if res.diverged else float(res.final_loss), "diverged": bool(res.diverged),
            "seconds": time.perf_counter() - start, "trial_seconds": float(res.seconds),
            "steps_per_second": float(res.steps_per_second), "evaluations": int(len(res.losses)),
