@@ -357,13 +357,16 @@ def test_a_damaged_run_dir_file_is_one_line_exit_2_naming_it(case, finished_run,
     name, damage, expected = RECORD_CASES[case]
     damage(rd / name)
     argv = ["--resume", str(rd), "--address", ray_session, "--quiet"] if "tuned" not in name else ["export", str(rd)]
-    before = {p: p.read_bytes() for p in rd.rglob("*") if p.is_file() and p.name != ".lock"}
+    kept = lambda p: p.is_file() and p.name not in (".lock", "log.jsonl")  # noqa: E731
+    before = {p: p.read_bytes() for p in rd.rglob("*") if kept(p)}
+    log_before = (rd / "log.jsonl").read_bytes()
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("lodo-tune: error: ") and err.count("\n") == 1, err
     assert expected in err and (name.split("/")[-1] in err or "manifest" in name), err
-    after = {p: p.read_bytes() for p in rd.rglob("*") if p.is_file() and p.name != ".lock"}
+    after = {p: p.read_bytes() for p in rd.rglob("*") if kept(p)}
     assert after == before  # nothing rewritten, nothing deleted
+    assert (rd / "log.jsonl").read_bytes().startswith(log_before)  # the run log only gains lines
 
 
 def _checkpointed(finished_run, tmp_path, monkeypatch) -> Path:
