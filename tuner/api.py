@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Mapping
 
+import lodo
 from tuner.executor import Executor, init_ray
 from tuner.export import export
 from tuner.plan import Plan, Resources, make_plan
@@ -25,18 +26,22 @@ def run_plan(plan: Plan, progress: ProgressFn | None = None) -> TuneResult:
     """Run a validated plan: create (or reopen) its run directory, start Ray and the trial actors,
     drive the session to the end, write summary.json."""
     given = plan.given()
+    spec, optimizer_specs = plan.spec, tuple(plan.schedule.optimizer_specs.values())
+    for optimizer_spec in optimizer_specs:  # the schedule's own optimizers, by name in this process
+        lodo.register(optimizer_spec)
     if plan.resume:
         rd = RunDir(plan.run_dir)
     else:
         rd = RunDir.create(plan.run_dir, task=plan.task, schedule=plan.schedule.to_dict(), seed=plan.seed,
                            optimizers=list(plan.optimizers), hparams=plan.mode, given_hyperparameters=given,
-                           full_runs=plan.full_runs, device=plan.resources.device)
+                           full_runs=plan.full_runs, device=plan.resources.device, task_source=spec.source)
     if given is not None:
         rd.write_tuned({"lr_scale": 1.0, "source": plan.mode, "hyperparameters": given, "raw": given})
-    session = Session(rd, plan.schedule, plan.seed, full_runs=plan.full_runs, progress=progress)
+    session = Session(rd, plan.schedule, plan.seed, full_runs=plan.full_runs, progress=progress, task=spec.ref)
     r = plan.resources
-    started_ray = init_ray(r.address, r.workers, r.cpus_per_trial)  # before any `import ray` (quiet start)
-    executor = Executor(r.workers, r.cpus_per_trial, r.gpus_per_trial, r.device)
+    started_ray = init_ray(r.address, r.workers, r.cpus_per_trial,  # before any `import ray` (quiet start)
+                           runtime_env=spec.runtime_env)
+    executor = Executor(r.workers, r.cpus_per_trial, r.gpus_per_trial, r.device, optimizer_specs=optimizer_specs)
     t0 = time.perf_counter()
     try:
         executor.start()
@@ -62,12 +67,17 @@ def run_plan(plan: Plan, progress: ProgressFn | None = None) -> TuneResult:
     return result
 
 
-def run(task: str, *, optimizers=None, schedule=None, seed: int | None = None, run_dir=None, resume: bool = False,
+def run(task, *, optimizers=None, schedule=None, seed: int | None = None, run_dir=None, resume: bool = False,
         hyperparameters: str | Mapping | None = None, full_runs: bool | None = None,
         resources: Resources | None = None, progress: ProgressFn | None = None) -> TuneResult:
     """Tune (unless `hyperparameters` is "paper" or a mapping) and then run the full-length runs.
 
-    schedule: a `Schedule`, a bundled name or path (default: the task's bundled schedule).
+    task: a built-in name, "package.module:Name", "path/to/file.py:Name", a Task subclass or a
+        factory f(seed, device, **options) -> Task (`tasks.resolve`, docs/tasks.md); None on resume.
+
+    schedule: a `Schedule`, a bundled name or path (default: the task's bundled schedule; a user
+        task has none: give one, `tuner.schedule.template()` is a start). Its optimizer mappings are
+        registered (`lodo.register`) in this process and on every worker.
     hyperparameters: "tuned" (run the GA; default), "paper" (Table 6, `lodo.paper_hyperparameters`;
         registry defaults where Table 6 has none) or {optimizer: {hparam: value}} (used as given).
     seed (default 0), hyperparameters and full_runs (default True) left as None on resume are the
@@ -78,7 +88,7 @@ def run(task: str, *, optimizers=None, schedule=None, seed: int | None = None, r
                               resources=resources), progress)
 
 
-def tune(task: str, *, optimizers=None, schedule=None, seed: int | None = None, run_dir=None, resume: bool = False,
+def tune(task, *, optimizers=None, schedule=None, seed: int | None = None, run_dir=None, resume: bool = False,
          resources: Resources | None = None, progress: ProgressFn | None = None) -> TuneResult:
     """Run the GA for every optimizer concurrently; `.hyperparameters` are the tuned values
     (final GA mean, lr × schedule.lr_scale), `.history` the GA histories."""
@@ -86,7 +96,7 @@ def tune(task: str, *, optimizers=None, schedule=None, seed: int | None = None, 
                hyperparameters="tuned", full_runs=False, resources=resources, progress=progress)
 
 
-def evaluate(task: str, hyperparameters: Mapping[str, Mapping[str, float]] | str, *, steps: int | None = None,
+def evaluate(task, hyperparameters: Mapping[str, Mapping[str, float]] | str, *, steps: int | None = None,
              seeds: int = 8, time_milestone: float | None = None, schedule=None, seed: int | None = None,
              run_dir=None, resume: bool = False, resources: Resources | None = None,
              progress: ProgressFn | None = None) -> dict:
