@@ -5,6 +5,7 @@
     lodo-tune export RUN_DIR --format markdown|csv|latex|json
     lodo-tune demo
     lodo-tune report RUN_DIR [--out DIR]
+    lodo-tune init-schedule [PATH]       # a commented schedule for your own task (default schedule.yaml)
     lodo-tune meta-train --task noisy_bowl [--steps N] [--resume] [--workers N]
 
 Every input is validated before the run directory is created or Ray starts: bad input prints
@@ -66,9 +67,11 @@ def _milestone(text: str):
 def _run_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description="Tune optimizers on a task with the paper's GA on Ray, then run "
                                        "full-length runs with the tuned values.")
-    p.add_argument("--task", help="noisy_bowl, rosenbrock, image_generation or resnet18_cifar10")
+    p.add_argument("--task", help="noisy_bowl, rosenbrock, image_generation, resnet18_cifar10, or your own: "
+                                  "package.module:Name or path/to/file.py:Name (docs/tasks.md)")
     p.add_argument("--optimizers", help="comma-separated optimizer names (default: the schedule's)")
-    p.add_argument("--schedule", help="bundled schedule name or YAML path (default: the task's)")
+    p.add_argument("--schedule", help="bundled schedule name or YAML path (default: the task's; required "
+                                      "for your own task: see init-schedule)")
     p.add_argument("--seed", type=int, default=None, help="tuner seed (default 0)")
     p.add_argument("--run-dir", help="run directory (default runs/<task>-<timestamp>)")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run; reruns only what is missing")
@@ -104,6 +107,29 @@ def _report_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR", help="where to write report.md and figures/ "
                                                              "(default: the run directory)")
     return p
+
+
+def _init_schedule_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} init-schedule", description="Write a commented tuning schedule to start your "
+                                                          "own task's from (Table 5's shape; docs/tasks.md).")
+    p.add_argument("path", nargs="?", default="schedule.yaml", help="where to write it (default schedule.yaml); "
+                                                                    "never overwritten")
+    return p
+
+
+def _init_schedule(path: str) -> int:
+    from tuner.schedule import template
+
+    target = Path(path)
+    if target.exists():
+        raise UsageError(f"init-schedule: {path!r} exists (not overwritten; give another path)")
+    try:
+        with open(target, "x", encoding="utf-8") as f:  # "x": never overwrite, even if created meanwhile
+            f.write(template())
+    except OSError as e:
+        raise UsageError(f"init-schedule: {path!r} cannot be written ({e.strerror or e})") from None
+    print(f"wrote {path}: edit it, then lodo-tune --task path/to/file.py:Name --schedule {path}")
+    return 0
 
 
 def _load_hparams_file(path: str) -> dict:
@@ -279,6 +305,8 @@ def main(argv=None) -> int:
             except ValueError as e:  # a missing or invalid run directory
                 raise UsageError(f"report: {e}") from None
             return 0
+        if argv[:1] == ["init-schedule"]:
+            return _init_schedule(_init_schedule_parser().parse_args(argv[1:]).path)
         if argv[:1] == ["meta-train"]:
             args = meta_train.configure_parser(
                 _Parser(prog=f"{PROG} meta-train", description="Meta-train the L2LBGDBGD LSTM optimizer.")
