@@ -417,6 +417,12 @@ def observations(res) -> dict:
     return out
 
 
+def _builtin(task) -> bool:
+    """A paper task: its held-out evaluation is not run after full runs (image_generation's validation
+    NLL costs 784 forward passes per image); a user task's `evaluate()` is recorded as `held_out`."""
+    return isinstance(task, str) and task in tasks.available()
+
+
 def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> dict:
     """Run one job in this process and summarise it (what an actor sends back).
 
@@ -434,7 +440,8 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
         kwargs = dict(task_options=dict(job.task_options), device=device)
         saving = dict(checkpoint=job.checkpoint, checkpoint_every_s=checkpoint_every_s) if job.checkpoint else {}
         res = run_trial(job.task, job.optimizer, dict(job.hparams), job.steps, job.seed, **kwargs, **saving,
-                        observe_every=observe_every_for(job.steps) if full else None, evaluate=full)
+                        observe_every=observe_every_for(job.steps) if full else None,
+                        evaluate=full and not _builtin(job.task))
         timed = res
         if full and job.time_limit is not None and not res.diverged and res.seconds < job.time_limit:
             cap = max(job.steps, math.ceil(1.5 * len(res.losses) * job.time_limit / max(res.seconds, 1e-9)))
