@@ -5,6 +5,7 @@
     lodo-tune export RUN_DIR --format markdown|csv|latex|json
     lodo-tune demo
     lodo-tune report RUN_DIR [--out DIR]
+    lodo-tune init-schedule [PATH]       # a commented schedule for your own task (default schedule.yaml)
     lodo-tune meta-train --task noisy_bowl [--steps N] [--resume] [--workers N]
 
 Every input is validated before the run directory is created or Ray starts: bad input prints
@@ -98,9 +99,11 @@ def _run_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description="Tune optimizers on a task with the paper's GA on Ray, then run "
                                        "full-length runs with the tuned values.", epilog=EXIT_CODES,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", help="noisy_bowl, rosenbrock, image_generation or resnet18_cifar10")
+    p.add_argument("--task", help="noisy_bowl, rosenbrock, image_generation, resnet18_cifar10, or your own: "
+                                  "package.module:Name or path/to/file.py:Name (docs/tasks.md)")
     p.add_argument("--optimizers", help="comma-separated optimizer names (default: the schedule's)")
-    p.add_argument("--schedule", help="bundled schedule name or YAML path (default: the task's)")
+    p.add_argument("--schedule", help="bundled schedule name or YAML path (default: the task's; required "
+                                      "for your own task: see init-schedule)")
     p.add_argument("--seed", type=int, default=None, help="tuner seed (default 0)")
     p.add_argument("--run-dir", help="run directory (default runs/<task>-<timestamp>)")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run; reruns only what is missing")
@@ -150,6 +153,29 @@ def _report_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _init_schedule_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} init-schedule", description="Write a commented tuning schedule to start your "
+                                                          "own task's from (Table 5's shape; docs/tasks.md).")
+    p.add_argument("path", nargs="?", default="schedule.yaml", help="where to write it (default schedule.yaml); "
+                                                                    "never overwritten")
+    return p
+
+
+def _init_schedule(path: str) -> int:
+    from tuner.schedule import template
+
+    target = Path(path)
+    if target.exists():
+        raise UsageError(f"init-schedule: {path!r} exists (not overwritten; give another path)")
+    try:
+        with open(target, "x", encoding="utf-8") as f:  # "x": never overwrite, even if created meanwhile
+            f.write(template())
+    except OSError as e:
+        raise UsageError(f"init-schedule: {path!r} cannot be written ({e.strerror or e})") from None
+    print(f"wrote {path}: edit it, then lodo-tune --task path/to/file.py:Name --schedule {path}")
+    return 0
+
+
 def _load_hparams_file(path: str) -> dict:
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -171,6 +197,8 @@ def _flag(parameter: str, args) -> str:
     """The flag of a `PlanError` parameter: "resources.cpus_per_trial" -> "--cpus-per-trial"."""
     if parameter == "run_dir" and args.resume:
         return "--resume"
+    if parameter.startswith("task_options.") and parameter.split(".", 1)[1] not in ("noise_variance", "data_dir"):
+        return f"--schedule: {parameter}"  # an option only the schedule can set (a user task's)
     return FLAGS.get(parameter, "--" + parameter.split(".")[-1].replace("_", "-"))
 
 
@@ -449,6 +477,9 @@ def _command(argv: list[str], out: _Output) -> int:
         except ValueError as e:  # a missing or invalid run directory
             raise UsageError(f"report: {e}") from None
         return 0
+    if argv[:1] == ["init-schedule"]:
+        out.start()
+        return _init_schedule(_init_schedule_parser().parse_args(argv[1:]).path)
     if argv[:1] == ["meta-train"]:
         args = meta_train.configure_parser(_verbose(
             _Parser(prog=f"{PROG} meta-train", description="Meta-train the L2LBGDBGD LSTM optimizer.")

@@ -17,6 +17,7 @@ import platform
 import time
 from typing import Mapping
 
+import lodo
 from tuner.executor import Executor, PersistentFailure, init_ray
 from tuner.export import export
 from tuner.memory import check_memory
@@ -65,6 +66,9 @@ def run_plan(plan: Plan, progress: ProgressFn | None = None) -> TuneResult:
     (summary.json says so; what finished is recorded and `resume=True` continues)."""
     given = plan.given()
     r = plan.resources
+    spec, optimizer_specs = plan.spec, tuple(plan.schedule.optimizer_specs.values())
+    for optimizer_spec in optimizer_specs:  # the schedule's own optimizers, by name in this process
+        lodo.register(optimizer_spec)
     rd = RunDir(plan.run_dir)
     fresh = not rd.path.exists()
     lock = rd.lock()
@@ -72,17 +76,18 @@ def run_plan(plan: Plan, progress: ProgressFn | None = None) -> TuneResult:
     try:
         if not plan.resume:
             RunDir.check_new(plan.run_dir, holding_lock=True)  # again, under the lock: nobody started on it since the plan
-        started_ray = init_ray(r.address, r.workers, r.cpus_per_trial)  # before any `import ray` (quiet start)
+        started_ray = init_ray(r.address, r.workers, r.cpus_per_trial,  # before any `import ray` (quiet start)
+                               runtime_env=spec.runtime_env)
         memory = check_memory(plan)
         if not plan.resume:
             rd = RunDir.create(plan.run_dir, task=plan.task, schedule=plan.schedule.to_dict(), seed=plan.seed,
                                optimizers=list(plan.optimizers), hparams=plan.mode, given_hyperparameters=given,
-                               full_runs=plan.full_runs, device=plan.resources.device)
+                               full_runs=plan.full_runs, device=plan.resources.device, task_source=spec.source)
         if given is not None:
             rd.write_tuned({"lr_scale": 1.0, "source": plan.mode, "hyperparameters": given, "raw": given})
         rd.log.write("resume" if plan.resume else "start", **_plan_fields(plan))
         try:
-            return _run_session(plan, rd, given, memory, progress)
+            return _run_session(plan, rd, given, memory, optimizer_specs, progress)
         except KeyboardInterrupt:
             rd.log.write("interrupted")
             raise
@@ -101,10 +106,11 @@ def run_plan(plan: Plan, progress: ProgressFn | None = None) -> TuneResult:
                 rd.path.rmdir()
 
 
-def _run_session(plan: Plan, rd: RunDir, given, memory, progress) -> TuneResult:
+def _run_session(plan: Plan, rd: RunDir, given, memory, optimizer_specs, progress) -> TuneResult:
     r = plan.resources
-    session = Session(rd, plan.schedule, plan.seed, full_runs=plan.full_runs, progress=progress)
-    executor = Executor(r.workers, r.cpus_per_trial, r.gpus_per_trial, r.device, memory_per_trial=memory)
+    session = Session(rd, plan.schedule, plan.seed, full_runs=plan.full_runs, progress=progress, task=plan.spec.ref)
+    executor = Executor(r.workers, r.cpus_per_trial, r.gpus_per_trial, r.device, memory_per_trial=memory,
+                        optimizer_specs=optimizer_specs)
     executor.on_event = lambda event: rd.log.write(**event)
     t0 = time.perf_counter()
     try:
@@ -135,12 +141,17 @@ def _run_session(plan: Plan, rd: RunDir, given, memory, progress) -> TuneResult:
     return result
 
 
-def run(task: str, *, optimizers=None, schedule=None, seed: int | None = None, run_dir=None, resume: bool = False,
+def run(task, *, optimizers=None, schedule=None, seed: int | None = None, run_dir=None, resume: bool = False,
         hyperparameters: str | Mapping | None = None, full_runs: bool | None = None,
         resources: Resources | None = None, progress: ProgressFn | None = None) -> TuneResult:
     """Tune (unless `hyperparameters` is "paper" or a mapping) and then run the full-length runs.
 
-    schedule: a `Schedule`, a bundled name or path (default: the task's bundled schedule).
+    task: a built-in name, "package.module:Name", "path/to/file.py:Name", a Task subclass or a
+        factory f(seed, device, **options) -> Task (`tasks.resolve`, docs/tasks.md); None on resume.
+
+    schedule: a `Schedule`, a bundled name or path (default: the task's bundled schedule; a user
+        task has none: give one, `tuner.schedule.template()` is a start). Its optimizer mappings are
+        registered (`lodo.register`) in this process and on every worker.
     hyperparameters: "tuned" (run the GA; default), "paper" (Table 6, `lodo.paper_hyperparameters`;
         registry defaults where Table 6 has none) or {optimizer: {hparam: value}} (used as given).
     seed (default 0), hyperparameters and full_runs (default True) left as None on resume are the
@@ -151,7 +162,7 @@ def run(task: str, *, optimizers=None, schedule=None, seed: int | None = None, r
                               resources=resources), progress)
 
 
-def tune(task: str, *, optimizers=None, schedule=None, seed: int | None = None, run_dir=None, resume: bool = False,
+def tune(task, *, optimizers=None, schedule=None, seed: int | None = None, run_dir=None, resume: bool = False,
          resources: Resources | None = None, progress: ProgressFn | None = None) -> TuneResult:
     """Run the GA for every optimizer concurrently; `.hyperparameters` are the tuned values
     (final GA mean, lr × schedule.lr_scale), `.history` the GA histories."""
@@ -159,7 +170,7 @@ def tune(task: str, *, optimizers=None, schedule=None, seed: int | None = None, 
                hyperparameters="tuned", full_runs=False, resources=resources, progress=progress)
 
 
-def evaluate(task: str, hyperparameters: Mapping[str, Mapping[str, float]] | str, *, steps: int | None = None,
+def evaluate(task, hyperparameters: Mapping[str, Mapping[str, float]] | str, *, steps: int | None = None,
              seeds: int = 8, time_milestone: float | None = None, schedule=None, seed: int | None = None,
              run_dir=None, resume: bool = False, resources: Resources | None = None,
              progress: ProgressFn | None = None) -> dict:

@@ -76,9 +76,14 @@ def _worker_class():
     class TrialWorker:
         """One worker slot: torch and BLAS pinned to this slot's CPUs."""
 
-        def __init__(self, threads: int, device: str):
+        def __init__(self, threads: int, device: str, optimizer_specs=()):
             torch.set_num_threads(threads)
             self.device = device
+            if optimizer_specs:  # the schedule's own optimizers (lodo.register is per process)
+                import lodo
+
+                for spec in optimizer_specs:
+                    lodo.register(spec)
 
         def ready(self) -> int:
             return os.getpid()
@@ -95,10 +100,12 @@ def _worker_class():
 
 
 def init_ray(address: str | None = None, workers: int | None = None, cpus_per_trial: float = 1,
-             num_gpus: int | None = None) -> bool:
+             num_gpus: int | None = None, runtime_env: dict | None = None) -> bool:
     """Join `address` or start a local Ray with `workers` × `cpus_per_trial` CPUs (default: all cores);
     False if Ray was already running. A local Ray gets RAY_AUTH_MODE=token unless set: Ray's default,
-    chosen explicitly so that Ray does not warn. Ray reads it on its first import: call this before that."""
+    chosen explicitly so that Ray does not warn. Ray reads it on its first import: call this before that.
+    `runtime_env` (a user task's `TaskSpec.runtime_env`, local py_modules) is the job's: Ray takes local
+    paths only in `ray.init`. A Ray already running keeps its own (start it with this runtime_env)."""
     if not (address or os.environ.get("RAY_ADDRESS")) and "ray" not in sys.modules:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
@@ -106,6 +113,8 @@ def init_ray(address: str | None = None, workers: int | None = None, cpus_per_tr
     if ray.is_initialized():
         return False
     kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if runtime_env:
+        kw["runtime_env"] = runtime_env
     if address:
         ray.init(address=address, **kw)
     else:
@@ -124,7 +133,7 @@ class Executor:
     def __init__(self, workers: int | None = None, cpus_per_trial: float = 1, gpus_per_trial: float = 0,
                  device: str = "cpu", queue_depth: int = 2, max_attempts: int = MAX_ATTEMPTS,
                  memory_per_trial: int | None = None, backoff_s: float = BACKOFF_S,
-                 backoff_max_s: float = BACKOFF_MAX_S, stall_s: float = STALL_S):
+                 backoff_max_s: float = BACKOFF_MAX_S, stall_s: float = STALL_S, optimizer_specs=()):
         if cpus_per_trial <= 0:
             raise ValueError(f"Invalid cpus_per_trial: {cpus_per_trial} (must be > 0)")
         if gpus_per_trial < 0:
@@ -138,6 +147,7 @@ class Executor:
         self.device, self.queue_depth, self.max_attempts = device, queue_depth, max_attempts
         self.backoff_s, self.backoff_max_s, self.stall_s = backoff_s, backoff_max_s, stall_s
         self.requested, self.actors = workers, []
+        self.optimizer_specs = tuple(optimizer_specs)  # lodo.OptimizerSpecs each actor registers
         self.compute_seconds = self.busy_wall = 0.0
         self.resubmitted = self.size = 0
         self.retry_causes: collections.Counter = collections.Counter()  # error type -> retries
@@ -187,7 +197,7 @@ class Executor:
         memory = {"memory": self.memory_per_trial} if self.memory_per_trial else {}
         cls = _worker_class().options(num_cpus=self.cpus_per_trial, num_gpus=self.gpus_per_trial, **memory,
                                       max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": env})
-        self.actors = [cls.remote(threads, self.device) for _ in range(self.slots())]
+        self.actors = [cls.remote(threads, self.device, self.optimizer_specs) for _ in range(self.slots())]
         self.size = len(self.actors)
         ray.get([a.ready.remote() for a in self.actors])
         return self

@@ -7,7 +7,8 @@ import io
 import json
 import math
 
-from tuner.results import collect, markdown_table, table1_header, table1_rows, table6_header, table6_rows
+from tuner.results import (collect, held_out_names, markdown_table, table1_header, table1_rows, table6_header,
+                           table6_rows)
 
 FORMATS = ("markdown", "csv", "latex", "json")
 
@@ -51,11 +52,13 @@ def _csv(data: dict) -> str:
     if data["results"]:
         w.writerow([])
         w.writerow(["optimizer", "steps", "final_loss_mean", "final_loss_std", "time_milestone_s",
-                    "time_loss_mean", "time_loss_std", "steps_per_second", "diverged", "seeds"])
+                    "time_loss_mean", "time_loss_std", "steps_per_second", "diverged", "seeds"]
+                   + [f"held_out_{k}" for k in held_out_names(data)])
         for o, r in data["results"].items():
             w.writerow([o, r["steps"], _num(r["final_loss_mean"]), _num(r["final_loss_std"]),
                         _num(r["time_milestone_s"]), _num(r["time_loss_mean"]), _num(r["time_loss_std"]),
-                        _num(r["steps_per_second"]), r["diverged"], r["seeds"]])
+                        _num(r["steps_per_second"]), r["diverged"], r["seeds"]]
+                       + [_num(r.get("held_out", {}).get(k)) for k in held_out_names(data)])
     return buf.getvalue()
 
 

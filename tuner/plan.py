@@ -76,6 +76,12 @@ class Plan:
     hyperparameters: str | dict      # "tuned" (run the GA), "paper" (Table 6) or {optimizer: {hp: value}}
     full_runs: bool
     resources: Resources
+    task_spec: tasks.TaskSpec | None = None  # the resolved task (`task` is its display name); None: tasks.resolve(task)
+
+    @property
+    def spec(self) -> tasks.TaskSpec:
+        """The resolved task: what jobs carry (`.ref`), what Ray needs (`.runtime_env`), the manifest's source."""
+        return self.task_spec if self.task_spec is not None else tasks.resolve(self.task)
 
     @property
     def mode(self) -> str:
@@ -103,26 +109,75 @@ def _one_of(parameter: str, what: str, name, valid: list[str]) -> None:
         raise PlanError(parameter, f"unknown {what} {name!r} (valid: {', '.join(valid)})")
 
 
-def _schedule(schedule, overrides, task: str, manifest: dict | None, run_dir) -> Schedule:
+def _schedule(schedule, overrides, spec: tasks.TaskSpec, manifest: dict | None, run_dir) -> Schedule:
+    names = None if spec.builtin else [spec.name]  # a user task's schedule may name it
     if isinstance(schedule, Schedule):
-        return Schedule.from_dict(merge(schedule.to_dict(), overrides), f"{schedule.source} (with overrides)") \
-            if overrides else schedule
+        return Schedule.from_dict(merge(schedule.to_dict(), overrides), f"{schedule.source} (with overrides)",
+                                  task_names=names) if overrides else schedule
     if schedule is None and manifest is not None:
         data = merge(manifest["schedule"], overrides or {})
-        return Schedule.from_dict(data, f"{run_dir}/manifest.json" + (" (with overrides)" if overrides else ""))
-    return load_schedule(schedule or task, overrides)
+        return Schedule.from_dict(data, f"{run_dir}/manifest.json" + (" (with overrides)" if overrides else ""),
+                                  task_names=names)
+    if schedule is None and not spec.builtin:
+        raise PlanError("schedule", f"required for task {spec.name!r} (a user task has no bundled schedule; "
+                                    "`lodo-tune init-schedule` writes a template to start from)")
+    return load_schedule(schedule or spec.name, overrides, task_names=names)
 
 
-def _hyperparameters(value, optimizers: list[str]) -> dict:
-    """{optimizer: {hp: float}} for `optimizers`, checked against the registry."""
+def _task(task, manifest: dict | None, where: str) -> tasks.TaskSpec:
+    """The resolved task: `task` as given, else the resumed run's (rebuilt from its recorded source)."""
+    if task is None and manifest is not None:
+        source = manifest.get("task_source", manifest["task"])
+        if source is None:
+            raise PlanError("task", f"{where} is a run of task {manifest['task']!r} defined in a script (__main__): "
+                                    "pass the task object again to resume it")
+        task = source
+    if task is None:
+        raise PlanError("task", f"required (one of: {', '.join(tasks.available())}; or \"package.module:Name\", "
+                                "\"path/to/file.py:Name\", a Task subclass or factory)")
+    try:
+        spec = tasks.resolve(task)
+    except ValueError as e:
+        message = str(e)
+        if message.startswith("Unknown task: "):  # a name that is neither built-in nor a spec
+            message = f"unknown task {message[len('Unknown task: '):]}"
+        raise PlanError("task", message) from None
+    if manifest is not None and manifest["task"] != spec.name:
+        raise PlanError("task", f"{where} is a run of task {manifest['task']!r}, not {spec.name!r}")
+    return spec
+
+
+def _optimizer_names(schedule: Schedule) -> list[str]:
+    """The registry's optimizers and those the schedule declares."""
+    return list(lodo.available()) + [o for o in schedule.optimizer_specs if o not in lodo.available()]
+
+
+def _space_names(schedule: Schedule, optimizer: str) -> list[str]:
+    spec = schedule.optimizer_specs.get(optimizer)
+    return [h.name for h in (spec.hyperparameters if spec else lodo.hyperparameters(optimizer))]
+
+
+def _check_user_task(spec: tasks.TaskSpec, options: dict) -> None:
+    """Build a user task once (seed 0, CPU), so a factory that fails or returns no Task stops the run here."""
+    try:
+        spec.create(seed=0, device="cpu", **options)
+    except ValueError as e:
+        raise PlanError("task", str(e)) from None
+    except Exception as e:  # noqa: BLE001 - the user's code raised
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise PlanError("task", f"building {spec.source or spec.name!r} failed ({type(e).__name__}: {first})") from None
+
+
+def _hyperparameters(value, optimizers: list[str], schedule: Schedule) -> dict:
+    """{optimizer: {hp: float}} for `optimizers`, checked against the registry and the schedule's optimizers."""
     if not isinstance(value, Mapping):
         raise PlanError("hyperparameters", f"{value!r} is not allowed (must be 'tuned', 'paper' or "
                                            "a mapping optimizer -> {hyperparameter: value})")
     for opt, hp in value.items():
-        _one_of("hyperparameters", "optimizer", opt, lodo.available())
+        _one_of("hyperparameters", "optimizer", opt, _optimizer_names(schedule))
         if not isinstance(hp, Mapping):
             raise PlanError("hyperparameters", f"{opt}: {hp!r} is not allowed (must map hyperparameter -> value)")
-        valid = [h.name for h in lodo.hyperparameters(opt)]
+        valid = _space_names(schedule, opt)
         for name, v in hp.items():
             if name not in valid:
                 raise PlanError("hyperparameters", f"unknown hyperparameter {name!r} for {opt} (valid: {', '.join(valid)})")
@@ -152,32 +207,32 @@ def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedu
         except RunDirError as e:
             raise PlanError("run_dir", str(e)) from None
     where = repr(str(run_dir))
-    task = task or (manifest or {}).get("task")
-    if task is None:
-        raise PlanError("task", f"required (one of: {', '.join(tasks.available())})")
-    _one_of("task", "task", task, tasks.available())
-    if manifest is not None and manifest["task"] != task:
-        raise PlanError("task", f"{where} is a run of task {manifest['task']!r}, not {task!r}")
+    spec = _task(task, manifest, where)
+    task = spec.name
 
     try:
-        schedule = _schedule(schedule, schedule_overrides, task, manifest, run_dir)
-        if manifest is not None and Schedule.from_dict(manifest["schedule"]) != schedule:
+        schedule = _schedule(schedule, schedule_overrides, spec, manifest, run_dir)
+        if manifest is not None and Schedule.from_dict(
+                manifest["schedule"], task_names=None if spec.builtin else [spec.name]) != schedule:
             raise PlanError("schedule", f"{where} was run with another schedule")
     except ScheduleError as e:
         raise PlanError("schedule", str(e)) from None
-    if schedule.task != task:
+    if schedule.task not in (None, task):
         raise PlanError("schedule", f"{schedule.source} is for task {schedule.task!r}, not {task!r}")
-    for name in schedule.task_options:
-        if name not in tasks.options(task):
-            raise PlanError(f"task_options.{name}", f"not an option of task {task!r} "
-                                                    f"(valid: {', '.join(tasks.options(task))})")
+    if not spec.accepts_any_option():
+        for name in schedule.task_options:
+            if name not in spec.options():
+                raise PlanError(f"task_options.{name}", f"not an option of task {task!r} "
+                                                        f"(valid: {', '.join(spec.options()) or 'none'})")
+    if not spec.builtin:
+        _check_user_task(spec, schedule.task_options)
 
     if optimizers is not None:
         optimizers = list(optimizers)
         if not optimizers:
             raise PlanError("optimizers", "empty list")
         for i, o in enumerate(optimizers):
-            _one_of("optimizers", "optimizer", o, lodo.available())
+            _one_of("optimizers", "optimizer", o, _optimizer_names(schedule))
             if o in optimizers[:i]:
                 raise PlanError("optimizers", f"{o!r} is repeated")
     elif manifest is not None:
@@ -193,13 +248,16 @@ def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedu
         mode = manifest.get("hparams", "tuned")
         hyperparameters = manifest["given_hyperparameters"] if mode == "given" else mode
     hyperparameters = "tuned" if hyperparameters is None else hyperparameters
+    if hyperparameters == "paper" and not spec.builtin:
+        raise PlanError("hyperparameters", f"'paper' is only for the paper's tasks (Table 6 has no values for "
+                                           f"{task!r}): tune them, or give a mapping optimizer -> {{hparam: value}}")
     if hyperparameters == "paper":
         try:
             lodo.paper_hyperparameters(task)
         except ValueError as e:
             raise PlanError("hyperparameters", str(e)) from None
     elif hyperparameters != "tuned":
-        hyperparameters = _hyperparameters(hyperparameters, optimizers)
+        hyperparameters = _hyperparameters(hyperparameters, optimizers, schedule)
 
     if seed is None:
         seed = (manifest or {}).get("seed", 0)
@@ -212,7 +270,8 @@ def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedu
         full_runs = (manifest or {}).get("full_runs", True)
     plan = Plan(task=task, schedule=schedule, optimizers=tuple(optimizers), seed=seed,
                 run_dir=Path(run_dir) if run_dir is not None else default_run_dir(task), resume=resume,
-                hyperparameters=hyperparameters, full_runs=bool(full_runs), resources=resources or Resources())
+                hyperparameters=hyperparameters, full_runs=bool(full_runs), resources=resources or Resources(),
+                task_spec=spec)
     if manifest is not None and (manifest.get("hparams", "tuned"), manifest.get("given_hyperparameters")) \
             != (plan.mode, plan.given()):
         raise PlanError("hyperparameters", f"{where} was run with hyperparameters {manifest.get('hparams')!r}"

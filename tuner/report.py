@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 
 import lodo
+import tasks
 from lodo.paper import RESULTS
 from tasks.rosenbrock import MINIMUM, START, rosenbrock
 from tuner.ga import GeneticAlgorithm
-from tuner.results import collect, markdown_table, sig, speed_cell, step_cell, time_cell
+from tuner.results import collect, held_out_names, markdown_table, sig, speed_cell, step_cell, time_cell
 from tuner.rundir import LOG, RunDir, safe_name
 from tuner.schedule import Schedule, space_for
 
@@ -357,6 +358,8 @@ def results_section(data: dict, manifest: dict) -> list[str]:
     if timed:
         header += [f"paper, {paper.time_s:g} s", "ours/paper"]
     header += ["steps/s (ours)"]
+    held_out = held_out_names(data)
+    header += [f"held-out {k} (ours)" for k in held_out]
     names = list(manifest["optimizers"])
     if paper:
         names += [o for o in paper.rows if o not in names]
@@ -378,11 +381,12 @@ def results_section(data: dict, manifest: dict) -> list[str]:
             entry = paper.time_rows.get(o)
             row += [_paper_cell(entry), ratio(ours_time, entry[0] if entry else None)]
         row += [speed_cell(r)]
+        row += [f"{r['held_out'][k]:.4g}" if r and k in r.get("held_out", {}) else "—" for k in held_out]
         rows.append(row)
     if rows and (results or paper):
         lines += markdown_table(header, rows)
     metric = paper.metric if paper else "average training loss over the last 10 %"
-    notes = [f"Mean ± std over seeds of the {metric}; ratio = our mean / the paper's mean."]
+    notes = [f"Mean ± std over seeds of the {metric}" + ("; ratio = our mean / the paper's mean." if paper else ".")]
     if paper and steps != paper.steps:
         notes.append(f"Our full runs take {steps} steps, the paper's {paper.steps}: "
                      "the ratios compare different budgets.")
@@ -390,13 +394,22 @@ def results_section(data: dict, manifest: dict) -> list[str]:
         notes.append(f"Our time milestone is {milestone:g} s, the paper's {paper.time_s:g} s (other hardware).")
     if paper:
         notes += [f"{o}: {n}." for o, n in paper.notes.items() if o in names]
+    if held_out:
+        notes.append("Held-out: the task's `evaluate()` after each full run (mean over seeds).")
     if manifest["schedule"].get("task_options"):
-        notes.append(f"Task options: {manifest['schedule']['task_options']} (the paper's numbers use the defaults).")
+        notes.append(f"Task options: {manifest['schedule']['task_options']}"
+                     + (" (the paper's numbers use the defaults)." if paper else "."))
     return lines + [""] + [f"- {n}" for n in notes]
 
 
 def tuned_section(data: dict, paper_hparams: dict[str, dict[str, float]]) -> list[str]:
-    """Our tuned hyperparameters (after lr scaling) next to Table 6, one row per hyperparameter."""
+    """Our tuned hyperparameters (after lr scaling) next to Table 6, one row per hyperparameter;
+    without Table 6's column for a task the paper does not have (a user task)."""
+    if data["task"] not in tasks.available():
+        rows = [[o, name, _value(v) + ("" if e["status"] == "done" else f" ({e['status']})")]
+                for o, e in data["tuned"].items() for name, v in (e["hyperparameters"] or {}).items()]
+        lines = [f"## Tuned hyperparameters ({data['source']})", "", f"The paper has no Table 6 values for {data['task']}.", ""]
+        return lines + (markdown_table(["Optimizer", "hyperparameter", "ours"], rows) if rows else ["No tuning records yet."])
     lines = [f"## Tuned hyperparameters ({data['source']}) vs the paper's Table 6", ""]
     rows = []
     for o, entry in data["tuned"].items():
@@ -435,7 +448,7 @@ def write_figures(rd: RunDir, manifest: dict, out_dir: Path, paper_hparams: dict
                   f"![σ by step, mean ± std over seeds]({FIGURES}/sigma.png)", "",
                   "σ = sqrt(‖I − G H‖_F² / n), estimated on the task's 100 fixed probe vectors every K "
                   "steps of the full runs (the paper's Fig. 2, left).", ""]
-    if any(seed0_trajectory(r) is not None for r in full.values()):
+    if manifest["task"] == "rosenbrock" and any(seed0_trajectory(r) is not None for r in full.values()):
         save_png(plot_trajectories(full), fig_dir / "trajectories.png")
         lines += ["### Trajectories", "", f"![Trajectories of seed 0 over the loss]({FIGURES}/trajectories.png)", "",
                   "Each optimizer's seed-0 parameters at every evaluation over log₁₀ f (the paper's Fig. 3).", ""]
@@ -443,7 +456,8 @@ def write_figures(rd: RunDir, manifest: dict, out_dir: Path, paper_hparams: dict
     tuned = [o for o in manifest["optimizers"] if (rd.path / "tuning" / safe_name(o)).is_dir()]
     for o in tuned:
         try:
-            space = space_for(Schedule.from_dict(manifest["schedule"]), o)
+            task_names = None if manifest["task"] in tasks.available() else [manifest["task"]]
+            space = space_for(Schedule.from_dict(manifest["schedule"], task_names=task_names), o)
         except ValueError as e:  # a schedule this version no longer accepts
             lines += [f"GA figure for {o} skipped: {e}", ""]
             continue

@@ -52,6 +52,10 @@ def summarise_full(records: list[dict]) -> dict:
     step_mean, step_std = stats("final_loss")
     time_mean, time_std = stats("time_loss")
     sps = [r["steps_per_second"] for r in records if r.get("steps_per_second")]
+    held_out: dict[str, list[float]] = {}  # the task's evaluate() after each full run (e.g. test_accuracy)
+    for r in records:
+        for key, value in (r.get("held_out") or {}).items():
+            held_out.setdefault(key, []).append(value)
     return {
         "seeds": len(records),
         "steps": records[0]["steps"] if records else None,
@@ -61,6 +65,7 @@ def summarise_full(records: list[dict]) -> dict:
         "steps_per_second": float(np.mean(sps)) if sps else None,
         "diverged": sum(1 for r in records if r.get("diverged") or not math.isfinite(r.get("final_loss", math.inf))),
         "errors": sum(1 for r in records if r.get("error")),
+        "held_out": {k: float(np.mean(v)) for k, v in held_out.items()},
     }
 
 
@@ -141,15 +146,23 @@ def table6_rows(data: dict) -> list[list[str]]:
     return rows
 
 
+def held_out_names(data: dict) -> list[str]:
+    """The held-out metrics any optimizer's full runs recorded (`Task.evaluate()`), in first-seen order."""
+    return list(dict.fromkeys(k for r in data["results"].values() for k in r.get("held_out") or {}))
+
+
 def table1_header(data: dict) -> list[str]:
     steps = next((r["steps"] for r in data["results"].values()), None)
     milestone = next((r["time_milestone_s"] for r in data["results"].values() if r["time_milestone_s"]), None)
-    return ["Optimizer", f"{steps} steps"] + ([f"{milestone:g} s"] if milestone else []) + ["steps/s"]
+    return (["Optimizer", f"{steps} steps"] + ([f"{milestone:g} s"] if milestone else []) + ["steps/s"]
+            + [f"held-out {k}" for k in held_out_names(data)])
 
 
 def table1_rows(data: dict, sign: str = "±") -> list[list[str]]:
     milestone = any(r["time_milestone_s"] for r in data["results"].values())
+    held_out = held_out_names(data)
     return [[o, step_cell(r, sign)] + ([time_cell(r, sign)] if milestone else []) + [speed_cell(r)]
+            + [f"{r['held_out'][k]:.4g}" if k in r.get("held_out", {}) else "—" for k in held_out]
             for o, r in data["results"].items()]
 
 

@@ -36,8 +36,9 @@ class Session:
     (the next generation; with `full_runs`, an optimizer's full runs once it is tuned)."""
 
     def __init__(self, rd: RunDir, schedule: Schedule, seed: int = 0, *, full_runs: bool = True,
-                 progress: ProgressFn | None = None):
+                 progress: ProgressFn | None = None, task=None):
         self.rd, self.schedule, self.seed, self.full_runs = rd, schedule, seed, full_runs
+        self.task = schedule.task if task is None else task  # what jobs carry: a TaskSpec's `ref`
         self.progress = progress or (lambda event: None)
         self.gas: dict[str, GeneticAlgorithm] = {}
         self.partial: dict[str, dict[int, float]] = {}   # fitness of the current generation so far
@@ -62,7 +63,7 @@ class Session:
         return {o: summarise_full(self.rd.full_runs(o)) for o in optimizers}
 
     def _job(self, key: tuple, optimizer: str, hparams, steps: int, seed: int, **kw) -> Job:
-        return Job(key=key, task=self.schedule.task, optimizer=optimizer, hparams=dict(hparams), steps=steps,
+        return Job(key=key, task=self.task, optimizer=optimizer, hparams=dict(hparams), steps=steps,
                    seed=seed, task_options=dict(self.schedule.task_options), **kw)
 
     def _record_retries(self, result: dict, record: dict) -> None:

@@ -65,6 +65,7 @@ class TrialResult:
     diverged: bool
     sigma: np.ndarray | None = None       # (m, 2): rows (evaluations so far, σ) every K optimizer steps
     trajectory: np.ndarray | None = None  # (len(losses), 2): the parameters (x, y) at each evaluation
+    held_out: dict | None = None          # with `evaluate=True`: task.evaluate() after the last step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,10 +170,18 @@ class CheckpointError(ValueError):
     """A checkpoint that belongs to another trial or cannot be read (one-line message)."""
 
 
+def _identity(x) -> str:
+    """A name for the fingerprint: a string as is, a class or factory as "module:qualname", an object's type."""
+    if isinstance(x, str):
+        return x
+    if callable(x) and hasattr(x, "__qualname__") and hasattr(x, "__module__"):
+        return f"{x.__module__}:{x.__qualname__}"
+    return type(x).__name__
+
+
 def fingerprint(task, optimizer, hparams, steps, seed, task_options=None, time_limit=None) -> str:
     """What determines a trial's losses, as canonical JSON: a checkpoint resumes only its own trial."""
-    name = lambda x: x if isinstance(x, str) else type(x).__name__  # noqa: E731
-    return json.dumps({"task": name(task), "task_options": task_options or {}, "optimizer": name(optimizer),
+    return json.dumps({"task": _identity(task), "task_options": task_options or {}, "optimizer": _identity(optimizer),
                        "hparams": hparams or {}, "steps": steps, "seed": seed, "time_limit": time_limit},
                       sort_keys=True, default=repr)
 
@@ -372,7 +381,7 @@ class _Checkpointer:
 
 def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task_options: dict | None = None,
               device="cpu", time_limit: float | None = None, check_every: int = 100, checkpoint=None,
-              checkpoint_every_s: float = 300, observe_every: int | None = None) -> TrialResult:
+              checkpoint_every_s: float = 300, observe_every: int | None = None, evaluate: bool = False) -> TrialResult:
     """Train `optimizer` on `task` for `steps` evaluations and record each evaluation's loss.
 
     task: a name (built with `tasks.create(task, seed=seed, device=device, **task_options)`) or a Task.
@@ -385,6 +394,7 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
         `check_every` evaluations, between optimizer steps) and resume from it when it exists.
     observe_every: optional K; record σ every K optimizer steps (`sigma`) and, for a 2-number
         task, the parameters at every evaluation (`trajectory`) — see the module docstring.
+    evaluate: record `task.evaluate()` (held-out metrics) at the end as `held_out` (not if diverged).
     """
     positive_int("steps", steps)
     positive_int("check_every", check_every)
@@ -434,6 +444,7 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
         opt.zero_grad(set_to_none=True)
 
     losses, times, trajectory = recorder.recorded()
+    held_out = {k: float(v) for k, v in task.evaluate().items()} if evaluate and not diverged else None
     if diverged:
         final_loss = math.inf
     elif time_limit is not None and recorder.count < steps:
@@ -442,7 +453,8 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
         final_loss = report_loss(task, losses)
     return TrialResult(losses=losses, times=times, final_loss=final_loss, seconds=seconds,
                        steps_per_second=recorder.count / seconds if seconds > 0 else math.inf,
-                       diverged=diverged, sigma=sigma.result(len(losses)), trajectory=trajectory)
+                       diverged=diverged, sigma=sigma.result(len(losses)), trajectory=trajectory,
+                       held_out=held_out)
 
 
 def decimate(losses: np.ndarray, times: np.ndarray, points: int = CURVE_POINTS) -> dict:
@@ -472,6 +484,12 @@ def observations(res) -> dict:
     return out
 
 
+def _builtin(task) -> bool:
+    """A paper task: its held-out evaluation is not run after full runs (image_generation's validation
+    NLL costs 784 forward passes per image); a user task's `evaluate()` is recorded as `held_out`."""
+    return isinstance(task, str) and task in tasks.available()
+
+
 def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> dict:
     """Run one job in this process and summarise it (what an actor sends back).
 
@@ -492,7 +510,8 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
         kwargs = dict(task_options=dict(job.task_options), device=device)
         saving = dict(checkpoint=job.checkpoint, checkpoint_every_s=checkpoint_every_s) if job.checkpoint else {}
         res = run_trial(job.task, job.optimizer, dict(job.hparams), job.steps, job.seed, **kwargs, **saving,
-                        observe_every=observe_every_for(job.steps) if full else None)
+                        observe_every=observe_every_for(job.steps) if full else None,
+                        evaluate=full and not _builtin(job.task))
         timed = res
         if full and job.time_limit is not None and not res.diverged and res.seconds < job.time_limit:
             cap = max(job.steps, math.ceil(1.5 * len(res.losses) * job.time_limit / max(res.seconds, 1e-9)))
@@ -517,6 +536,8 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
            "curve": decimate(res.losses, res.times), "pid": os.getpid()}
     if full:
         out.update(observations(res))
+        if res.held_out:  # the task's held-out metrics after the step run (SupervisedTask: test loss, accuracy)
+            out["held_out"] = res.held_out
     if full and job.time_limit is not None:
         out["time_loss"] = math.inf if timed.diverged else time_budget_loss(timed.losses, timed.times, job.time_limit)
         out["time_evaluations"] = int(np.sum(timed.times <= job.time_limit))

@@ -15,7 +15,7 @@ from tasks.supervised import SupervisedTask
 HELD_OUT = 297
 
 
-def digits(seed=0, device="cpu", hidden=32, batch_size=32):
+def digits(seed=0, device="cpu", hidden=24, batch_size=32):
     """An MLP 64 → hidden → 10 (tanh) trained with cross-entropy on batches of `batch_size`."""
     images, labels = load_digits(return_X_y=True)
     inputs, targets = torch.tensor(images, dtype=torch.float32) / 16, torch.tensor(labels)
