@@ -57,11 +57,17 @@ class Adam(BatchedOptimizer):
     _lane_state = ("m", "v")
     eps = 1e-7
 
+    def _power(self, beta: torch.Tensor) -> torch.Tensor:
+        """β^t per lane with Python's float pow, as torch.optim.Adam takes it: a tensor pow is
+        vectorised from 16 elements on and rounds differently, so a lane's numbers would depend
+        on how many lanes share its batch."""
+        return beta.new_tensor([b ** self.t for b in beta.view(-1).tolist()]).view(-1, 1)
+
     def _update(self, x, g):
         self.m.lerp_(g, 1 - self.beta1)
         self.v.mul_(self.beta2).addcmul_(g, g * (1 - self.beta2))
-        step_size = self.lr / (1 - self.beta1 ** self.t)
-        denom = (self.v.sqrt() / (1 - self.beta2 ** self.t).sqrt()).add_(self.eps)
+        step_size = self.lr / (1 - self._power(self.beta1))
+        denom = (self.v.sqrt() / (1 - self._power(self.beta2)).sqrt()).add_(self.eps)
         x.sub_(step_size * (self.m / denom))
 
 
