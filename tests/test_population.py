@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from tuner.batched_trial import run_batched_trial, supports_batched
+from tuner.trial import run_batched_trial, supports_batched
 from tuner.trial import run_trial
 
 # Per optimizer: four lanes, the third diverges (a huge lr) and is dropped at the first check

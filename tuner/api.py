@@ -40,6 +40,7 @@ def run_plan(plan: Plan, progress: ProgressFn | None = None) -> TuneResult:
     t0 = time.perf_counter()
     try:
         executor.start()
+        session.workers, session.batch = executor.workers, r.batch  # the chunking rule's budget (Session._batched)
         executor.run(session.start(plan.optimizers, given), session.on_result)
     finally:
         workers = executor.workers

@@ -39,15 +39,20 @@ def _number(parameter: str, value, minimum: float, strict: bool) -> None:
 class Resources:
     """Where trials run, like Ray's ScalingConfig: `workers` slots (default: all cores) of a local
     Ray or the cluster at `address`, each with `cpus_per_trial` CPUs and `gpus_per_trial` GPUs
-    (fractions allowed), trials on `device`."""
+    (fractions allowed), trials on `device`. `batch` (default True): run the individuals of a
+    generation, and an optimizer's full runs, as batched trials where the (task, optimizer) has a
+    batched form (`tuner.trial.run_batched_trial`; False: one `run_trial` per job, the reference)."""
 
     workers: int | None = None
     address: str | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     device: str = "cpu"
+    batch: bool = True
 
     def __post_init__(self):
+        if not isinstance(self.batch, bool):
+            raise PlanError("resources.batch", f"{self.batch!r} is not allowed (must be True or False)")
         w = self.workers
         if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
             raise PlanError("resources.workers", f"{w!r} is not allowed (must be an integer >= 1 or None)")
