@@ -166,7 +166,7 @@ class Executor:
             self.compute_seconds += result.get("seconds", 0.0)
             more = on_result(job, result)
             if more:
-                pending.extend((j, 1) for j in more)
+                _enqueue(pending, more)
         self.busy_wall += time.perf_counter() - t0
 
     def efficiency(self) -> float:
@@ -174,3 +174,14 @@ class Executor:
         if self.busy_wall <= 0 or not self.size:
             return float("nan")
         return self.compute_seconds / (self.busy_wall * self.size)
+
+
+def _enqueue(pending: collections.deque, jobs) -> None:
+    """Queue `jobs`: a GA generation's ahead of the queued full runs (which unlock nothing), so a
+    tuning chain never waits behind long full runs; otherwise first in, first out."""
+    for job in jobs:
+        if job.kind == "full":
+            pending.append((job, 1))
+            continue
+        at = next((i for i, (queued, _) in enumerate(pending) if queued.kind == "full"), len(pending))
+        pending.insert(at, (job, 1))
