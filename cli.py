@@ -121,6 +121,8 @@ def _run_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=_positive_float, default=1.0)
     p.add_argument("--gpus-per-trial", type=_nonnegative_float, default=0.0)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--no-batch", action="store_true", help="one trial per individual/full run (default: a "
+                   "generation's individuals and an optimizer's full runs as batched trials where possible)")
     p.add_argument("--memory-per-trial", type=_positive_float, metavar="GIB",
                    help="memory each trial declares to Ray (default: estimated from the task and optimizers)")
     p.add_argument("--quiet", action="store_true", help="no progress, no tables, no log lines on stderr but "
@@ -223,7 +225,8 @@ def _plan(args, demo: dict | None = None):
                          resources=Resources(workers=args.workers, address=args.address,
                                              cpus_per_trial=args.cpus_per_trial,
                                              gpus_per_trial=args.gpus_per_trial, device=args.device,
-                                             memory_per_trial=args.memory_per_trial))
+                                             memory_per_trial=args.memory_per_trial,
+                                             batch=not args.no_batch))
     except PlanError as e:
         raise UsageError(f"{_flag(e.parameter, args)}: {e.message}") from None
 

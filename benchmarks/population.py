@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from tuner.batched_trial import run_batched_trial
+from tuner.trial import run_batched_trial
 from tuner.trial import run_trial
 
 

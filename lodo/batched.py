@@ -57,11 +57,17 @@ class Adam(BatchedOptimizer):
     _lane_state = ("m", "v")
     eps = 1e-7
 
+    def _power(self, beta: torch.Tensor) -> torch.Tensor:
+        """β^t per lane with Python's float pow, as torch.optim.Adam takes it: a tensor pow is
+        vectorised from 16 elements on and rounds differently, so a lane's numbers would depend
+        on how many lanes share its batch."""
+        return beta.new_tensor([b ** self.t for b in beta.view(-1).tolist()]).view(-1, 1)
+
     def _update(self, x, g):
         self.m.lerp_(g, 1 - self.beta1)
         self.v.mul_(self.beta2).addcmul_(g, g * (1 - self.beta2))
-        step_size = self.lr / (1 - self.beta1 ** self.t)
-        denom = (self.v.sqrt() / (1 - self.beta2 ** self.t).sqrt()).add_(self.eps)
+        step_size = self.lr / (1 - self._power(self.beta1))
+        denom = (self.v.sqrt() / (1 - self._power(self.beta2)).sqrt()).add_(self.eps)
         x.sub_(step_size * (self.m / denom))
 
 
@@ -235,7 +241,19 @@ class LODO(BatchedOptimizer):
             setattr(self, key, getattr(self, key)[:, :, :, index].contiguous())
         for key in ("inputs_m", "adjoints_y", "inputs_g", "adjoints_p"):
             setattr(self, key, getattr(self, key)[:, :, index].contiguous())
+        self.references = [self.references[i] for i in index.tolist()]
         self._build()
+
+    def lane_preconditioner(self, row: int):
+        """Lane `row`'s G(θ)·v (v: (b, n)) at its current θ, for σ (`tasks.batched.BatchedNoisyBowl.
+        hessian_error`): lane `row`'s θ loaded into the unbatched LODO built for it (`references`,
+        set by `create`), whose `preconditioner` it returns. ~1 ms per call: for the occasional σ."""
+        reference = self.references[row]
+        state = reference.state_dict()
+        theta = self.theta[:, :, :, row].permute(0, 3, 1, 2)  # (N, ñ/k, k, k): the unbatched layout
+        state["state"][0]["theta"] = theta.clone(memory_format=torch.contiguous_format)
+        reference.load_state_dict(state)
+        return reference.preconditioner
 
 
 class LBFGS(BatchedOptimizer):
@@ -340,5 +358,7 @@ def create(name: str, x: torch.Tensor, hparams_list: list[dict], seeds: list[int
     columns = {key: torch.tensor([float(hp.get(key, default)) for hp in hparams_list], dtype=torch.float64)
                for key, default in defaults.items()}
     if name == "LODO":
-        return LODO(x, columns, [opt.state_dict()["state"][0] for opt in built])
+        batched = LODO(x, columns, [opt.state_dict()["state"][0] for opt in built])
+        batched.references = built  # lane i's unbatched LODO, for `lane_preconditioner`
+        return batched
     return _OPTIMIZERS[name](x, columns, **options[0])

@@ -79,6 +79,7 @@ class BatchedNoisyBowl(BatchedTask):
             self.generators.append(generator)
         self._noise_std = math.sqrt(float(noise_variance))
         self.newton_loss = [b.info()["newton_loss"] for b in bowls]
+        self.bowls = bowls  # lane i's unbatched bowl: its fixed probes for `hessian_error`
         self._noise = torch.zeros(len(bowls), self.dim, dtype=self.dtype, device=self.device)
         self.centre = torch.zeros_like(self._noise)
         self.x = torch.zeros_like(self._noise)
@@ -100,6 +101,11 @@ class BatchedNoisyBowl(BatchedTask):
         self._noise = self._noise[index]
         self.generators = [self.generators[i] for i in index.tolist()]
         self.newton_loss = [self.newton_loss[i] for i in index.tolist()]
+        self.bowls = [self.bowls[i] for i in index.tolist()]
+
+    def hessian_error(self, row: int, preconditioner) -> float:
+        """σ of lane `row` (`NoisyBowl.hessian_error`, on that lane's own fixed probes)."""
+        return self.bowls[row].hessian_error(preconditioner)
 
 
 class BatchedRosenbrock(BatchedTask):

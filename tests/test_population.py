@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from tuner.batched_trial import run_batched_trial, supports_batched
+from tuner.trial import run_batched_trial, supports_batched
 from tuner.trial import run_trial
 
 # Per optimizer: four lanes, the third diverges (a huge lr) and is dropped at the first check
@@ -92,3 +92,36 @@ def test_invalid_arguments_are_one_line_errors(kwargs, message):
     arguments = dict(task_name="noisy_bowl", optimizer_name="Adam", hparams_list=[{}], steps=10, seeds=[0])
     with pytest.raises(ValueError, match=message):
         run_batched_trial(**(arguments | kwargs))
+
+
+@pytest.mark.parametrize("task", list(STEPS))
+def test_a_lane_is_bit_for_bit_the_same_in_any_batch(task):
+    """What lets the session chunk a generation any way (and a resume re-chunk what is missing):
+    a lane's losses do not depend on the size of its batch or its place in it, bit for bit
+    (20 lanes: past the 16 elements from which torch vectorises a pow)."""
+    for optimizer, lanes in LANES.items():
+        hp = lanes[1]
+        alone = run_batched_trial(task, optimizer, [hp], 120, [3])[0]
+        hparams = [lanes[i % 4] for i in range(20)]
+        hparams[13] = hp
+        crowd = run_batched_trial(task, optimizer, hparams, 120, [20 + i if i != 13 else 3 for i in range(20)])[13]
+        np.testing.assert_array_equal(crowd.losses, alone.losses, err_msg=optimizer)
+
+
+def test_batched_sigma_and_trajectory_equal_the_unbatched_observers():
+    hparams = [dict(lr=0.5), dict(lr=1e5), dict(lr=1.0, beta=0.5)]
+    batched = run_batched_trial("noisy_bowl", "LODO", hparams, 650, [1, 2, 3], observe_every=200)
+    for result, hp, seed in zip(batched, hparams, [1, 2, 3]):
+        reference = run_trial("noisy_bowl", "LODO", hp, 650, seed, observe_every=200)
+        assert result.sigma.shape == reference.sigma.shape == ((0, 2) if reference.diverged else (3, 2))
+        np.testing.assert_allclose(result.sigma, reference.sigma, rtol=1e-9)
+        assert result.trajectory is None and reference.trajectory is None
+    for optimizer in ("Adam", "L-BFGS"):
+        hp = LANES[optimizer][0]
+        [result] = run_batched_trial("rosenbrock", optimizer, [hp], 200, [5], observe_every=200)
+        reference = run_trial("rosenbrock", optimizer, hp, 200, 5, observe_every=200)
+        assert result.sigma is None and reference.sigma is None
+        np.testing.assert_allclose(result.trajectory, reference.trajectory, rtol=1e-9)
+        assert result.trajectory.shape == (200, 2)
+    [plain] = run_batched_trial("rosenbrock", "Adam", [LANES["Adam"][0]], 200, [5])
+    assert plain.sigma is None and plain.trajectory is None

@@ -115,6 +115,7 @@ def _run_session(plan: Plan, rd: RunDir, given, memory, optimizer_specs, progres
     t0 = time.perf_counter()
     try:
         executor.start()
+        session.workers, session.batch = executor.workers, r.batch  # the chunking rule's budget (Session._batched)
         rd.log.write("machine", **_machine(executor, r.device))
         jobs = session.start(plan.optimizers, given)
         if plan.resume:

@@ -303,7 +303,7 @@ class Executor:
             self.compute_seconds += result.get("seconds", 0.0)
             more = on_result(job, result)
             if more:
-                pending.extend((j, [], None) for j in more)
+                _enqueue(pending, more)
         self.busy_wall += time.perf_counter() - t0
 
     def _retried(self, job: Job, attempt: int, cause: dict) -> None:
@@ -329,3 +329,14 @@ def _label(job: Job) -> str:
     if len(key) == 4:
         return f"{job.optimizer} generation {key[2]} individual {key[3]}"
     return f"{job.optimizer} job {key}"
+
+
+def _enqueue(pending: collections.deque, jobs) -> None:
+    """Queue `jobs`: a GA generation's ahead of the queued full runs (which unlock nothing), so a
+    tuning chain never waits behind long full runs; otherwise first in, first out."""
+    for job in jobs:
+        if job.kind == "full":
+            pending.append((job, [], None))
+            continue
+        at = next((i for i, (queued, _, _) in enumerate(pending) if queued.kind == "full"), len(pending))
+        pending.insert(at, (job, [], None))

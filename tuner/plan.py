@@ -40,7 +40,9 @@ class Resources:
     """Where trials run, like Ray's ScalingConfig: `workers` slots (default: all cores) of a local
     Ray or the cluster at `address`, each with `cpus_per_trial` CPUs and `gpus_per_trial` GPUs
     (fractions allowed), trials on `device`; `memory_per_trial` GiB of memory each (default: the
-    estimate of `tuner.memory`, the largest among the run's optimizers)."""
+    estimate of `tuner.memory`, the largest among the run's optimizers). `batch` (default True): run the individuals of a
+    generation, and an optimizer's full runs, as batched trials where the (task, optimizer) has a
+    batched form (`tuner.trial.run_batched_trial`; False: one `run_trial` per job, the reference)."""
 
     workers: int | None = None
     address: str | None = None
@@ -48,8 +50,11 @@ class Resources:
     gpus_per_trial: float = 0.0
     device: str = "cpu"
     memory_per_trial: float | None = None
+    batch: bool = True
 
     def __post_init__(self):
+        if not isinstance(self.batch, bool):
+            raise PlanError("resources.batch", f"{self.batch!r} is not allowed (must be True or False)")
         w = self.workers
         if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
             raise PlanError("resources.workers", f"{w!r} is not allowed (must be an integer >= 1 or None)")

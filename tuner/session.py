@@ -11,7 +11,7 @@ import math
 import time
 from typing import Callable, Mapping
 
-from tuner.trial import Job
+from tuner.trial import BatchJob, Job, batchable
 from tuner.ga import GeneticAlgorithm
 from tuner.results import summarise_full
 from tuner.rundir import RunDir, RunDirError
@@ -33,7 +33,14 @@ def scale_lr(hparams: Mapping[str, float], lr_scale: float) -> dict[str, float]:
 
 class Session:
     """`start` gives the first jobs; `on_result` records a result and returns the jobs it unlocks
-    (the next generation; with `full_runs`, an optimizer's full runs once it is tuned)."""
+    (the next generation; with `full_runs`, an optimizer's full runs once it is tuned).
+
+    Batching (`batch` True, set by `tuner.api.run_plan` with the executor's `workers`): the jobs of
+    a generation, and an optimizer's full runs, are made in one place (`_batched`), which groups
+    the `batchable` ones into `BatchJob`s, one batched trial each (see `_batched` for the rule)."""
+
+    workers = 1      # the executor's worker slots (the chunking rule's budget)
+    batch = False    # group batchable jobs into BatchJobs (api: Resources.batch, default on)
 
     def __init__(self, rd: RunDir, schedule: Schedule, seed: int = 0, *, full_runs: bool = True,
                  progress: ProgressFn | None = None, task=None):
@@ -57,6 +64,8 @@ class Session:
         return [job for o in optimizers for job in self.start_full(o, given[o])] if self.full_runs else []
 
     def on_result(self, job: Job, result: dict) -> list[Job]:
+        if isinstance(job, BatchJob):
+            return self._batch_result(job, result)
         return self._tuning_result(job, result) if job.kind == "tuning" else self._full_result(job, result)
 
     def report(self, optimizers) -> dict:
@@ -111,8 +120,8 @@ class Session:
             self._emit(optimizer)
             if missing:
                 self.generation_started[optimizer] = time.perf_counter()
-                return [self._job(("tuning", optimizer, ind.generation, ind.index), optimizer, ind.hparams,
-                                  ind.steps, ind.seed) for ind in missing]
+                return self._batched([self._job(("tuning", optimizer, ind.generation, ind.index), optimizer,
+                                                ind.hparams, ind.steps, ind.seed) for ind in missing])
             self._tell(optimizer, fitness)
         return self._record_tuned(optimizer, ga.best())
 
@@ -206,7 +215,7 @@ class Session:
                                   kind="full", time_limit=milestone, checkpoint=str(self._checkpoint(optimizer, i))))
         self.full_left[optimizer] = len(jobs)
         self._emit_full(optimizer)
-        return jobs
+        return self._batched(jobs)
 
     def _checkpoint(self, optimizer: str, i: int):
         return self.rd.full_path(optimizer, i).with_suffix(".ckpt")
@@ -236,3 +245,39 @@ class Session:
         seeds = self.schedule.full_run.seeds
         self.progress({"kind": "full", "optimizer": optimizer, "done": seeds - self.full_left[optimizer],
                        "total": seeds})
+
+    # -- batched trials ------------------------------------------------------------------------
+    def _batched(self, jobs: list[Job]) -> list[Job | BatchJob]:
+        """`jobs` (one optimizer's missing individuals of a generation, or its full runs still to
+        run) as they go to the executor. Without `batch`, unchanged. With it, the `batchable` ones
+        are split into c = min(len, ⌈workers / active⌉) BatchJobs of consecutive jobs, sizes as
+        equal as possible, where `active` is the number of optimizers with work outstanding (GA or
+        full runs): with fewer optimizers in flight than workers each gets more chunks, so every
+        worker has a batch. The others (no batched form, a time milestone, a checkpoint to continue
+        from) stay single jobs. A job is a lane of a BatchJob even when its chunk has one lane, so
+        its numbers never depend on how the jobs were chunked (a lane's are independent of its
+        batch, bit for bit): a resumed run, which chunks only what is missing, gives the same records."""
+        if not self.batch:
+            return jobs
+        lanes = [job for job in jobs if batchable(job)]
+        rest = [job for job in jobs if not batchable(job)]
+        if not lanes:
+            return rest
+        active = sum(not self._finished(o) for o in self.rd.manifest["optimizers"])
+        chunks = min(len(lanes), max(1, math.ceil(self.workers / max(1, active))))
+        bounds = [len(lanes) * i // chunks for i in range(chunks + 1)]
+        return [BatchJob(tuple(lanes[a:b])) for a, b in zip(bounds[:-1], bounds[1:])] + rest
+
+    def _finished(self, optimizer: str) -> bool:
+        """No work outstanding for `optimizer`: its full runs are recorded (or, without full runs, it is tuned)."""
+        return self.full_left.get(optimizer) == 0 if self.full_runs else optimizer in self.raw
+
+    def _batch_result(self, batch: BatchJob, result: dict) -> list[Job | BatchJob]:
+        """Record each lane's result as its own job's (a batch that failed as a whole: its error for each)."""
+        results = result.get("batch") or [result] * len(batch.jobs)
+        more = []
+        for job, lane in zip(batch.jobs, results):
+            if "retries" in result:  # the environment failed the batch before it ran: each lane's record says so
+                lane = {**lane, "retries": result["retries"]}
+            more += self.on_result(job, lane) or []
+        return more

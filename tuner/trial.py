@@ -92,6 +92,32 @@ class Job:
         return f"{self.optimizer} {self.kind} job {self.key!r} (seed {self.seed})"
 
 
+@dataclasses.dataclass(frozen=True)
+class BatchJob:
+    """Jobs of one (task, optimizer, kind, steps) run as one batched trial, lane i = `jobs[i]`
+    (`run_batched_trial`); `run_job` sends back one result per job, in order, under "batch"."""
+
+    jobs: tuple[Job, ...]
+
+    def __post_init__(self):
+        if not self.jobs:
+            raise ValueError("Invalid jobs: () (a batch needs at least one job)")
+        first = self.jobs[0]
+        for job in self.jobs:
+            if (job.task, job.optimizer, job.kind, job.steps, job.task_options) != \
+                    (first.task, first.optimizer, first.kind, first.steps, first.task_options):
+                raise ValueError(f"Invalid jobs: {job.key} and {first.key} differ in task, optimizer, kind, "
+                                 "steps or task_options (a batch shares them)")
+
+    key = property(lambda self: ("batch",) + tuple(job.key for job in self.jobs))
+    describe = lambda self: f"a batch of {len(self.jobs)}: " + ", ".join(j.describe() for j in self.jobs)  # noqa: E731
+    task = property(lambda self: self.jobs[0].task)
+    optimizer = property(lambda self: self.jobs[0].optimizer)
+    kind = property(lambda self: self.jobs[0].kind)
+    steps = property(lambda self: self.jobs[0].steps)
+    task_options = property(lambda self: self.jobs[0].task_options)
+
+
 SIGMA_EVERY = 200      # σ every ≥ 200 optimizer steps: ~1.5 % of a LODO run on the bowl (measured)
 SIGMA_POINTS = 200     # ... and at most ~200 σ points in a full run (and in its record)
 TRAJECTORY_SIZE = 2    # tasks with this many parameters in all record their trajectory
@@ -457,6 +483,144 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
                        held_out=held_out)
 
 
+# ---------------------------------------------------------------------------- batched trials (issue 15)
+def supports_batched(task, optimizer) -> bool:
+    """True if (task, optimizer), given by name, has a batched form (tasks/batched.py, lodo/batched.py)."""
+    import lodo.batched
+    import tasks.batched
+
+    return isinstance(task, str) and isinstance(optimizer, str) and task in tasks.batched.available() \
+        and optimizer in lodo.batched.available()
+
+
+def batchable(job: Job) -> bool:
+    """Whether `job` may run as a lane of a `BatchJob`: its (task, optimizer) has a batched form and,
+    for a full run, it has no time milestone (Table 1's time milestone is the loss after the wall
+    time of a single unbatched run: such runs keep `run_trial`) and no checkpoint file to continue
+    from (a batched run is not checkpointed; an unbatched run interrupted earlier continues unbatched)."""
+    if not supports_batched(job.task, job.optimizer):
+        return False
+    return job.kind != "full" or (job.time_limit is None and not (job.checkpoint and os.path.exists(job.checkpoint)))
+
+
+def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[dict], steps: int,
+                      seeds: list[int], task_options: dict | None = None, device="cpu",
+                      check_every: int = 100, observe_every: int | None = None) -> list[TrialResult]:
+    """Run len(seeds) trials of `optimizer_name` on `task_name` as one program; one TrialResult per lane.
+
+    Lane i is `run_trial(task_name, optimizer_name, hparams_list[i], steps, seeds[i], task_options,
+    observe_every=observe_every)`: the same losses (to rounding: ~1e-15 relative; L-BFGS on the bowl
+    ~1e-7), the same divergence rule, fitness, σ and trajectory. A lane's numbers do not depend on
+    the other lanes of its batch, bit for bit (tests/test_population.py). The loop is run_trial's,
+    with (P,) losses::
+
+        for each optimizer step:
+            task.sample()                          # every lane's next noise sample
+            opt.step(x, closure)                   # closure: (P,) losses and (P, n) gradients, recorded
+
+    Losses go to a device buffer and reach the host every `check_every` evaluations; at that check a
+    lane whose losses hold a NaN/inf is dropped from the batch (`keep`): its losses end with the
+    first non-finite one, its final_loss is +inf, and the other lanes carry on with less work.
+    Observers (`observe_every=K`): σ of each lane after every K-th optimizer step, for a task with
+    `hessian_error` and an optimizer with `lane_preconditioner` (LODO on the bowl), and the
+    parameters at every evaluation on a task of TRAJECTORY_SIZE numbers (Rosenbrock).
+
+    Times: all lanes share one clock. `times[i]` of a lane is when evaluation i of the whole batch
+    was recorded (queued, on an accelerator), in seconds since the batched run's start; `seconds` is
+    when the lane stopped (the end, or the check that dropped it) and `steps_per_second` its
+    recorded evaluations over that, so a lane's rate is the batch's rate, not P times it. There is no
+    time_limit and no checkpoint: a batched run is a unit that reruns whole.
+    """
+    import lodo.batched
+    import tasks.batched
+
+    positive_int("steps", steps)
+    positive_int("check_every", check_every)
+    positive_int("observe_every", observe_every, optional=True)
+    if len(hparams_list) != len(seeds):
+        raise ValueError(f"Invalid hparams_list: {len(hparams_list)} entries for {len(seeds)} seeds (must be equal)")
+    if not supports_batched(task_name, optimizer_name):
+        raise ValueError(f"Invalid task/optimizer: {task_name!r}/{optimizer_name!r} has no batched form")
+    task = tasks.batched.create(task_name, seeds, device=device, **(task_options or {}))
+    opt = lodo.batched.create(optimizer_name, task.x, [dict(h or {}) for h in hparams_list], seeds)
+
+    lanes = len(seeds)
+    running = list(range(lanes))      # the original lane of each row of the batch
+    losses = np.full((lanes, steps), np.nan)
+    times = np.empty(steps)
+    counts, stopped = [0] * lanes, [0.0] * lanes
+    diverged = [False] * lanes
+    chunk = torch.empty(check_every + 2, lanes, dtype=torch.float64, device=task.device)  # + L-BFGS's overshoot
+    recorded = flushed = 0
+    sigma_of = observe_every if hasattr(task, "hessian_error") and hasattr(opt, "lane_preconditioner") else None
+    sigma: list[list[tuple[int, float]]] = [[] for _ in range(lanes)]  # per lane: (evaluations so far, σ)
+    trace = observe_every is not None and task.x.shape[1] == TRAJECTORY_SIZE
+    trajectory = np.full((lanes, steps, TRAJECTORY_SIZE), np.nan) if trace else None
+
+    def closure():
+        nonlocal recorded
+        loss, grad = task.loss_and_grad()
+        if recorded < steps:
+            chunk[recorded - flushed, : loss.shape[0]].copy_(loss)
+            times[recorded] = time.perf_counter() - start
+            if trace:
+                trajectory[running, recorded] = task.x.cpu().numpy()
+            recorded += 1
+        return loss, grad
+
+    def flush() -> None:
+        """Losses since the last check to the host; drop the lanes that diverged in them."""
+        nonlocal flushed, running
+        values = chunk[: recorded - flushed, : len(running)].cpu().numpy()
+        losses[running, flushed:recorded] = values.T
+        now = time.perf_counter() - start
+        for row, lane in enumerate(running):
+            counts[lane], stopped[lane] = recorded, now
+        flushed = recorded
+        bad = ~np.isfinite(values).all(axis=0)
+        if bad.any():
+            for row in np.flatnonzero(bad):
+                diverged[running[row]] = True
+            keep = np.flatnonzero(~bad)
+            running = [running[row] for row in keep]
+            if running:
+                index = torch.as_tensor(keep, device=task.device)
+                task.keep(index)
+                opt.keep(index)
+
+    start = time.perf_counter()
+    optimizer_steps = 0
+    with torch.no_grad():
+        while recorded < steps and running:
+            task.sample()
+            opt.step(task.x, closure)
+            optimizer_steps += 1
+            if sigma_of and optimizer_steps % sigma_of == 0:
+                for row, lane in enumerate(running):
+                    sigma[lane].append((recorded, task.hessian_error(row, opt.lane_preconditioner(row))))
+            if recorded - flushed >= check_every:
+                flush()
+        if running and recorded > flushed:
+            flush()
+
+    results = []
+    for lane in range(lanes):
+        n = counts[lane]
+        if diverged[lane]:
+            n = int(np.argmin(np.isfinite(losses[lane, :n]))) + 1
+            final_loss = math.inf
+        else:
+            final_loss = report_loss(task, losses[lane, :n])
+        seconds = stopped[lane]
+        rows = [(i, v) for i, v in sigma[lane] if i <= n]
+        results.append(TrialResult(
+            losses=losses[lane, :n].copy(), times=times[:n].copy(), final_loss=final_loss, seconds=seconds,
+            steps_per_second=counts[lane] / seconds if seconds > 0 else math.inf, diverged=diverged[lane],
+            sigma=np.array(rows, dtype=float).reshape(-1, 2) if sigma_of else None,
+            trajectory=trajectory[lane, :n].copy() if trace else None))
+    return results
+
+
 def decimate(losses: np.ndarray, times: np.ndarray, points: int = CURVE_POINTS) -> dict:
     """The curve as ≤ `points` bucket means: {"step": last step of bucket, "loss", "time"}."""
     losses = np.asarray(losses, dtype=float)
@@ -504,6 +668,8 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
     it returns {"environmental": {"error", "message"}, ...}, which the executor retries. (On the CPU
     an over-committed node's kernel kills the worker instead, which the executor sees as a death.)
     """
+    if isinstance(job, BatchJob):
+        return run_batch_job(job, device)
     start = time.perf_counter()
     full = job.kind == "full"
     try:
@@ -542,3 +708,37 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
         out["time_loss"] = math.inf if timed.diverged else time_budget_loss(timed.losses, timed.times, job.time_limit)
         out["time_evaluations"] = int(np.sum(timed.times <= job.time_limit))
     return out
+
+
+def run_batch_job(batch: BatchJob, device: str = "cpu") -> dict:
+    """Run a `BatchJob` as one `run_batched_trial` (full runs with σ/trajectory) and summarise each
+    lane as `run_job` would: {"batch": [result per job], "seconds", "pid"}. A lane's "seconds" is
+    its share of the batch (batch seconds / lanes, so that the executor's compute seconds add up),
+    its "lanes" the batch's size. If the batched program raises (e.g. one lane's hyperparameters
+    are invalid), every job runs unbatched instead, so errors stay per job, as without batching."""
+    start, jobs, first = time.perf_counter(), batch.jobs, batch.jobs[0]
+    full = first.kind == "full"
+    try:
+        results = run_batched_trial(first.task, first.optimizer, [dict(j.hparams) for j in jobs], first.steps,
+                                    [j.seed for j in jobs], task_options=dict(first.task_options), device=device,
+                                    observe_every=observe_every_for(first.steps) if full else None)
+    except (torch.OutOfMemoryError, MemoryError) as e:  # the environment's: the executor retries the batch
+        return {"environmental": {"error": type(e).__name__, "message": str(e)},
+                "seconds": time.perf_counter() - start, "pid": os.getpid()}
+    except Exception:
+        reason = traceback.format_exc().strip().splitlines()[-1]
+        out = [dict(run_job(job, device), batch_error=reason) for job in jobs]
+        lost = next((lane["environmental"] for lane in out if "environmental" in lane), None)
+        if lost is not None:  # one lane ran out of memory on its own too: retry the batch as a whole
+            return {"environmental": lost, "seconds": time.perf_counter() - start, "pid": os.getpid()}
+        return {"batch": out, "seconds": time.perf_counter() - start, "pid": os.getpid()}
+    seconds, out = time.perf_counter() - start, []
+    for res in results:
+        lane = {"final_loss": math.inf if res.diverged else float(res.final_loss), "diverged": bool(res.diverged),
+                "seconds": seconds / len(jobs), "trial_seconds": float(res.seconds),
+                "steps_per_second": float(res.steps_per_second), "evaluations": int(len(res.losses)),
+                "curve": decimate(res.losses, res.times), "pid": os.getpid(), "lanes": len(jobs)}
+        if full:
+            lane.update(observations(res))
+        out.append(lane)
+    return {"batch": out, "seconds": seconds, "pid": os.getpid()}

@@ -1,0 +1,176 @@
+"""Batched trials wired through the session (issue 15): a generation's individuals and an optimizer's
+full runs go out as `BatchJob`s, chunked by ⌈workers / active optimizers⌉, and give the same records
+and tuned values as one `run_trial` per job; a resumed run re-chunks only what is missing."""
+import json
+import math
+
+import pytest
+
+import tuner
+from tuner.plan import PlanError, Resources
+from tuner.rundir import RunDir
+from tuner.schedule import Schedule
+from tuner.session import Session, full_run_seed
+from tuner.trial import BatchJob, Job, run_job, run_trial
+
+OPTIMIZERS = ["Adam", "LODO"]
+
+
+def _schedule(optimizers=OPTIMIZERS, population=4, full_steps=450, seeds=2, milestone=None) -> Schedule:
+    return Schedule.from_dict({"task": "noisy_bowl", "population": population,
+                               "generations": [{"noise": 3, "steps": 100}] * 2, "optimizers": optimizers,
+                               "full_run": {"steps": full_steps, "seeds": seeds, "time_milestone_s": milestone},
+                               "lr_scale": 1.0})
+
+
+def _session(path, schedule: Schedule, batch: bool, workers: int = 2) -> Session:
+    rd = RunDir(path) if path.exists() else RunDir.create(path, task="noisy_bowl", schedule=schedule.to_dict(),
+                                                          seed=3, optimizers=list(schedule.optimizers))
+    session = Session(rd, schedule, 3, full_runs=True)
+    session.workers, session.batch = workers, batch
+    return session
+
+
+def _drive(session: Session, jobs, stop_after=None) -> int:
+    """Run `jobs` and what they unlock in this process, first in first out; stop after `stop_after` jobs."""
+    queue, done = list(jobs), 0
+    while queue and (stop_after is None or done < stop_after):
+        job = queue.pop(0)
+        queue += session.on_result(job, run_job(job))
+        done += 1
+    return done
+
+
+def _records(path) -> tuple[dict, dict, dict]:
+    tuning = {p.relative_to(path).as_posix(): json.loads(p.read_text()) for p in (path / "tuning").rglob("g*.json")}
+    full = {p.relative_to(path).as_posix(): json.loads(p.read_text()) for p in (path / "full").rglob("seed-*.json")}
+    return tuning, full, json.loads((path / "tuned.json").read_text())["hyperparameters"]
+
+
+def test_batched_and_unbatched_sessions_give_the_same_records_and_tuned_values(tmp_path):
+    schedule = _schedule()
+    runs = {}
+    for batch in (True, False):
+        session = _session(tmp_path / str(batch), schedule, batch)
+        jobs = session.start(OPTIMIZERS)
+        assert all(isinstance(j, BatchJob) for j in jobs) == batch
+        _drive(session, jobs)
+        runs[batch] = _records(tmp_path / str(batch))
+    (tuning, full, tuned), (tuning_ref, full_ref, tuned_ref) = runs[True], runs[False]
+    assert tuned == tuned_ref  # the same ranking, so the same GA means, bit for bit
+    assert tuning.keys() == tuning_ref.keys() and len(tuning) == 2 * 2 * 4
+    for name, record in tuning.items():
+        ref = tuning_ref[name]
+        assert (record["seed"], record["hparams"], record["steps"]) == (ref["seed"], ref["hparams"], ref["steps"])
+        assert record["fitness"] == pytest.approx(ref["fitness"], rel=1e-9)
+    assert full.keys() == full_ref.keys() and len(full) == 2 * 2
+    for name, record in full.items():
+        ref = full_ref[name]
+        assert record["final_loss"] == pytest.approx(ref["final_loss"], rel=1e-9)
+        assert record["curve"]["loss"] == pytest.approx(ref["curve"]["loss"], rel=1e-9)
+        assert record["lanes"] >= 1 and "lanes" not in ref
+        assert ("sigma" in record) == ("sigma" in ref) == name.startswith("full/LODO")
+        if "sigma" in ref:  # σ every 200 optimizer steps, on the lane's own probes
+            assert record["sigma"]["step"] == ref["sigma"]["step"] == [200, 400]
+            assert record["sigma"]["value"] == pytest.approx(ref["sigma"]["value"], rel=1e-9)
+
+
+def test_a_resume_after_an_interruption_mid_generation_recomputes_only_the_missing_chunks(tmp_path):
+    """With 4 workers and 2 optimizers each generation is 2 chunks of 2. The first session stops
+    after generation 0 and one chunk of generation 1; the resumed one re-chunks the 6 missing
+    individuals and gives the uninterrupted run's records, bit for bit."""
+    schedule = _schedule()
+    straight = _session(tmp_path / "straight", schedule, batch=True, workers=4)
+    _drive(straight, straight.start(OPTIMIZERS))
+
+    first = _session(tmp_path / "cut", schedule, batch=True, workers=4)
+    jobs = first.start(OPTIMIZERS)
+    assert [len(j.jobs) for j in jobs] == [2, 2, 2, 2]
+    _drive(first, jobs, stop_after=5)  # 4 chunks of generation 0, then 1 of generation 1
+    assert len(list((tmp_path / "cut" / "tuning").rglob("g01-*.json"))) == 2
+
+    resumed = _session(tmp_path / "cut", schedule, batch=True, workers=4)
+    jobs = resumed.start(OPTIMIZERS)
+    lanes = [j.key for batch in jobs for j in batch.jobs]
+    assert len(lanes) == 6 and all(key[2] == 1 for key in lanes)  # only generation 1's missing individuals
+    _drive(resumed, jobs)
+    assert (resumed.reused, resumed.ran) == (10, 6)
+    (tuning, full, tuned), (tuning_ref, full_ref, tuned_ref) = _records(tmp_path / "cut"), _records(tmp_path / "straight")
+    assert tuned == tuned_ref
+    assert {k: r["fitness"] for k, r in tuning.items()} == {k: r["fitness"] for k, r in tuning_ref.items()}
+    assert {k: r["final_loss"] for k, r in full.items()} == {k: r["final_loss"] for k, r in full_ref.items()}
+
+
+def test_chunks_are_workers_over_active_optimizers_and_unbatchable_jobs_stay_single(tmp_path):
+    schedule = _schedule(optimizers=["Adam", "LODO", "L2LBGDBGD"], population=6)
+    for workers, sizes in ((2, [6]), (6, [3, 3]), (12, [1, 2, 1, 2]), (18, [1] * 6)):  # ⌈workers / 3⌉ chunks
+        session = _session(tmp_path / f"w{workers}", schedule, batch=True, workers=workers)
+        jobs = session.start(["Adam", "LODO", "L2LBGDBGD"])
+        batches = [j for j in jobs if isinstance(j, BatchJob)]
+        assert [len(b.jobs) for b in batches if b.optimizer == "Adam"] == sizes
+        assert [len(b.jobs) for b in batches if b.optimizer == "LODO"] == sizes
+        assert sorted(j.key[3] for b in batches if b.optimizer == "Adam" for j in b.jobs) == list(range(6))
+        # L2LBGDBGD has nothing to tune and no batched form: its full runs, one job each
+        assert [j.key for j in jobs if not isinstance(j, BatchJob)] == [("full", "L2LBGDBGD", i) for i in range(2)]
+
+
+def test_full_runs_with_a_time_milestone_or_a_checkpoint_to_continue_keep_the_unbatched_path(tmp_path):
+    session = _session(tmp_path / "t", _schedule(milestone=1.0), batch=True)
+    assert all(isinstance(j, Job) for j in session.start_full("Adam", {"lr": 0.1}))  # Table 1's time milestone
+
+    session = _session(tmp_path / "c", _schedule(seeds=3), batch=True, workers=1)
+    (tmp_path / "c" / "full" / "Adam").mkdir(parents=True)
+    (tmp_path / "c" / "full" / "Adam" / "seed-1.ckpt").write_bytes(b"an interrupted unbatched run")
+    [batch, single] = session.start_full("Adam", {"lr": 0.1})
+    assert [j.key for j in batch.jobs] == [("full", "Adam", 0), ("full", "Adam", 2)]
+    assert single.key == ("full", "Adam", 1) and single.checkpoint.endswith("seed-1.ckpt")
+
+
+def test_a_batch_whose_program_raises_runs_its_jobs_one_by_one_so_errors_stay_per_job():
+    jobs = tuple(Job(key=("tuning", "Adam", 0, i), task="noisy_bowl", optimizer="Adam", hparams=hp, steps=50, seed=i)
+                 for i, hp in enumerate([{"lr": 0.1}, {"lr": -1.0}, {"lr": 0.2}]))
+    result = run_job(BatchJob(jobs))
+    [good, bad, other] = result["batch"]
+    assert "Invalid lr" in bad["error"] and "error" not in good and "error" not in other
+    assert good["final_loss"] == run_trial("noisy_bowl", "Adam", {"lr": 0.1}, 50, 0).final_loss  # the unbatched run
+    assert "Invalid lr" in good["batch_error"]
+
+
+def test_a_batch_result_is_recorded_per_job_with_the_lane_count(tmp_path):
+    session = _session(tmp_path / "r", _schedule(seeds=3), batch=True, workers=1)
+    [batch] = session.start_full("Momentum", {"lr": 0.1, "momentum": 0.5})
+    result = run_job(batch)
+    assert len(result["batch"]) == 3 and result["seconds"] > 0
+    session.on_result(batch, result)
+    for i in range(3):
+        record = session.rd.read_full("Momentum", i)
+        reference = run_trial("noisy_bowl", "Momentum", {"lr": 0.1, "momentum": 0.5}, 450, full_run_seed(3, i))
+        assert record["final_loss"] == pytest.approx(reference.final_loss, rel=1e-12) and record["lanes"] == 3
+        assert record["seconds"] == pytest.approx(result["seconds"] / 3)
+    assert session.full_ran == 3 and session.full_left["Momentum"] == 0
+
+
+def test_a_batch_lost_with_its_worker_records_the_error_for_each_job(tmp_path):
+    session = _session(tmp_path / "e", _schedule(seeds=2), batch=True, workers=1)
+    [batch] = session.start_full("Adam", {"lr": 0.1})
+    session.on_result(batch, {"error": "worker died 3 times: RayActorError: gone", "seconds": 0.0})
+    assert [session.rd.read_full("Adam", i)["final_loss"] for i in range(2)] == [math.inf, math.inf]
+    assert session.errors == 2
+
+
+def test_batch_must_be_a_bool():
+    with pytest.raises(PlanError, match=r"^resources.batch: 'no' is not allowed \(must be True or False\)$"):
+        Resources(batch="no")
+
+
+def test_through_ray_batched_and_unbatched_runs_tune_the_same(ray_session, tmp_path):
+    schedule = _schedule(full_steps=200)
+    results = {batch: tuner.run("noisy_bowl", schedule=schedule, seed=3, run_dir=tmp_path / str(batch),
+                                resources=Resources(workers=2, batch=batch)) for batch in (True, False)}
+    assert results[True].hyperparameters == results[False].hyperparameters
+    assert (results[True].ran, results[True].full_ran, results[True].errors) == (16, 4, 0)
+    for optimizer in OPTIMIZERS:
+        assert results[True].report[optimizer]["final_loss_mean"] == \
+            pytest.approx(results[False].report[optimizer]["final_loss_mean"], rel=1e-9)
+    assert all("lanes" in json.loads(p.read_text()) for p in (tmp_path / "True" / "full").rglob("seed-*.json"))
+    assert not any("lanes" in json.loads(p.read_text()) for p in (tmp_path / "False" / "full").rglob("seed-*.json"))
