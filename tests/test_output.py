@@ -80,7 +80,8 @@ def test_json_is_one_document_when_a_ray_worker_is_killed_mid_run(tmp_path):
     retries = [e for e in RunLog(rd / "log.jsonl").read() if e["event"] == "retry"]
     summary = json.loads((rd / "summary.json").read_text())
     assert summary["resubmitted"] >= 1 and len(retries) >= 1
-    assert retries[0]["job"][:2] == ["tuning", "Adam"] and retries[0]["attempt"] == 2 and retries[0]["cause"]
+    job = retries[0]["job"][1] if retries[0]["job"][0] == "batch" else retries[0]["job"]  # a batch: its first lane
+    assert job[:2] == ["tuning", "Adam"] and retries[0]["attempt"] == 2 and retries[0]["cause"]
     assert "worker lost while running Adam generation" in err  # the one line a user sees for it
 
 
@@ -131,7 +132,7 @@ def test_json_is_one_document_when_the_task_and_the_driver_print(tmp_path):
     (tmp_path / "printing_task.py").write_text(_PRINTING_TASK)
     rd = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-c", _DRIVER, "--task", "noisy_bowl", "--schedule", _schedule(tmp_path),
-                           "--workers", "2", "--run-dir", str(rd), "--json"], cwd=ROOT,
+                           "--workers", "2", "--run-dir", str(rd), "--json", "--no-batch"], cwd=ROOT,  # NoisyBowl's own loss()
                           env=_env(path=[str(tmp_path)]), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
@@ -144,7 +145,8 @@ def test_json_on_bad_input_is_a_document_with_the_error_and_the_exit_code(tmp_pa
     assert main(["--task", "noisy_bowll", "--json", "--run-dir", str(tmp_path / "r")]) == 2
     captured = capsys.readouterr()
     assert json.loads(captured.out) == {"error": "--task: unknown task 'noisy_bowll' (valid: noisy_bowl, "
-                                                 "rosenbrock, image_generation, resnet18_cifar10)", "exit_code": 2}
+                                                 "rosenbrock, image_generation, resnet18_cifar10; or "
+                                                 '"package.module:Name" or "path/to/file.py:Name")', "exit_code": 2}
     assert captured.err.startswith("lodo-tune: error: --task: unknown task") and captured.err.count("\n") == 1
 
 
@@ -183,7 +185,8 @@ def test_ctrl_c_exits_130_with_one_line_the_records_kept_and_the_log_says_so(ray
         return jobs
 
     monkeypatch.setattr(Session, "on_result", interrupted_on_result)
-    argv = ["--task", "noisy_bowl", "--schedule", _schedule(tmp_path), "--workers", "2", "--address", ray_session]
+    argv = ["--task", "noisy_bowl", "--schedule", _schedule(tmp_path), "--workers", "2", "--address", ray_session,
+            "--no-batch"]  # one record per result, so the third result is the third record
     assert main([*argv, "--run-dir", str(rd), "--json"]) == 130
     captured = capsys.readouterr()
     assert captured.err == f"lodo-tune: error: interrupted (every finished record is on disk; lodo-tune --resume " \

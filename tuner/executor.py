@@ -324,6 +324,8 @@ class Executor:
 def _label(job: Job) -> str:
     """"Adam generation 3 individual 5" or "Adam full run 2" (for log lines)."""
     key = tuple(job.key)
+    if key[:1] == ("batch",):
+        return _label(job.jobs[0]) + (f" (and {len(job.jobs) - 1} more in its batch)" if len(job.jobs) > 1 else "")
     if job.kind == "full" and len(key) == 3:
         return f"{job.optimizer} full run {key[2]}"
     if len(key) == 4:

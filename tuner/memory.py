@@ -133,7 +133,7 @@ def check_memory(plan) -> int:
         need, what = int(r.memory_per_trial * GiB), "a trial (resources.memory_per_trial)"
     else:
         try:
-            need, worst = slot_memory(plan.task, plan.optimizers, options)
+            need, worst = slot_memory(plan.spec, plan.optimizers, options)
         except Exception as e:  # noqa: BLE001 - a user task that cannot be built here
             raise PlanError("resources.memory_per_trial", f"cannot estimate a trial's memory: building task "
                             f"{plan.task!r} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "

@@ -484,14 +484,15 @@ def write_figures(rd: RunDir, manifest: dict, out_dir: Path, paper_hparams: dict
 def retries_section(rd: RunDir, manifest: dict) -> list[str]:
     """Environmental failures (dead workers or nodes, out of memory) and the reruns they cost, from
     the records (every session) and summary.json (the last one); they never count as errors."""
-    by_cause: dict[str, int] = {}
+    by_cause: dict[str, float] = {}
     jobs = 0
     for o in manifest["optimizers"]:
         for rec in rd.individuals(o) + rd.full_runs(o):
             if rec.get("retries"):
                 jobs += 1
-                for r in rec["retries"]:
-                    by_cause[r.get("error", "?")] = by_cause.get(r.get("error", "?"), 0) + 1
+                for r in rec["retries"]:  # a batch's retry is in each of its lanes' records: count it once
+                    by_cause[r.get("error", "?")] = by_cause.get(r.get("error", "?"), 0) + 1 / r.get("batch_lanes", 1)
+    by_cause = {k: round(v) for k, v in by_cause.items()}
     summary = rd.read_summary() or {}
     lines = ["## Retries (environmental failures)", ""]
     if not by_cause and not summary.get("retries") and not summary.get("stopped"):

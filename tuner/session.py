@@ -278,6 +278,6 @@ class Session:
         more = []
         for job, lane in zip(batch.jobs, results):
             if "retries" in result:  # the environment failed the batch before it ran: each lane's record says so
-                lane = {**lane, "retries": result["retries"]}
+                lane = {**lane, "retries": [{**r, "batch_lanes": len(batch.jobs)} for r in result["retries"]]}
             more += self.on_result(job, lane) or []
         return more
