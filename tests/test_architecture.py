@@ -66,13 +66,18 @@ def test_the_api_is_keyword_only_after_the_task(name):
     assert positional == (["task", "hyperparameters"] if name == "evaluate" else ["task"])
 
 
+# The notes the project started from lived beside the repository, never in it; the needles are
+# built from parts so that this file does not match itself.
+OUTSIDE = ("SP" + "EC.md", "SP" + "EC §", ".." + "/shared")
+
+
 def test_nothing_refers_to_a_path_outside_the_repository():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     offenders = []
     for name in tracked.split():
-        if not name.endswith((".py", ".md", ".yaml", ".toml")) or name == "tests/test_architecture.py":
+        if not name.endswith((".py", ".md", ".yaml", ".toml")):
             continue
         text = (ROOT / name).read_text(encoding="utf-8", errors="replace")
-        if "SPEC.md" in text or "SPEC §" in text or "../shared" in text:
+        if any(needle in text for needle in OUTSIDE):
             offenders.append(name)
     assert offenders == []
