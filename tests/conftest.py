@@ -61,6 +61,44 @@ def interrupt_after(monkeypatch, cls, steps: int) -> dict:
     return calls
 
 
+# A task module the project has never seen (written to a file by the user-task tests): least squares
+# on a fixed random target, a fresh batch per step, held-out metric the distance to the target.
+LINEAR_FIT_TASK = '''
+import torch
+from tasks import Task
+
+class LinearFit(Task):
+    """Least squares on a fixed random target, a fresh batch per step; held-out: the distance."""
+    name = "linear_fit"
+
+    def __init__(self, seed=0, device="cpu", dim=4):
+        super().__init__(seed=seed, device=device)
+        self.target = torch.randn(dim, generator=torch.Generator().manual_seed(7))
+        self.w = torch.randn(dim, generator=torch.Generator().manual_seed(seed)).requires_grad_()
+        self.generator = torch.Generator().manual_seed(seed + 1)
+
+    def parameters(self):
+        return [self.w]
+
+    def sample(self):
+        return torch.randn(16, self.w.numel(), generator=self.generator)
+
+    def loss(self, batch):
+        return ((batch @ (self.w - self.target)) ** 2).mean()
+
+    def evaluate(self):
+        return {"distance": float((self.w - self.target).norm())}
+
+    def state_dict(self):
+        return {"w": self.w.detach().clone(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            self.w.copy_(state["w"])
+        self.generator.set_state(state["generator"])
+'''
+
+
 def train_by_hand(task, opt, steps: int) -> list[float]:
     """The loop anyone would write (sample, zero grads, loss, backward, step): the reference that
     the trial loop and tasks' resume are compared with. Returns each step's loss."""

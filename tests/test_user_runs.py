@@ -18,43 +18,12 @@ import yaml
 from cli import main
 from tuner.schedule import load_schedule
 
+from conftest import LINEAR_FIT_TASK
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # A module the project has never seen: a hand-written Task with held-out data, and bad entries.
-USER_MODULE = textwrap.dedent('''
-    import torch
-    from tasks import Task
-
-    class LinearFit(Task):
-        """Least squares on a fixed random target, a fresh batch per step; held-out: the distance."""
-        name = "linear_fit"
-
-        def __init__(self, seed=0, device="cpu", dim=4):
-            super().__init__(seed=seed, device=device)
-            self.target = torch.randn(dim, generator=torch.Generator().manual_seed(7))
-            self.w = torch.randn(dim, generator=torch.Generator().manual_seed(seed)).requires_grad_()
-            self.generator = torch.Generator().manual_seed(seed + 1)
-
-        def parameters(self):
-            return [self.w]
-
-        def sample(self):
-            return torch.randn(16, self.w.numel(), generator=self.generator)
-
-        def loss(self, batch):
-            return ((batch @ (self.w - self.target)) ** 2).mean()
-
-        def evaluate(self):
-            return {"distance": float((self.w - self.target).norm())}
-
-        def state_dict(self):
-            return {"w": self.w.detach().clone(), "generator": self.generator.get_state()}
-
-        def load_state_dict(self, state):
-            with torch.no_grad():
-                self.w.copy_(state["w"])
-            self.generator.set_state(state["generator"])
-
+USER_MODULE = LINEAR_FIT_TASK + textwrap.dedent('''
     class NotATask:
         def __init__(self, seed=0, device="cpu"):
             pass

@@ -17,44 +17,14 @@ from tasks.supervised import SupervisedTask
 from tuner.schedule import load_schedule, space_for, template
 from tuner.trial import run_trial
 
-from conftest import train_by_hand
+from conftest import LINEAR_FIT_TASK, train_by_hand
 
 ROOT = Path(__file__).parents[1]
 
 # A task module the project has never seen: a hand-written Task, a SupervisedTask factory, bad entries.
-USER_MODULE = textwrap.dedent('''
-    import torch
+USER_MODULE = LINEAR_FIT_TASK + textwrap.dedent('''
     from torch import nn
-    from tasks import Task
     from tasks.supervised import SupervisedTask
-
-    class LinearFit(Task):
-        """Least squares on a fixed random design, one fresh noise draw per step."""
-        name = "linear_fit"
-
-        def __init__(self, seed=0, device="cpu", dim=3):
-            super().__init__(seed=seed, device=device)
-            setup = torch.Generator().manual_seed(seed)
-            self.target = torch.randn(dim, generator=setup)
-            self.w = torch.zeros(dim, requires_grad=True)
-            self.generator = torch.Generator().manual_seed(seed + 1)
-
-        def parameters(self):
-            return [self.w]
-
-        def sample(self):
-            return torch.randn(8, self.w.numel(), generator=self.generator)
-
-        def loss(self, batch):
-            return ((batch @ (self.w - self.target)) ** 2).mean()
-
-        def state_dict(self):
-            return {"w": self.w.detach().clone(), "generator": self.generator.get_state()}
-
-        def load_state_dict(self, state):
-            with torch.no_grad():
-                self.w.copy_(state["w"])
-            self.generator.set_state(state["generator"])
 
     def blobs(seed=0, device="cpu", hidden=4):
         g = torch.Generator().manual_seed(123)
