@@ -5,8 +5,12 @@ import hashlib
 import io
 import os
 import pickle
+import signal
+import subprocess
+import sys
 import struct
 import tarfile
+import time
 from pathlib import Path
 
 # Keep the test workers from oversubscribing this machine's few cores.
@@ -111,6 +115,21 @@ def train_by_hand(task, opt, steps: int) -> list[float]:
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+def kill_9_when(argv: list[str], ready, *, env: dict, timeout: float) -> None:
+    """Start `python -m cli *argv` from the repository root and SIGKILL it as soon as `ready()` holds
+    (a driver killed the way an OOM killer or a lost machine kills it); fails if it finished first."""
+    proc = subprocess.Popen([sys.executable, "-m", "cli", *argv], cwd=Path(__file__).resolve().parent.parent,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and not ready():
+            assert proc.poll() is None, "the run finished before it could be killed"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 def md5_of(path: Path) -> str:

@@ -1,10 +1,8 @@
 """The lodo-tune command line: bad input, a tiny end-to-end run, --hparams paper, kill -9 + --resume."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,8 @@ import yaml
 from cli import main
 from tuner.rundir import RunDir
 from tuner.schedule import load_schedule
+
+from conftest import kill_9_when
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD = ROOT / "tests" / "bad_schedules"
@@ -149,14 +149,8 @@ def test_kill_9_mid_generation_then_resume_gives_bit_identical_tuned_values(ray_
               "--address", ray_session, "--quiet"]
     rd = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "cli", *common, "--run-dir", str(rd)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and (not (rd / "tuning").exists() or len(_records(rd)) < 6):
-        assert proc.poll() is None, "the run finished before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_9_when([*common, "--run-dir", str(rd)], lambda: (rd / "tuning").exists() and len(_records(rd)) >= 6,
+                env=env, timeout=120)
     before = _records(rd)
     assert 6 <= len(before) < 24 and not (rd / "tuned.json").exists()
 

@@ -29,6 +29,8 @@ from tuner.rundir import RunDir, RunDirLocked
 from tuner.schedule import Schedule
 from tuner.trial import Job, run_trial
 
+from conftest import kill_9_when
+
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"task": "noisy_bowl", "population": 4, "generations": [{"noise": 3, "steps": 300}] * 2,
          "optimizers": ["Adam", "LODO"], "full_run": {"steps": 3000, "seeds": 2, "time_milestone_s": None},
@@ -267,14 +269,7 @@ def test_kill_9_during_full_runs_then_resume_gives_identical_report_and_exports(
               "--address", ray_session, "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     rd = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "cli", *common, "--run-dir", str(rd)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(rd.glob("full/*/seed-*.json")):
-        assert proc.poll() is None, "the run finished before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_9_when([*common, "--run-dir", str(rd)], lambda: bool(list(rd.glob("full/*/seed-*.json"))), env=env, timeout=300)
     assert (rd / ".lock").exists() and len(list(rd.glob("full/*/seed-*.json"))) < 4  # a stale lock, runs missing
     resumed = subprocess.run([sys.executable, "-m", "cli", "--resume", str(rd), "--address", ray_session, "--quiet"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -11,11 +11,12 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 import yaml
 
 from cli import main
 from tuner.rundir import RunLog
+
+from conftest import kill_9_when
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"task": "noisy_bowl", "population": 4, "generations": [{"noise": 3, "steps": 200}] * 2,
@@ -256,15 +257,8 @@ def test_a_run_killed_with_kill_9_and_resumed_has_one_log_telling_both_parts_in_
     rd = tmp_path / "run"
     schedule = _schedule(tmp_path, generations=[{"noise": 3, "steps": 2000}] * 3)
     common = ["--address", ray_session, "--quiet"]
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "--task", "noisy_bowl", "--schedule", schedule,
-                             "--workers", "2", "--run-dir", str(rd), *common], cwd=ROOT, env=_env(False),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and "generation" not in _events(rd):
-        assert proc.poll() is None, "the run finished before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_9_when(["--task", "noisy_bowl", "--schedule", schedule, "--workers", "2", "--run-dir", str(rd), *common],
+                lambda: "generation" in _events(rd), env=_env(False), timeout=120)
     before = (rd / "log.jsonl").read_bytes()
     done = len(list((rd / "tuning").rglob("g*-i*.json")))
     assert 4 <= done < 12

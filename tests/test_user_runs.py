@@ -4,11 +4,9 @@ a registry optimizer and a torch optimizer declared as a mapping; `init-schedule
 input of a user task as one line, exit 2, before anything is written."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import yaml
 from cli import main
 from tuner.schedule import load_schedule
 
-from conftest import LINEAR_FIT_TASK
+from conftest import LINEAR_FIT_TASK, kill_9_when
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -169,14 +167,8 @@ def test_a_module_task_killed_mid_tuning_resumes_to_the_same_tuned_values(ray_se
     common = ["--task", spec, "--schedule", schedule, "--workers", "2", "--seed", "3", "--address", ray_session]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(package.parent)])}
     rd = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "cli", *common, "--quiet", "--run-dir", str(rd)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while time.time() < deadline and (not (rd / "tuning").exists() or len(_records(rd)) < 8):
-        assert proc.poll() is None, "the run finished before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_9_when([*common, "--quiet", "--run-dir", str(rd)],
+                lambda: (rd / "tuning").exists() and len(_records(rd)) >= 8, env=env, timeout=180)
     before = _records(rd)
     assert 8 <= len(before) < 36 and not (rd / "tuned.json").exists()
 
