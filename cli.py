@@ -44,7 +44,7 @@ from tuner.executor import PersistentFailure  # no Ray import: that waits for in
 from tuner.export import export
 from tuner.plan import PlanError, Resources, make_plan
 from tuner.rundir import LOG, RunDirError
-from tuner.schedule import merge
+from tuner.schedule import merge, template
 
 PROG = "lodo-tune"
 BAD_INPUT, PERSISTENT_FAILURE, INTERRUPTED = 2, 3, 130
@@ -164,8 +164,6 @@ def _init_schedule_parser() -> argparse.ArgumentParser:
 
 
 def _init_schedule(path: str) -> int:
-    from tuner.schedule import template
-
     target = Path(path)
     if target.exists():
         raise UsageError(f"init-schedule: {path!r} exists (not overwritten; give another path)")

@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from lodo.paper import TABLE6
+
 logger = logging.getLogger(__name__)
 
 
@@ -166,8 +168,6 @@ def paper_hyperparameters(task: str) -> dict[str, dict[str, float]]:
     Image-generation learning rates are already halved, as the full runs use them. Every name is
     checked against the registry, so a typo in the table fails here rather than in a run.
     """
-    from lodo.paper import TABLE6
-
     if task not in TABLE6:
         raise ValueError(f"Unknown task: {task!r} (valid: {', '.join(TABLE6)})")
     values = {}

@@ -17,6 +17,8 @@ import platform
 import time
 from typing import Mapping
 
+import torch
+
 import lodo
 from tuner.executor import Executor, PersistentFailure, init_ray
 from tuner.export import export
@@ -38,8 +40,7 @@ def _plan_fields(plan: Plan) -> dict:
 
 def _machine(executor: Executor, device: str) -> dict:
     """The run log's machine event: Ray's cluster resources, torch, the device (after init_ray)."""
-    import ray
-    import torch
+    import ray  # imported by init_ray already
 
     out = {"ray": {"version": importlib.metadata.version("ray"), "resources": ray.cluster_resources()},
            "torch": {"version": torch.__version__, "cuda": torch.version.cuda}, "python": platform.python_version(),

@@ -37,6 +37,7 @@ from typing import Callable, Iterable
 
 import torch
 
+import lodo
 from tuner.trial import Job, run_job
 
 logger = logging.getLogger(__name__)
@@ -80,8 +81,6 @@ def _worker_class():
             torch.set_num_threads(threads)
             self.device = device
             if optimizer_specs:  # the schedule's own optimizers (lodo.register is per process)
-                import lodo
-
                 for spec in optimizer_specs:
                     lodo.register(spec)
 

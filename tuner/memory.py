@@ -33,6 +33,12 @@ from __future__ import annotations
 
 import functools
 
+import torch
+
+import tasks
+from lodo.lodo import hidden_width
+from tuner.plan import PlanError
+
 BASE_BYTES = 1 << 30
 DEFAULT_VALUES_PER_PARAMETER = 4
 GiB = float(1 << 30)
@@ -46,8 +52,6 @@ _LODO_PEAK = {"LODO": 9, "LODO-No-Momentum": 9, "LODO-SGD": 9, "LODO-Residuals":
 def optimizer_values(optimizer: str, n: int) -> int:
     """Peak optimizer state + step temporaries of `optimizer` over n parameters, in values (table above)."""
     if optimizer in _LODO_PEAK:
-        from lodo.lodo import hidden_width
-
         theta = 16 * hidden_width(n, 4) * 4  # N · ñ · k at the defaults depth 16, block size 4
         return _LODO_PEAK[optimizer] * theta + n
     if optimizer in _QUADRATIC:
@@ -61,8 +65,7 @@ def _noisy_bowl(dim: int = 100, **_) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _model_parameters(task: str) -> int:
-    import torch
-
+    # the image tasks' modules are imported only for them, as tasks/__init__.py's registry does
     if task == "image_generation":
         from tasks.image_generation import build_model
 
@@ -90,8 +93,6 @@ _BUILTIN = {"noisy_bowl": _noisy_bowl, "rosenbrock": lambda **_: {"parameters": 
 
 def task_footprint(task, task_options: dict | None = None) -> dict:
     """{"parameters", "itemsize", "bytes"} of `task` (anything `tasks.resolve` takes) with its options."""
-    import tasks
-
     options = dict(task_options or {})
     spec = tasks.resolve(task)
     own = getattr(spec.factory, "memory_footprint", None)
@@ -124,9 +125,7 @@ def slot_memory(task, optimizers, task_options: dict | None = None) -> tuple[int
 def check_memory(plan) -> int:
     """The bytes each worker slot of `plan` requests (`resources.memory_per_trial` GiB, else
     `slot_memory`); PlanError when that is more than the largest alive Ray node has. Needs Ray."""
-    import ray
-
-    from tuner.plan import PlanError
+    import ray  # imported by init_ray already
 
     r, options = plan.resources, dict(plan.schedule.task_options)
     if r.memory_per_trial is not None:

@@ -39,6 +39,7 @@ every evaluation (Fig. 3's trajectories). Both are checkpointed, so a resumed ru
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -49,8 +50,12 @@ import warnings
 import numpy as np
 import torch
 
+import lodo
+import lodo.batched
 import tasks
+import tasks.batched
 from tasks import Task
+from tuner.rundir import atomic_write
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,8 +182,6 @@ def _build_task(task, seed, task_options, device) -> Task:
 def _with_run_length(optimizer: str, hparams: dict | None, steps: int) -> dict:
     """`hparams` plus `total_steps=steps` for an optimizer with that option (LARS's (1 − progress)²
     decay over the run), unless `hparams` sets it."""
-    import lodo  # the registry; imported here so tasks-only users never need it
-
     return {"total_steps": steps, **(hparams or {})} if "total_steps" in lodo.options(optimizer) else dict(hparams or {})
 
 
@@ -187,8 +190,6 @@ def _build_optimizer(optimizer, hparams, params, seed, steps) -> torch.optim.Opt
         if hparams:
             raise ValueError(f"Invalid hparams: {hparams!r} (only for an optimizer given by name)")
         return optimizer
-    import lodo
-
     return lodo.create(optimizer, params, seed=seed, **_with_run_length(optimizer, hparams, steps))
 
 
@@ -242,8 +243,6 @@ def _digest(obj, h, where: str = "state") -> None:
 
 def state_digest(state: dict) -> str:
     """SHA-256 of a checkpoint's content (its "digest" entry excluded)."""
-    import hashlib
-
     h = hashlib.sha256()
     _digest({k: v for k, v in state.items() if k != "digest"}, h)
     return h.hexdigest()
@@ -253,8 +252,6 @@ def save_checkpoint(path, state: dict) -> None:
     """torch.save `state` and its `state_digest` to `path` atomically (temp file, fsync, os.replace).
     CheckpointError if `state` holds a type `load_checkpoint` would refuse (a Task's or optimizer's
     state_dict with, say, a numpy array: convert it with torch.from_numpy)."""
-    from tuner.rundir import atomic_write
-
     try:
         state = {**state, "digest": state_digest(state)}
     except TypeError as e:
@@ -486,9 +483,6 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
 # ---------------------------------------------------------------------------- batched trials (issue 15)
 def supports_batched(task, optimizer) -> bool:
     """True if (task, optimizer), given by name, has a batched form (tasks/batched.py, lodo/batched.py)."""
-    import lodo.batched
-    import tasks.batched
-
     return isinstance(task, str) and isinstance(optimizer, str) and task in tasks.batched.available() \
         and optimizer in lodo.batched.available()
 
@@ -531,9 +525,6 @@ def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[di
     recorded evaluations over that, so a lane's rate is the batch's rate, not P times it. There is no
     time_limit and no checkpoint: a batched run is a unit that reruns whole.
     """
-    import lodo.batched
-    import tasks.batched
-
     positive_int("steps", steps)
     positive_int("check_every", check_every)
     positive_int("observe_every", observe_every, optional=True)
