@@ -90,7 +90,7 @@ def schedule_info(manifest: dict) -> ScheduleInfo:
     exact = next((name for name, data in known.items() if _without_search(data) == _without_search(recorded)), None)
     if exact is not None:
         label = f"schedules/{exact}.yaml"
-    elif manifest.get("schedule_source"):
+    elif manifest.get("schedule_source") and not str(manifest["schedule_source"]).startswith("<"):  # not "<dict>"
         label = str(manifest["schedule_source"])
     elif task in known and all(recorded.get(k) == known[task][k] for k in TABLE5_KEYS):
         changed = sorted(k for k in set(recorded) | set(known[task]) if k != "search"
