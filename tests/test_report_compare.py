@@ -163,10 +163,10 @@ def test_runs_of_other_searchers_and_unfinished_or_diverged_runs_are_kept_apart(
     text = compare.write_comparison(ga + tpe, tmp_path / "out").read_text()
     assert row(text, "Momentum", "GA · S1", after="## Full-run loss")[2:6] == ["2", "17.50", "0.50", "17.00 – 18.00"]
     # TPE: one run at 16.25, one whose every seed diverged (counted, not averaged), one without full runs.
-    assert row(text, "Momentum", "TPE · S2", after="## Full-run loss")[2:6] == [
+    assert row(text, "Momentum", "TPE · S1", after="## Full-run loss")[2:6] == [
         "2 of 3", "16.25 (1 diverged)", "0.00", "16.25 – 16.25"]
     lr = np.array([1.4, 1.4, 1.3])
-    assert row(text, "Momentum", "TPE · S2", "lr", after="## Tuned")[3:5] == ["3", f"{lr.mean():.4g}"]
+    assert row(text, "Momentum", "TPE · S1", "lr", after="## Tuned")[3:5] == ["3", f"{lr.mean():.4g}"]
 
 
 def test_old_style_run_directories_compare_and_report(tmp_path):

@@ -34,8 +34,11 @@ class CompareError(ValueError):
 
 
 def _schedule_key(schedule: dict) -> str:
-    """What makes two runs' schedules the same for a comparison (the optimizers tuned aside)."""
-    return json.dumps({k: v for k, v in schedule.items() if k != "optimizers"}, sort_keys=True)
+    """What makes two runs' schedules the same for a comparison: all but the optimizers tuned and
+    the searcher (which the groups name on their own)."""
+    search = schedule.get("search") if isinstance(schedule.get("search"), dict) else {}
+    same = {k: v for k, v in schedule.items() if k not in ("optimizers", "search")}
+    return json.dumps({**same, "search": {k: v for k, v in search.items() if k != "searcher"}}, sort_keys=True)
 
 
 def compare_runs(run_dirs) -> dict:
@@ -150,7 +153,8 @@ def hyperparameter_rows(data: dict) -> tuple[list[str], list[list[str]]]:
     for o, groups in data["optimizers"].items():
         for g in groups:
             for name, s in g["hyperparameters"].items():
-                row = [o, _tuned_by(g), name, str(s["n"]), report._value(s["mean"]), sig(s["std"]),
+                std = 0.0 if s["std"] <= 1e-12 * abs(s["mean"]) else s["std"]  # equal values, up to rounding
+                row = [o, _tuned_by(g), name, str(s["n"]), report._value(s["mean"]), sig(std),
                        f"{report._value(s['min'])} – {report._value(s['max'])}"]
                 if table6:
                     row += [report._value(table6[o][name]) if name in table6.get(o, {}) else "—"]
