@@ -100,6 +100,9 @@ def test_a_searcher_from_the_schedule_and_a_user_task_without_table5():
     assert provenance.schedule_info(manifest).faithful  # the schedule is Table 5's; the searcher is another
     old = {"task": "noisy_bowl", "schedule": schedule()}  # before search: existed
     assert provenance.searcher(old) == "ga"
+    ga = {"task": "noisy_bowl", "schedule": {**schedule({"start": {"Adam": {"lr": 0.1}}}), "ga": {"elite": 2}}}
+    assert provenance.schedule_info(ga).deviations == ("start values (Appendix E starts at the defaults)",
+                                                       "GA options (ga:)")
     user = {"task": "digits", "schedule": {**schedule(), "task": "digits"}}
     assert provenance.schedule_info(user).describe() == "a schedule of its own (no Table 5 schedule for this task)"
 

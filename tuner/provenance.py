@@ -59,6 +59,17 @@ class ScheduleInfo:
         return f"{self.label} (not Table 5: {'; '.join(self.deviations)})"
 
 
+def _same(recorded: dict, reference: dict, key: str) -> bool:
+    """Whether `recorded` has `reference`'s `key`: an empty value equals an absent one, and a key
+    the recorded schedule lacks (a manifest from before that field existed) is its default."""
+    return key not in recorded or (recorded[key] or None) == (reference.get(key) or None)
+
+
+def _changed(recorded: dict, reference: dict) -> list[str]:
+    """The top-level fields in which `recorded` departs from `reference` (its searcher aside)."""
+    return sorted(k for k in set(recorded) | set(reference) if k != "search" and not _same(recorded, reference, k))
+
+
 def _individual_steps(schedule: dict) -> int:
     return int(schedule["population"]) * sum(int(g["steps"]) for g in schedule["generations"])
 
@@ -73,7 +84,7 @@ def _deviations(recorded: dict, faithful: dict) -> list[str]:
                    f"(Table 5: {len(faithful['generations'])}, {_individual_steps(faithful):,})")
     for key, what in (("start", "start values (Appendix E starts at the defaults)"),
                       ("scales", "scale overrides"), ("ga", "GA options (ga:)")):
-        if (recorded.get(key) or {}) != (faithful.get(key) or {}):
+        if not _same(recorded, faithful, key):
             out.append(what)
     return out
 
@@ -87,15 +98,13 @@ def schedule_info(manifest: dict) -> ScheduleInfo:
     """
     recorded, task = _plain(manifest["schedule"]), manifest["task"]
     known = _bundled_dicts()
-    exact = next((name for name, data in known.items() if _without_search(data) == _without_search(recorded)), None)
+    exact = next((name for name, data in known.items() if not _changed(recorded, data)), None)
     if exact is not None:
         label = f"schedules/{exact}.yaml"
     elif manifest.get("schedule_source") and not str(manifest["schedule_source"]).startswith("<"):  # not "<dict>"
         label = str(manifest["schedule_source"])
     elif task in known and all(recorded.get(k) == known[task][k] for k in TABLE5_KEYS):
-        changed = sorted(k for k in set(recorded) | set(known[task]) if k != "search"
-                         and (recorded.get(k) or None) != (known[task].get(k) or None))
-        label = f"schedules/{task}.yaml with {', '.join(changed)} changed"
+        label = f"schedules/{task}.yaml with {', '.join(_changed(recorded, known[task]))} changed"
     else:
         label = "a schedule of its own"
     search = recorded.get("search") if isinstance(recorded.get("search"), dict) else {}
@@ -106,10 +115,6 @@ def schedule_info(manifest: dict) -> ScheduleInfo:
         return ScheduleInfo(label, None)
     deviations = _deviations(recorded, known[task])
     return ScheduleInfo(label, not deviations, tuple(deviations))
-
-
-def _without_search(schedule: dict) -> dict:
-    return {k: v for k, v in schedule.items() if k != "search"}
 
 
 def values_source(manifest: dict, optimizer: str, hyperparameters: dict | None) -> str:
