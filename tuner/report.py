@@ -1,7 +1,10 @@
 """The reproduction report (`lodo-tune report RUN_DIR`) — our numbers next to the paper's.
 
-Writes ``report.md`` and PNG figures from what a run directory already holds (finished or not):
+Writes ``report.md`` and PNG figures from what a run directory already holds (finished or not),
+atomically (`tuner.rundir.atomic_write`):
 
+- where each optimizer's values come from (`tuner.provenance`): the searcher and the schedule
+  (bundled name or file, faithful Table 5 or not), or Table 6 / given values / nothing to tune;
 - results next to the paper's Table 1 (noisy_bowl), Table 2 + 3 (image_generation, train NLL)
   and Table 4 (resnet18_cifar10, train loss), with the ratio ours / paper ("—" where the paper
   has no row or either side diverged);
