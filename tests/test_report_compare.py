@@ -233,3 +233,14 @@ def test_comparison_of_runs_made_by_tuner_run(ray_session, tmp_path, monkeypatch
     assert float(cells[3]) == pytest.approx(per_run.mean(), rel=1e-3)
     assert float(cells[4]) == pytest.approx(per_run.std(), rel=1e-2, abs=1e-3)
     assert row(text, "Momentum", "GA · S1", "lr", after="## Tuned")[4] == f"{lr.mean():.4g}"
+
+
+def test_runs_of_a_user_task_compare_without_the_papers_columns(tmp_path):
+    sched = {k: v for k, v in schedule().items() if k != "task"}  # a user task's schedule names no task
+    runs = [make_run(tmp_path / f"u{s}", {"Adam": [0.5 + s / 10]}, {"Adam": ADAM[s]}, task="linear_fit", sched=sched,
+                     seed=s).path for s in range(2)]
+    text = compare.write_comparison(runs, tmp_path / "out").read_text()
+    assert "paper" not in text
+    assert "- S1: a schedule of its own (no Table 5 schedule for this task)" in text
+    assert row(text, "Adam", after="## Full-run loss") == ["Adam", "GA · S1", "2", "0.5500", "0.0500",
+                                                           "0.5000 – 0.6000"]
