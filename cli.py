@@ -5,6 +5,7 @@
     lodo-tune export RUN_DIR --format markdown|csv|latex|json
     lodo-tune demo
     lodo-tune report RUN_DIR [--out DIR]
+    lodo-tune report RUN_DIR1 RUN_DIR2 ... [--out DIR]     (the spread over runs of one task)
     lodo-tune init-schedule [PATH]       # a commented schedule for your own task (default schedule.yaml)
     lodo-tune meta-train --task noisy_bowl [--steps N] [--resume] [--workers N]
 
@@ -39,7 +40,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 import lodo
-from tuner import meta_train, report, results
+from tuner import compare, meta_train, report, results
 from tuner.executor import PersistentFailure  # no Ray import: that waits for init_ray
 from tuner.export import export
 from tuner.plan import PlanError, Resources, make_plan
@@ -147,11 +148,14 @@ def _export_parser() -> argparse.ArgumentParser:
 
 
 def _report_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} report", description="Write report.md and figures for a run directory.")
+    p = _Parser(prog=f"{PROG} report", description="Write report.md and figures for a run directory; for "
+                                                      "several runs of one task (one per --seed), comparison.md: "
+                                                      "the spread of the tuned values and losses over the runs.")
     _verbose(p)
-    p.add_argument("run_dir", help="run directory (finished or not)")
-    p.add_argument("--out", default=None, metavar="DIR", help="where to write report.md and figures/ "
-                                                             "(default: the run directory)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directory (finished or not); several: compare them")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to write report.md and figures/ (default: the "
+                                                             "run directory); for several, comparison.md (default: "
+                                                             "comparison-<task>/; never inside an input run directory)")
     return p
 
 
@@ -474,8 +478,11 @@ def _command(argv: list[str], out: _Output) -> int:
         args = _report_parser().parse_args(argv[1:])
         out.start(verbose=args.verbose)
         try:
-            print(report.write_report(args.run_dir, args.out))
-        except ValueError as e:  # a missing or invalid run directory
+            if len(args.run_dirs) == 1:
+                print(report.write_report(args.run_dirs[0], args.out))
+            else:
+                print(compare.write_comparison(args.run_dirs, args.out))
+        except ValueError as e:  # a missing or invalid run directory, runs of different tasks
             raise UsageError(f"report: {e}") from None
         return 0
     if argv[:1] == ["init-schedule"]:

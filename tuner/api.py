@@ -83,7 +83,8 @@ def run_plan(plan: Plan, progress: ProgressFn | None = None) -> TuneResult:
         if not plan.resume:
             rd = RunDir.create(plan.run_dir, task=plan.task, schedule=plan.schedule.to_dict(), seed=plan.seed,
                                optimizers=list(plan.optimizers), hparams=plan.mode, given_hyperparameters=given,
-                               full_runs=plan.full_runs, device=plan.resources.device, task_source=spec.source)
+                               full_runs=plan.full_runs, device=plan.resources.device, task_source=spec.source,
+                               schedule_source=plan.schedule.source)
         if given is not None:
             rd.write_tuned({"lr_scale": 1.0, "source": plan.mode, "hyperparameters": given, "raw": given})
         rd.log.write("resume" if plan.resume else "start", **_plan_fields(plan))

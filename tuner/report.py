@@ -1,7 +1,10 @@
 """The reproduction report (`lodo-tune report RUN_DIR`) — our numbers next to the paper's.
 
-Writes ``report.md`` and PNG figures from what a run directory already holds (finished or not):
+Writes ``report.md`` and PNG figures from what a run directory already holds (finished or not),
+atomically (`tuner.rundir.atomic_write`):
 
+- where each optimizer's values come from (`tuner.provenance`): the searcher and the schedule
+  (bundled name or file, faithful Table 5 or not), or Table 6 / given values / nothing to tune;
 - results next to the paper's Table 1 (noisy_bowl), Table 2 + 3 (image_generation, train NLL)
   and Table 4 (resnet18_cifar10, train loss), with the ratio ours / paper ("—" where the paper
   has no row or either side diverged);
@@ -35,7 +38,8 @@ from lodo.paper import RESULTS
 from tasks.rosenbrock import MINIMUM, START, rosenbrock
 from tuner.ga import GeneticAlgorithm
 from tuner.results import collect, held_out_names, markdown_table, sig, speed_cell, step_cell, time_cell
-from tuner.rundir import LOG, RunDir, safe_name
+from tuner.rundir import LOG, RunDir, atomic_write, atomic_write_text, safe_name
+from tuner.provenance import SEARCHERS, schedule_info, searcher, values_source
 from tuner.schedule import Schedule, space_for
 
 DPI = 100
@@ -137,15 +141,21 @@ def _figure_class():
     return Figure
 
 
-def save_png(fig, path: Path) -> None:
-    """Save `fig` at DPI as a 256-colour PNG (plots need no more; the file shrinks ~2.5×)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def png_bytes(fig) -> bytes:
+    """`fig` at DPI as a 256-colour PNG (plots need no more; the file shrinks ~2.5×)."""
     from PIL import Image  # comes with matplotlib (the optional `plots` extra)
 
-    buf = io.BytesIO()
+    buf, out = io.BytesIO(), io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     buf.seek(0)
-    Image.open(buf).convert("RGB").quantize(256).save(path, format="png", optimize=True)
+    Image.open(buf).convert("RGB").quantize(256).save(out, format="png", optimize=True)
+    return out.getvalue()
+
+
+def save_png(fig, path: Path) -> None:
+    """Save `fig` as `png_bytes` to `path`, atomically (a reader never sees half a figure)."""
+    data = png_bytes(fig)
+    atomic_write(path, lambda f: f.write(data))
 
 
 def _use_log(values: list[np.ndarray]) -> bool:
@@ -481,6 +491,30 @@ def write_figures(rd: RunDir, manifest: dict, out_dir: Path, paper_hparams: dict
     return lines or ["No curves or tuning records yet."]
 
 
+def provenance_section(data: dict, manifest: dict) -> list[str]:
+    """Per optimizer, where its values came from: the searcher and schedule that tuned them
+    (`tuner.provenance`), or their source when not tuned (Table 6, given values, meta-trained)."""
+    tuned_by = SEARCHERS.get(searcher(manifest), searcher(manifest))
+    info = schedule_info(manifest)
+    faithful = {True: "yes", False: "no", None: "—"}[info.faithful]
+    lines = ["## Where the values come from", "",
+             (f"Searcher: {tuned_by}. " if manifest.get("hparams", "tuned") == "tuned" else
+              f"No searcher: --hparams {manifest['hparams']}. ") + f"Schedule: {info.describe()}.", ""]
+    rows = []
+    for o in manifest["optimizers"]:
+        entry = data["tuned"].get(o)
+        done = entry is not None and entry["status"] == "done"
+        source = values_source(manifest, o, entry["hyperparameters"]) if done else ""
+        if source:
+            rows.append([o, source, "—", info.label, "—"])
+        else:
+            state = "tuned" if done else f"being tuned ({entry['status']})" if entry else "not tuned yet"
+            rows.append([o, state, tuned_by, info.label, faithful])
+    lines += markdown_table(["Optimizer", "values", "searcher", "schedule", "faithful Table 5"], rows)
+    return lines + ["", "- One run is one searcher seed: `lodo-tune report DIR1 DIR2 ...` compares runs of "
+                        "other seeds (`--seed`) and shows the spread of the tuned values and their losses."]
+
+
 def retries_section(rd: RunDir, manifest: dict) -> list[str]:
     """Environmental failures (dead workers or nodes, out of memory) and the reruns they cost, from
     the records (every session) and summary.json (the last one); they never count as errors."""
@@ -525,6 +559,7 @@ def write_report(run_dir, out_dir=None) -> Path:
              f"full runs of {schedule['full_run']['steps']} steps, seeds {schedule['full_run']['seeds']}"
              + (f", time milestone {schedule['full_run']['time_milestone_s']:g} s"
                 if schedule["full_run"].get("time_milestone_s") else "") + ".", ""]
+    lines += provenance_section(data, manifest) + [""]
     lines += results_section(data, manifest) + [""]
     lines += tuned_section(data, paper_hparams) + [""]
     lines += retries_section(rd, manifest) + [""]
@@ -537,5 +572,5 @@ def write_report(run_dir, out_dir=None) -> Path:
         lines += ["", f"Run log (JSON lines: start, resumes, generations, retries, errors, end): "
                       f"[{LOG}]({Path(os.path.relpath(rd.log.path, out_dir)).as_posix()})"]
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines).rstrip() + "\n")
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
     return path

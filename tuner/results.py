@@ -69,6 +69,17 @@ def summarise_full(records: list[dict]) -> dict:
     }
 
 
+def spread(values: list[float]) -> dict:
+    """Mean, std (population, ddof 0, as `summarise_full`), min and max over the finite `values`
+    (e.g. one number per run), with n (finite ones) and how many were not finite (diverged)."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    out = {"n": len(finite), "diverged": sum(1 for v in values if v is not None and not math.isfinite(v))}
+    if not finite:
+        return {**out, "mean": None, "std": None, "min": None, "max": None}
+    a = np.asarray(finite)
+    return {**out, "mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max())}
+
+
 def collect(path) -> dict:
     """The data behind the tables: {"task", "source", "tuned": {optimizer: {"hyperparameters",
     "status"}}, "results": {optimizer: summarise_full(...) + "planned_seeds"}}."""
