@@ -13,6 +13,8 @@ Gradients are closed form (the bowl: g = H d as one batched dᵀH; Rosenbrock: i
 equal to the unbatched autograd gradient to rounding (Rosenbrock: bit for bit). L-BFGS's first
 pair, y = ∇f(x − 1e-10·g) − ∇f(x), magnifies the bowl's last-bit differences to ~1e-7 relative in
 its losses: still well inside the 1e-5 that tests/test_population.py asks for.
+An optimizer that is chaotic in its gradients (L2LBGDBGD) sets `exact_gradients`: the bowl then
+runs, per lane, the very ops of the unbatched loss and its autograd backward (bit for bit).
 
 Protocol, like `tasks.base.Task`: `sample()` once per optimizer step, then any number of
 `loss_and_grad()` on that sample. `keep(index)` drops lanes (diverged ones), so the work left is
