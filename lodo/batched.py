@@ -330,12 +330,51 @@ class OLBFGS(LBFGS):
                             for lane, c in enumerate(self.count.tolist())])
 
 
-_OPTIMIZERS = {cls.name: cls for cls in (Adam, Momentum, RMSprop, Yogi, LODO, LBFGS, OLBFGS)}
+class L2LBGDBGD(BatchedOptimizer):
+    """L2LBGDBGD (lodo/l2l.py): the meta-trained coordinate-wise LSTM, one call over all P·n coordinates::
+
+        (u, h) ← m_φ(ρ(g), h) for every coordinate of every lane;  x ← x + u
+
+    The LSTM is coordinate-wise, so lane i's rows of that call are lane i's own unbatched call,
+    bit for bit (matrix products row by row, the rest elementwise: tests/test_batched_l2l.py checks
+    it over thousands of steps). That matters: on the bowl L2LBGDBGD is chaotic (a 1e-16 change in
+    a gradient grows to 1e-2 in the loss within 200 steps), so it asks its task for gradients
+    computed exactly as the unbatched autograd computes them (`exact_gradients`)."""
+
+    name = "L2LBGDBGD"
+    exact_gradients = True
+
+    def __init__(self, x: torch.Tensor, hparams: dict[str, torch.Tensor], net):
+        super().__init__(x, hparams)
+        self.net = net  # m_φ in x's dtype, as the unbatched optimizer casts it (`L2LBGDBGD._net_for`)
+        self.n = x.shape[1]
+        self.h, self.c = net.initial_state(x.numel(), dtype=x.dtype, device=x.device)
+
+    def _update(self, x, g):
+        update, (self.h, self.c) = self.net(g.reshape(-1), (self.h, self.c))
+        x.add_(update.view_as(x))
+
+    def keep(self, index: torch.Tensor) -> None:
+        super().keep(index)
+        layers, coordinates, hidden = self.h.shape
+        lanes = coordinates // self.n
+        for key in ("h", "c"):
+            kept = getattr(self, key).view(layers, lanes, self.n, hidden)[:, index]
+            setattr(self, key, kept.reshape(layers, -1, hidden))
+
+
+_OPTIMIZERS = {cls.name: cls for cls in (Adam, Momentum, RMSprop, Yogi, LODO, LBFGS, OLBFGS, L2LBGDBGD)}
 
 
 def available() -> list[str]:
-    """The optimizers with a batched form."""
-    return list(_OPTIMIZERS)
+    """The optimizers with a batched form (L2LBGDBGD only where the registry has it)."""
+    return [name for name in _OPTIMIZERS if name != "L2LBGDBGD" or name in lodo.available()]
+
+
+def exact_gradients(name: str) -> bool:
+    """Whether batched optimizer `name` needs each lane's gradient exactly as the unbatched autograd
+    computes it (`tasks.batched.BatchedTask.exact_gradients`), not just equal to rounding."""
+    return getattr(_OPTIMIZERS.get(name), "exact_gradients", False)
 
 
 def create(name: str, x: torch.Tensor, hparams_list: list[dict], seeds: list[int]) -> BatchedOptimizer:
@@ -357,6 +396,8 @@ def create(name: str, x: torch.Tensor, hparams_list: list[dict], seeds: list[int
     defaults = {h.name: h.default for h in lodo.hyperparameters(name)}
     columns = {key: torch.tensor([float(hp.get(key, default)) for hp in hparams_list], dtype=torch.float64)
                for key, default in defaults.items()}
+    if name == "L2LBGDBGD":
+        return L2LBGDBGD(x, columns, built[0]._net_for(x.dtype, x.device))
     if name == "LODO":
         batched = LODO(x, columns, [opt.state_dict()["state"][0] for opt in built])
         batched.references = built  # lane i's unbatched LODO, for `lane_preconditioner`

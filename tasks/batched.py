@@ -13,6 +13,8 @@ Gradients are closed form (the bowl: g = H d as one batched dᵀH; Rosenbrock: i
 equal to the unbatched autograd gradient to rounding (Rosenbrock: bit for bit). L-BFGS's first
 pair, y = ∇f(x − 1e-10·g) − ∇f(x), magnifies the bowl's last-bit differences to ~1e-7 relative in
 its losses: still well inside the 1e-5 that tests/test_population.py asks for.
+An optimizer that is chaotic in its gradients (L2LBGDBGD) sets `exact_gradients`: the bowl then
+runs, per lane, the very ops of the unbatched loss and its autograd backward (bit for bit).
 
 Protocol, like `tasks.base.Task`: `sample()` once per optimizer step, then any number of
 `loss_and_grad()` on that sample. `keep(index)` drops lanes (diverged ones), so the work left is
@@ -34,6 +36,9 @@ class BatchedTask:
 
     name = "task"
     report_window = None
+    #: set for an optimizer that is chaotic in its gradients (`lodo.batched.exact_gradients`): each
+    #: lane's gradient (and loss) then comes out bit for bit as the unbatched task's autograd gives it
+    exact_gradients = False
 
     def __init__(self, seeds: list[int], device="cpu"):
         if len(seeds) < 1:
@@ -80,6 +85,7 @@ class BatchedNoisyBowl(BatchedTask):
         self._noise_std = math.sqrt(float(noise_variance))
         self.newton_loss = [b.info()["newton_loss"] for b in bowls]
         self.bowls = bowls  # lane i's unbatched bowl: its fixed probes for `hessian_error`
+        self.half_hessians = [b._half_hessian for b in bowls]  # ½H_i exactly as lane i's `loss` uses it
         self._noise = torch.zeros(len(bowls), self.dim, dtype=self.dtype, device=self.device)
         self.centre = torch.zeros_like(self._noise)
         self.x = torch.zeros_like(self._noise)
@@ -93,8 +99,21 @@ class BatchedNoisyBowl(BatchedTask):
 
     def loss_and_grad(self) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.x - self.centre
+        if self.exact_gradients:
+            return self._autograd_loss_and_grad(d)
         grad = torch.bmm(d.unsqueeze(1), self.hessian).squeeze(1)  # d_iᵀ H_i = (H_i d_i)ᵀ, H_i exactly symmetric
         return 0.5 * (d * grad).sum(dim=1), grad
+
+    def _autograd_loss_and_grad(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per lane, the ops `NoisyBowl.loss` and its backward run, A = ½H: f = d·w, w = A d, and
+        autograd's ∇f = w (from the dot) + Aᵀd (from the mv, `A.t().mv(d)`), summed. Equal to
+        H d only to rounding: a loop of 4 small ops per lane instead of one bmm."""
+        loss, grad = d.new_empty(d.shape[0]), torch.empty_like(d)
+        for row, (half_hessian, d_i) in enumerate(zip(self.half_hessians, d)):
+            w = torch.mv(half_hessian, d_i)
+            loss[row] = torch.dot(d_i, w)
+            torch.add(w, torch.mv(half_hessian.t(), d_i), out=grad[row])
+        return loss, grad
 
     def keep(self, index: torch.Tensor) -> None:
         self.hessian, self.centre, self.x = self.hessian[index], self.centre[index], self.x[index]
@@ -102,6 +121,7 @@ class BatchedNoisyBowl(BatchedTask):
         self.generators = [self.generators[i] for i in index.tolist()]
         self.newton_loss = [self.newton_loss[i] for i in index.tolist()]
         self.bowls = [self.bowls[i] for i in index.tolist()]
+        self.half_hessians = [self.half_hessians[i] for i in index.tolist()]
 
     def hessian_error(self, row: int, preconditioner) -> float:
         """σ of lane `row` (`NoisyBowl.hessian_error`, on that lane's own fixed probes)."""

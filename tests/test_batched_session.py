@@ -102,16 +102,20 @@ def test_a_resume_after_an_interruption_mid_generation_recomputes_only_the_missi
 
 
 def test_chunks_are_workers_over_active_optimizers_and_unbatchable_jobs_stay_single(tmp_path):
-    schedule = _schedule(optimizers=["Adam", "LODO", "L2LBGDBGD"], population=6)
-    for workers, sizes in ((2, [6]), (6, [3, 3]), (12, [1, 2, 1, 2]), (18, [1] * 6)):  # ⌈workers / 3⌉ chunks
+    optimizers = ["Adam", "LODO", "L2LBGDBGD", "LARS"]
+    schedule = _schedule(optimizers=optimizers, population=6)
+    for workers, sizes in ((2, [6]), (8, [3, 3]), (16, [1, 2, 1, 2]), (24, [1] * 6)):  # ⌈workers / 4⌉ chunks
         session = _session(tmp_path / f"w{workers}", schedule, batch=True, workers=workers)
-        jobs = session.start(["Adam", "LODO", "L2LBGDBGD"])
+        jobs = session.start(optimizers)
         batches = [j for j in jobs if isinstance(j, BatchJob)]
         assert [len(b.jobs) for b in batches if b.optimizer == "Adam"] == sizes
         assert [len(b.jobs) for b in batches if b.optimizer == "LODO"] == sizes
         assert sorted(j.key[3] for b in batches if b.optimizer == "Adam" for j in b.jobs) == list(range(6))
-        # L2LBGDBGD has nothing to tune and no batched form: its full runs, one job each
-        assert [j.key for j in jobs if not isinstance(j, BatchJob)] == [("full", "L2LBGDBGD", i) for i in range(2)]
+        # L2LBGDBGD has nothing to tune: its 2 full runs at once, batched like the rest
+        l2l = [j.key for b in batches if b.optimizer == "L2LBGDBGD" for j in b.jobs]
+        assert sorted(l2l) == [("full", "L2LBGDBGD", i) for i in range(2)]
+        # LARS has no batched form: one job per individual
+        assert sorted(j.key for j in jobs if not isinstance(j, BatchJob)) == [("tuning", "LARS", 0, i) for i in range(6)]
 
 
 def test_full_runs_with_a_time_milestone_or_a_checkpoint_to_continue_keep_the_unbatched_path(tmp_path):

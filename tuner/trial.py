@@ -534,6 +534,7 @@ def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[di
         raise ValueError(f"Invalid task/optimizer: {task_name!r}/{optimizer_name!r} has no batched form")
     task = tasks.batched.create(task_name, seeds, device=device, **(task_options or {}))
     opt = lodo.batched.create(optimizer_name, task.x, [dict(h or {}) for h in hparams_list], seeds)
+    task.exact_gradients = lodo.batched.exact_gradients(optimizer_name)
 
     lanes = len(seeds)
     running = list(range(lanes))      # the original lane of each row of the batch
