@@ -22,7 +22,6 @@ again with the same flags to continue it. Ray is started once (--workers slots) 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
