@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "$(TORCH_SPEC)"
-	$(BIN)/pip install -e ".[dev,plots,examples]"
+	$(BIN)/pip install -e ".[dev,plots,examples,search]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -42,7 +42,7 @@ from rich.table import Table
 import lodo
 from tuner import compare, meta_train, report, results
 from tuner.executor import PersistentFailure  # no Ray import: that waits for init_ray
-from tuner.export import export
+from tuner.export import export, provenance
 from tuner.plan import PlanError, Resources, make_plan
 from tuner.rundir import LOG, RunDirError
 from tuner.schedule import merge, template
@@ -105,6 +105,9 @@ def _run_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--optimizers", help="comma-separated optimizer names (default: the schedule's)")
     p.add_argument("--schedule", help="bundled schedule name or YAML path (default: the task's; required "
                                       "for your own task: see init-schedule)")
+    p.add_argument("--searcher", metavar="ga|random|tpe|cmaes",
+                   help="what tunes (default: the schedule's search.searcher, else ga: the paper's GA); random, "
+                        'tpe, cmaes: Optuna\'s samplers at the GA\'s budget (pip install "lodo-tune[search]")')
     p.add_argument("--seed", type=int, default=None, help="tuner seed (default 0)")
     p.add_argument("--run-dir", help="run directory (default runs/<task>-<timestamp>)")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run; reruns only what is missing")
@@ -223,7 +226,7 @@ def _plan(args, demo: dict | None = None):
                          [o.strip() for o in args.optimizers.split(",") if o.strip()],
                          schedule=args.schedule, schedule_overrides=overrides or None, seed=args.seed,
                          run_dir=args.resume or args.run_dir, resume=bool(args.resume), hyperparameters=hparams,
-                         full_runs=False if args.no_full_runs else None,
+                         full_runs=False if args.no_full_runs else None, searcher=args.searcher,
                          resources=Resources(workers=args.workers, address=args.address,
                                              cpus_per_trial=args.cpus_per_trial,
                                              gpus_per_trial=args.gpus_per_trial, device=args.device,
@@ -270,7 +273,7 @@ class _Progress:
 
 def _print_tables(result, console) -> None:
     data = results.collect(result.run_dir)
-    tables = [(f"Tuned hyperparameters ({data['source']}) — {data['task']}", results.table6_header(data),
+    tables = [(f"Tuned hyperparameters ({provenance(data)}) — {data['task']}", results.table6_header(data),
                results.table6_rows(data))]
     if data["results"]:
         tables.append((f"Results — {data['task']} (mean ± std over seeds, last-10 % training loss)",

@@ -36,7 +36,7 @@ def run_dir(tmp_path):
 
 def test_markdown_has_table6_and_table1_layouts(run_dir):
     assert export(run_dir, "markdown") == """\
-### Tuned hyperparameters (tuned) — noisy_bowl
+### Tuned hyperparameters (tuned by ga) — noisy_bowl
 
 | Optimizer | Hyperparameters | noisy_bowl |
 |---|---|---|
@@ -55,13 +55,13 @@ def test_markdown_has_table6_and_table1_layouts(run_dir):
 def test_csv_keeps_full_precision(run_dir):
     text = export(run_dir, "csv")
     assert text == """\
-optimizer,hyperparameter,value,status
-Adam,lr,1.164,done
-Adam,beta1,0.465,done
-Adam,beta2,0.9884,done
-LODO,lr,0.27,generation 1/2
-LODO,meta_lr,0.00096,generation 1/2
-LODO,beta,0.195,generation 1/2
+optimizer,hyperparameter,value,status,searcher
+Adam,lr,1.164,done,ga
+Adam,beta1,0.465,done,ga
+Adam,beta2,0.9884,done,ga
+LODO,lr,0.27,generation 1/2,ga
+LODO,meta_lr,0.00096,generation 1/2,ga
+LODO,beta,0.195,generation 1/2,ga
 
 optimizer,steps,final_loss_mean,final_loss_std,time_milestone_s,time_loss_mean,time_loss_std,steps_per_second,diverged,seeds
 Adam,1000,15.5,0.5,30.0,15.25,0.25,1500.0,0,2

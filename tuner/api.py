@@ -146,7 +146,8 @@ def _run_session(plan: Plan, rd: RunDir, given, memory, optimizer_specs, progres
 
 def run(task, *, optimizers=None, schedule=None, seed: int | None = None, run_dir=None, resume: bool = False,
         hyperparameters: str | Mapping | None = None, full_runs: bool | None = None,
-        resources: Resources | None = None, progress: ProgressFn | None = None) -> TuneResult:
+        resources: Resources | None = None, progress: ProgressFn | None = None,
+        searcher: str | None = None) -> TuneResult:
     """Tune (unless `hyperparameters` is "paper" or a mapping) and then run the full-length runs.
 
     task: a built-in name, "package.module:Name", "path/to/file.py:Name", a Task subclass or a
@@ -157,20 +158,24 @@ def run(task, *, optimizers=None, schedule=None, seed: int | None = None, run_di
         registered (`lodo.register`) in this process and on every worker.
     hyperparameters: "tuned" (run the GA; default), "paper" (Table 6, `lodo.paper_hyperparameters`;
         registry defaults where Table 6 has none) or {optimizer: {hparam: value}} (used as given).
+    searcher: "ga" (default), "random", "tpe" or "cmaes" (`tuner.search`, the `search` extra) instead
+        of the schedule's `search.searcher`, at the same budget in individual-steps.
     seed (default 0), hyperparameters and full_runs (default True) left as None on resume are the
     resumed run's. Raises `PlanError` (a ValueError naming the parameter) before anything starts.
     """
     return run_plan(make_plan(task, optimizers=optimizers, schedule=schedule, seed=seed, run_dir=run_dir,
                               resume=resume, hyperparameters=hyperparameters, full_runs=full_runs,
-                              resources=resources), progress)
+                              resources=resources, searcher=searcher), progress)
 
 
 def tune(task, *, optimizers=None, schedule=None, seed: int | None = None, run_dir=None, resume: bool = False,
-         resources: Resources | None = None, progress: ProgressFn | None = None) -> TuneResult:
-    """Run the GA for every optimizer concurrently; `.hyperparameters` are the tuned values
-    (final GA mean, lr × schedule.lr_scale), `.history` the GA histories."""
+         resources: Resources | None = None, progress: ProgressFn | None = None,
+         searcher: str | None = None) -> TuneResult:
+    """Tune every optimizer concurrently (the GA, or `searcher`); `.hyperparameters` are the tuned
+    values (the final GA mean or the best trial, lr × schedule.lr_scale), `.history` per round."""
     return run(task, optimizers=optimizers, schedule=schedule, seed=seed, run_dir=run_dir, resume=resume,
-               hyperparameters="tuned", full_runs=False, resources=resources, progress=progress)
+               hyperparameters="tuned", full_runs=False, resources=resources, progress=progress,
+               searcher=searcher)
 
 
 def evaluate(task, hyperparameters: Mapping[str, Mapping[str, float]] | str, *, steps: int | None = None,

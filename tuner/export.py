@@ -13,8 +13,15 @@ from tuner.results import (collect, held_out_names, markdown_table, table1_heade
 FORMATS = ("markdown", "csv", "latex", "json")
 
 
+def provenance(data: dict) -> str:
+    """Where the values came from: "tuned by tpe · schedules/noisy_bowl.yaml", "paper", "given"."""
+    if data.get("searcher") is None:
+        return data["source"]
+    return f"{data['source']} by {data['searcher']}" + (f" · {data['schedule']}" if data.get("schedule") else "")
+
+
 def _markdown(data: dict) -> str:
-    lines = [f"### Tuned hyperparameters ({data['source']}) — {data['task']}", ""]
+    lines = [f"### Tuned hyperparameters ({provenance(data)}) — {data['task']}", ""]
     lines += markdown_table(table6_header(data), table6_rows(data))
     if data["results"]:
         lines += ["", f"### Results — {data['task']} (mean ± std over seeds of the last-10 % training loss)", ""]
@@ -45,10 +52,10 @@ def _num(x):
 def _csv(data: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["optimizer", "hyperparameter", "value", "status"])
+    w.writerow(["optimizer", "hyperparameter", "value", "status", "searcher"])
     for o, entry in data["tuned"].items():
         for name, value in (entry["hyperparameters"] or {}).items():
-            w.writerow([o, name, _num(value), entry["status"]])
+            w.writerow([o, name, _num(value), entry["status"], data.get("searcher") or data["source"]])
     if data["results"]:
         w.writerow([])
         w.writerow(["optimizer", "steps", "final_loss_mean", "final_loss_std", "time_milestone_s",

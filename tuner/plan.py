@@ -17,7 +17,8 @@ import torch
 import lodo
 import tasks
 from tuner.rundir import RunDir, RunDirError
-from tuner.schedule import Schedule, ScheduleError, load_schedule, merge
+from tuner.schedule import SEARCHERS, Schedule, ScheduleError, load_schedule, merge
+from tuner.search import SearcherUnavailable, require
 
 
 class PlanError(ValueError):
@@ -87,6 +88,11 @@ class Plan:
     def spec(self) -> tasks.TaskSpec:
         """The resolved task: what jobs carry (`.ref`), what Ray needs (`.runtime_env`), the manifest's source."""
         return self.task_spec if self.task_spec is not None else tasks.resolve(self.task)
+
+    @property
+    def searcher(self) -> str:
+        """What tunes: "ga" (Appendix E), "random", "tpe" or "cmaes" (the schedule's `search.searcher`)."""
+        return self.schedule.search.searcher
 
     @property
     def mode(self) -> str:
@@ -194,13 +200,28 @@ def _hyperparameters(value, optimizers: list[str], schedule: Schedule) -> dict:
     return {o: {k: float(v) for k, v in value[o].items()} for o in optimizers}
 
 
+def _searcher(searcher, manifest: dict | None, where: str) -> dict:
+    """The schedule override that `searcher` (None: the schedule's) amounts to, checked."""
+    if searcher is None:
+        return {}
+    if searcher not in SEARCHERS:
+        raise PlanError("searcher", f"unknown searcher {searcher!r} (valid: {', '.join(SEARCHERS)})")
+    if manifest is not None:
+        recorded = (manifest["schedule"].get("search") or {}).get("searcher", "ga")
+        if recorded != searcher:
+            raise PlanError("searcher", f"{where} was tuned with searcher {recorded!r}, not {searcher!r} "
+                                        "(start a new run directory to tune with another)")
+    return {"search": {"searcher": searcher}}
+
+
 def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedule_overrides: Mapping | None = None,
               seed: int | None = None, run_dir=None, resume: bool = False, hyperparameters=None,
-              full_runs: bool | None = None, resources: Resources | None = None) -> Plan:
+              full_runs: bool | None = None, resources: Resources | None = None, searcher: str | None = None) -> Plan:
     """Resolve and validate the arguments of a run; raises PlanError. Writes nothing, starts nothing.
 
     schedule: a `Schedule`, a bundled name or a YAML path (default: the task's, or the resumed run's);
     schedule_overrides: fields replaced for this run ({"full_run": {"steps": 1000}}).
+    searcher: "ga", "random", "tpe" or "cmaes" instead of the schedule's `search.searcher` (default "ga").
     Defaults: seed 0, hyperparameters "tuned", full_runs True, run_dir runs/<task>-<timestamp>.
     """
     manifest = None
@@ -214,6 +235,9 @@ def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedu
     where = repr(str(run_dir))
     spec = _task(task, manifest, where)
     task = spec.name
+    searcher_override = _searcher(searcher, manifest, where)
+    if searcher_override:
+        schedule_overrides = merge(dict(schedule_overrides or {}), searcher_override)
 
     try:
         schedule = _schedule(schedule, schedule_overrides, spec, manifest, run_dir)
@@ -263,6 +287,12 @@ def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedu
             raise PlanError("hyperparameters", str(e)) from None
     elif hyperparameters != "tuned":
         hyperparameters = _hyperparameters(hyperparameters, optimizers, schedule)
+
+    if hyperparameters == "tuned" and schedule.search.searcher != "ga":
+        try:
+            require(schedule.search.searcher)
+        except SearcherUnavailable as e:
+            raise PlanError("searcher", str(e)) from None
 
     if seed is None:
         seed = (manifest or {}).get("seed", 0)

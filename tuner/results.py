@@ -81,21 +81,26 @@ def spread(values: list[float]) -> dict:
 
 
 def collect(path) -> dict:
-    """The data behind the tables: {"task", "source", "tuned": {optimizer: {"hyperparameters",
-    "status"}}, "results": {optimizer: summarise_full(...) + "planned_seeds"}}."""
+    """The data behind the tables: {"task", "source", "searcher", "schedule", "tuned": {optimizer:
+    {"hyperparameters", "status"}}, "results": {optimizer: summarise_full(...) + "planned_seeds"}}.
+    "searcher" is what tuned the values ("ga", "random", "tpe", "cmaes"; None for given values),
+    "schedule" the schedule file the run started from (None when not recorded)."""
     rd = RunDir.open(path)
     manifest = rd.manifest
     tuned = rd.read_tuned() or {"hyperparameters": {}, "source": manifest.get("hparams", "tuned")}
     generations = len(manifest["schedule"]["generations"])
-    out = {"task": manifest["task"], "source": tuned.get("source", "tuned"), "tuned": {}, "results": {}}
+    source = tuned.get("source", "tuned")
+    searcher = (manifest["schedule"].get("search") or {}).get("searcher", "ga") if source == "tuned" else None
+    out = {"task": manifest["task"], "source": source, "searcher": searcher,
+           "schedule": manifest.get("schedule_source"), "tuned": {}, "results": {}}
     for o in manifest["optimizers"]:
         if o in tuned["hyperparameters"]:
             out["tuned"][o] = {"hyperparameters": tuned["hyperparameters"][o], "status": "done"}
         else:
             state = rd.read_state(o)
             if state is not None:
-                out["tuned"][o] = {"hyperparameters": state["mean"],
-                                   "status": f"generation {state['generation']}/{generations}"}
+                out["tuned"][o] = {"hyperparameters": state["mean"],  # a searcher's rounds are its generations
+                                   "status": f"generation {state['generation']}/{state.get('generations', generations)}"}
             elif (rd.path / "tuning").is_dir():
                 out["tuned"][o] = {"hyperparameters": None, "status": f"generation 0/{generations}"}
         records = rd.full_runs(o)

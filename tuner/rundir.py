@@ -2,12 +2,13 @@
 
 Layout (one file per record, so a crash can only lose the record being written)::
 
-    manifest.json                   task, schedule (full dict), seed, optimizers, versions, created
+    manifest.json                   task, schedule (full dict), schedule_source, seed, optimizers, versions, created
     tuning/<optimizer>/g03-i17.json one finished GA individual (hparams, steps, seed, fitness, curve)
     tuning/<optimizer>/state.json   the GA's mean after its last complete generation
     errors/<optimizer>/g03-i17.txt  traceback of an individual whose trial raised (fitness +inf)
     errors/<optimizer>/full-seed-2.txt  traceback of a full run that raised
-    tuned.json                      tuned hyperparameters (after lr scaling) and the raw GA means
+    tuned.json                      tuned hyperparameters (after lr scaling), the raw GA means (or best
+                                    trials), "searcher" (ga, random, tpe, cmaes) and "schedule" (its file)
     full/<optimizer>/seed-2.json    one finished full-length run (seed-2.ckpt: its checkpoint until then)
     summary.json                    reused/ran counts, retries, efficiency, wall time of the last session
     log.jsonl                       the run log: what happened, one JSON object per line (below)

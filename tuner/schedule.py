@@ -16,6 +16,12 @@
     task_options: {}                    # optional, passed to tasks.create
     scales: {RMSprop: {rho: log}}       # optional per-hyperparameter scale overrides
     start: {Adam: {lr: 0.01}}           # optional GA starting values (default: the registry defaults)
+    search:                             # optional: another searcher than the GA (tuner.search, tuner.space)
+      searcher: tpe                     # ga (default), random, tpe or cmaes
+      trials: 100                       # default: the GA's budget Σ population·steps_g // steps
+      steps: 8000                       # steps per trial; default: the last generation's
+      round: 32                         # trials asked, run and told together; default: population
+      bounds: {lr: [1.0e-3, 10], L-BFGS: {tau: [10, 1.0e7]}}   # [low, high] of the value, all or one optimizer
 
 Every error is a `ScheduleError` whose str is one line naming file, field, value and what is
 allowed, e.g. `schedules/x.yaml: generations[3].steps: -5 is not allowed (must be a positive integer)`.
@@ -42,14 +48,40 @@ FullRun = namedtuple("FullRun", "steps seeds time_milestone_s")
 """The full-length runs after tuning: steps, number of seeds, wall-clock milestone (s) or None."""
 
 REQUIRED = ("population", "generations", "optimizers", "full_run", "lr_scale")
-OPTIONAL = ("task", "task_options", "scales", "start")
+OPTIONAL = ("task", "task_options", "scales", "start", "search")
 SPEC_KEYS, SPEC_OPTIONAL, HYPERPARAMETER_KEYS = ("name", "optimizer"), ("hyperparameters", "fixed"), ("default", "scale")
 FULL_RUN_KEYS = ("steps", "seeds", "time_milestone_s")
 GENERATION_KEYS = ("noise", "steps")
+SEARCHERS = ("ga", "random", "tpe", "cmaes")
+SEARCH_KEYS = ("searcher", "trials", "steps", "round", "bounds")
 
 
 class ScheduleError(ValueError):
     """A schedule that cannot be used; str(error) is one line: file, field, value, what is allowed."""
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The schedule's `search:` section: which searcher tunes, and the trials of a non-GA one
+    (`tuner.search`). None means derived: `trials` from the GA's budget, `steps` the last
+    generation's, `round` the population. `bounds` maps a hyperparameter to (low, high) for every
+    optimizer, or an optimizer to {hyperparameter: (low, high)}; the rest are `tuner.space`'s defaults."""
+
+    searcher: str = "ga"
+    trials: int | None = None
+    steps: int | None = None
+    round: int | None = None
+    bounds: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The fields that differ from the defaults, in the YAML layout ({} for the plain GA)."""
+        out: dict[str, Any] = {} if self.searcher == "ga" else {"searcher": self.searcher}
+        out.update({k: v for k, v in (("trials", self.trials), ("steps", self.steps), ("round", self.round))
+                    if v is not None})
+        if self.bounds:
+            out["bounds"] = {k: list(v) if isinstance(v, tuple) else {h: list(b) for h, b in v.items()}
+                             for k, v in self.bounds.items()}
+        return out
 
 
 @dataclass(frozen=True)
@@ -70,6 +102,7 @@ class Schedule:
     task_options: dict[str, Any] = field(default_factory=dict)
     scales: dict[str, dict[str, str]] = field(default_factory=dict)
     start: dict[str, dict[str, float]] = field(default_factory=dict)
+    search: SearchSettings = field(default_factory=SearchSettings)
     source: str = field(default="<dict>", compare=False)
     optimizer_specs: dict[str, Any] = field(default_factory=dict)
 
@@ -86,6 +119,7 @@ class Schedule:
             "task_options": copy.deepcopy(self.task_options),
             "scales": copy.deepcopy(self.scales),
             "start": copy.deepcopy(self.start),
+            **({"search": self.search.to_dict()} if self.search.to_dict() else {}),
         }
 
     @classmethod
@@ -245,12 +279,72 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
             except ValueError:
                 check.fail(where, value, allowed)
 
+    scale_of = lambda o, hp: scales.get(o, {}).get(hp, next(h.scale for h in hyperparameters(o) if h.name == hp))  # noqa: E731
+    search = _validate_search(check, data.get("search"), population, rows, names, known,
+                              lambda o: [h.name for h in hyperparameters(o)], scale_of)
     return Schedule(
         task=task, population=population, generations=tuple(rows), optimizers=tuple(names), optimizer_specs=specs,
         full_run=full_run, lr_scale=lr_scale, task_options=dict(task_options),
         scales={o: dict(e) for o, e in scales.items()},
         start={o: {k: float(v) for k, v in e.items()} for o, e in start.items()},
-        source=source)
+        search=search, source=source)
+
+
+def _validate_search(check: _Checker, data: Any, population: int, generations: list[Generation],
+                     optimizers: list[str], known: list[str], names_of, scale_of) -> SearchSettings:
+    """The `search:` section (absent or null: the GA). Bounds are values of the hyperparameter itself:
+    log scale 0 < low < high; decay scale 0 <= low < high < 1."""
+    if data is None:
+        return SearchSettings()
+    check.mapping("search", data, "must be a mapping {searcher, trials, steps, round, bounds}")
+    check.keys("search", data, (), SEARCH_KEYS)
+    searcher = data.get("searcher", "ga")
+    if searcher not in SEARCHERS:
+        check.fail("search.searcher", searcher, f"must be one of {', '.join(SEARCHERS)}")
+    values = {}
+    for key in ("trials", "steps", "round"):
+        if data.get(key) is not None:
+            minimum = 2 if key == "round" and searcher == "cmaes" else 1
+            values[key] = check.integer(f"search.{key}", data[key], minimum,
+                                        "must be an integer >= 2 (a CMA-ES generation)" if minimum == 2
+                                        else "must be a positive integer")
+    if "trials" not in values and "steps" in values:
+        budget = population * sum(g.steps for g in generations)
+        if values["steps"] > budget:
+            check.fail("search.steps", values["steps"], f"must leave at least one trial in the GA's budget of "
+                                                        f"{budget} individual-steps, or give search.trials")
+
+    def pair(where: str, value: Any, scale: str) -> tuple[float, float]:
+        allowed = ("must be [low, high] with 0 < low < high (log scale)" if scale == "log"
+                   else "must be [low, high] with 0 <= low < high < 1 (decay scale)")
+        if not isinstance(value, list) or len(value) != 2 or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
+            check.fail(where, value, allowed)
+        low, high = float(value[0]), float(value[1])
+        if not (low < high and (0 < low if scale == "log" else 0 <= low and high < 1)):
+            check.fail(where, value, allowed)
+        return low, high
+
+    bounds: dict[str, Any] = {}
+    table = check.mapping("search.bounds", _optional(data, "bounds"),
+                          "must be a mapping hyperparameter -> [low, high] or optimizer -> {hyperparameter: [low, high]}")
+    for key, value in table.items():
+        where = f"search.bounds.{key}"
+        if isinstance(value, dict):  # one optimizer's
+            check.name(where, key, known, "optimizers")
+            bounds[key] = {}
+            for hp, b in value.items():
+                check.name(f"{where}.{hp}", hp, names_of(key), f"hyperparameters of {key}")
+                bounds[key][hp] = pair(f"{where}.{hp}", b, scale_of(key, hp))
+            continue
+        having = [o for o in optimizers if key in names_of(o)]
+        if not having:
+            hps = sorted({h for o in optimizers for h in names_of(o)})
+            check.fail(where, key, f"must be a hyperparameter of the schedule's optimizers ({', '.join(hps)}) "
+                                   "or an optimizer name mapping to its own bounds")
+        for o in having:
+            bounds[key] = pair(where, value, scale_of(o, key))
+    return SearchSettings(searcher=searcher, bounds=bounds, **values)
 
 
 def _optimizer_spec(check: _Checker, where: str, entry: dict, registry):
@@ -386,6 +480,13 @@ lr_scale: 1                      # multiplies the tuned lr before the full runs
 # task_options: {}               # keyword options of the task (its factory's arguments)
 # scales: {Adam: {beta2: log}}   # per-hyperparameter scale overrides
 # start: {Adam: {lr: 0.01}}      # generation-0 values instead of the defaults
+# search:                        # another searcher than the GA, same budget (individual-steps)
+#   searcher: tpe                # ga (default), random, tpe, cmaes (these three: pip install "lodo-tune[search]")
+#   trials: 20                   # default: Σ population·steps of the generations above // steps
+#   steps: 800                   # steps per trial; default: the last generation's
+#   round: 16                    # trials run and told together (CMA-ES: its population); default: population
+#   bounds: {lr: [1.0e-4, 1]}    # [low, high] per hyperparameter (or {Adam: {lr: [...]}}); default:
+#                                # log: [default/1000, default·1000], decay: [0, 0.9999]
 '''
 
 

@@ -2,7 +2,9 @@
 
 A resumed session re-runs only what is missing: each GA is rebuilt from the schedule and seed
 (individuals depend only on seed, optimizer, generation, index and mean) and the recorded
-fitness values are told back to it generation by generation.
+fitness values are told back to it generation by generation. Another searcher (the schedule's
+`search.searcher`: random, tpe, cmaes; `tuner.search`) has the same ask/tell interface, a round
+of trials standing for a generation, and is replayed the same way.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from tuner.ga import GeneticAlgorithm
 from tuner.results import summarise_full
 from tuner.rundir import RunDir, RunDirError
 from tuner.schedule import Schedule, space_for
+from tuner.search import OptunaSearch, rounds
+from tuner.space import bounded_space
 
 ProgressFn = Callable[[dict], None]
 logger = logging.getLogger(__name__)
@@ -47,7 +51,7 @@ class Session:
         self.rd, self.schedule, self.seed, self.full_runs = rd, schedule, seed, full_runs
         self.task = schedule.task if task is None else task  # what jobs carry: a TaskSpec's `ref`
         self.progress = progress or (lambda event: None)
-        self.gas: dict[str, GeneticAlgorithm] = {}
+        self.gas: dict[str, GeneticAlgorithm | OptunaSearch] = {}  # each optimizer's searcher
         self.partial: dict[str, dict[int, float]] = {}   # fitness of the current generation so far
         self.hyperparameters: dict[str, dict[str, float]] = {}
         self.raw: dict[str, dict[str, float]] = {}
@@ -94,8 +98,13 @@ class Session:
         space = space_for(self.schedule, optimizer)
         if not space:  # meta-trained offline (L2LBGDBGD): nothing for the GA to tune
             return self._record_tuned(optimizer, {})
-        self.gas[optimizer] = GeneticAlgorithm(space, list(self.schedule.generations), self.schedule.population,
-                                               seed=self.seed, name=optimizer)
+        searcher = self.schedule.search.searcher
+        if searcher == "ga":
+            self.gas[optimizer] = GeneticAlgorithm(space, list(self.schedule.generations), self.schedule.population,
+                                                   seed=self.seed, name=optimizer)
+        else:
+            self.gas[optimizer] = OptunaSearch(searcher, bounded_space(self.schedule, optimizer),
+                                               rounds(self.schedule), seed=self.seed, name=optimizer)
         return self._advance(optimizer)
 
     def _advance(self, optimizer: str) -> list[Job]:
@@ -110,7 +119,8 @@ class Session:
                     continue
                 path = self.rd.individual_path(optimizer, ind.generation, ind.index)
                 if (rec["seed"], rec["hparams"], rec["steps"]) != (ind.seed, ind.hparams, ind.steps):
-                    raise RunDirError(f"{path} does not match this run's GA (another seed or schedule?)")
+                    raise RunDirError(f"{path} does not match this run's {self.schedule.search.searcher} searcher "
+                                      "(another seed or schedule?)")
                 if isinstance(rec["fitness"], bool) or not isinstance(rec["fitness"], (int, float)) \
                         or math.isnan(rec["fitness"]):
                     raise RunDirError(f"{path}: fitness {rec['fitness']!r} is not a number: damaged?")
@@ -138,6 +148,8 @@ class Session:
         self.raw[optimizer] = best
         self.hyperparameters[optimizer] = scale_lr(best, self.schedule.lr_scale)
         tuned = self.rd.read_tuned() or {"lr_scale": self.schedule.lr_scale, "source": "tuned",
+                                         "searcher": self.schedule.search.searcher,
+                                         "schedule": self.rd.manifest.get("schedule_source"),
                                          "hyperparameters": {}, "raw": {}}
         tuned["hyperparameters"][optimizer] = self.hyperparameters[optimizer]
         tuned["raw"][optimizer] = self.raw[optimizer]
@@ -160,7 +172,7 @@ class Session:
         fit = self.partial[optimizer]
         fit[index] = fitness
         self._emit(optimizer)
-        if len(fit) < self.gas[optimizer].population:
+        if len(fit) < len(self.gas[optimizer].ask()):  # the generation's (a round's) size
             return []
         generation = self.gas[optimizer].generation
         self._tell(optimizer, fit)
@@ -186,13 +198,15 @@ class Session:
         ga, partial = self.gas[optimizer], self.partial.get(optimizer, {})
         values = [i["fitness"] for h in ga.history for i in h["individuals"]] + list(partial.values())
         finite = [v for v in values if math.isfinite(v)]
-        done_steps = sum(h["steps"] * ga.population for h in ga.history)
+        sizes = [getattr(g, "size", ga.population) for g in ga.generations]  # a searcher's last round may be smaller
+        done_steps = sum(h["steps"] * len(h["individuals"]) for h in ga.history)
         if not ga.done:
             done_steps += len(partial) * ga.generations[ga.generation][1]
         self.progress({"kind": "tuning", "optimizer": optimizer, "generation": ga.generation,
-                       "generations": len(ga.generations), "done": len(partial), "population": ga.population,
+                       "generations": len(ga.generations), "done": len(partial),
+                       "population": sizes[min(ga.generation, len(sizes) - 1)],
                        "best": min(finite) if finite else None, "steps_done": done_steps,
-                       "steps_total": sum(g[1] for g in ga.generations) * ga.population})
+                       "steps_total": sum(size * g[1] for size, g in zip(sizes, ga.generations))})
 
     # -- full-length runs ----------------------------------------------------------------------
     def start_full(self, optimizer: str, hparams: Mapping[str, float] | None = None) -> list[Job]:
