@@ -26,7 +26,7 @@ SHORT = {"full_run": {"steps": 1000, "seeds": 3, "time_milestone_s": None}}
 
 def schedule(overrides=None, search=None) -> dict:
     data = load_schedule("noisy_bowl", {**SHORT, **(overrides or {})}).to_dict()
-    return {**data, "search": search} if search else data
+    return {**data, "search": {**(data.get("search") or {}), **search}} if search else data
 
 
 def make_run(path, losses: dict, hparams: dict, *, seed=0, task="noisy_bowl", sched=None, mode="tuned",
@@ -174,7 +174,9 @@ def test_runs_of_other_searchers_and_unfinished_or_diverged_runs_are_kept_apart(
 
 def test_old_style_run_directories_compare_and_report(tmp_path):
     # Written as before this change: no schedule_source in the manifest, no search: in the schedule.
-    runs = [make_run(tmp_path / f"r{s}", {"Adam": [16.0 + s]}, {"Adam": ADAM[s]}, seed=s).path for s in range(2)]
+    before = {k: v for k, v in schedule().items() if k != "search"}
+    runs = [make_run(tmp_path / f"r{s}", {"Adam": [16.0 + s]}, {"Adam": ADAM[s]}, seed=s, sched=before).path
+            for s in range(2)]
     for p in runs:
         manifest = json.loads((p / "manifest.json").read_text())
         assert "schedule_source" not in manifest and "search" not in manifest["schedule"]

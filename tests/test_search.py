@@ -11,6 +11,7 @@ import pytest
 import lodo
 import tasks
 import tuner
+from tuner.report import write_report
 from cli import main
 from tuner.plan import PlanError, Resources, make_plan
 from tuner.rundir import RunDir, RunDirError
@@ -153,6 +154,9 @@ def test_cmaes_tunes_through_the_api_to_its_best_trial(ray_session, tmp_path):
     assert (tuned["searcher"], tuned["schedule"]) == (searcher, "<dict>")
     assert f"(tuned by {searcher} · <dict>)" in tuner.export_table(tmp_path / "r")
     assert json.loads(tuner.export_table(tmp_path / "r", "json"))["searcher"] == searcher
+    text = write_report(tmp_path / "r").read_text()  # trials by round, no GA mean replayed for them
+    assert "### Tuning: Adam (CMA-ES)" in text and "### GA tuning" not in text
+    assert "do not match a replay" not in text
 
 
 def test_tpe_resumes_an_interrupted_run_bit_identically(ray_session, tmp_path):

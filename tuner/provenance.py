@@ -108,7 +108,10 @@ def schedule_info(manifest: dict) -> ScheduleInfo:
     else:
         label = "a schedule of its own"
     search = recorded.get("search") if isinstance(recorded.get("search"), dict) else {}
-    settings = sorted(k for k in search if k != "searcher")
+    reference = known.get(task, {}).get("search") or {}
+    settings = sorted(k for k in search if k != "searcher" and search[k] != reference.get(k))  # the bundled bounds aside
+    if searcher(manifest) == "ga" and not recorded.get("ga"):
+        settings = []  # the plain GA uses none of them
     if settings:
         label += f", search settings {', '.join(settings)}"
     if task not in known:

@@ -473,12 +473,19 @@ def write_figures(rd: RunDir, manifest: dict, out_dir: Path, paper_hparams: dict
             continue
         if not space:  # nothing to tune (L2LBGDBGD)
             continue
-        generations, means, records = ga_means(rd, o, space, manifest["schedule"], manifest["seed"])
+        by_ga = searcher(manifest) == "ga"  # another searcher has no generation mean to replay
+        generations, means, records = (ga_means(rd, o, space, manifest["schedule"], manifest["seed"]) if by_ga
+                                       else (None, None, rd.individuals(o)))
         if not records:
             continue
         paper = {k: (v / lr_scale if k == "lr" else v) for k, v in paper_hparams.get(o, {}).items()}
         name = f"tuning-{safe_name(o)}.png"
         save_png(plot_tuning(o, space, generations, means, records, paper), fig_dir / name)
+        if not by_ga:
+            lines += [f"### Tuning: {o} ({SEARCHERS.get(searcher(manifest), searcher(manifest))})", "",
+                      f"![{o}: trials by round]({FIGURES}/{name})", "",
+                      "Dots are trials by round (no generation mean: not a GA).", ""]
+            continue
         lines += [f"### GA tuning: {o}", "", f"![{o}: GA tuning by generation]({FIGURES}/{name})", ""]
         if means is None:
             lines += ["The records do not match a replay of this run's GA: individuals only, no mean.", ""]
