@@ -4,7 +4,7 @@ noisy bowl with the faithful GA's budget, then 8 full runs of 100k steps score w
     searchers:  ga        the faithful Appendix-E GA (schedules/noisy_bowl.yaml, Table 5)
                 ga-improved  schedules/noisy_bowl-improved.yaml, when that schedule exists
                 random, tpe, cmaes  Optuna's samplers (tuner.search) at the faithful GA's budget:
-                          800,000 individual-steps = 100 trials of 8,000 steps, rounds of 32
+                          800,000 individual-steps = 100 trials of 8,000 steps, rounds of 8 (random: 32)
     per cell (optimizer, searcher, searcher seed): tune, then full runs of the tuned values;
     per optimizer also "paper": Table 6's values in our code (the full runs only)
 

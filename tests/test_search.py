@@ -34,7 +34,7 @@ def _schedule(searcher="tpe", optimizers=("Adam",), **search) -> Schedule:
     return Schedule.from_dict({"task": "noisy_bowl", "population": 4, "generations": [{"noise": 3, "steps": 100}] * 2,
                                "optimizers": list(optimizers), "lr_scale": 1.0,
                                "full_run": {"steps": 100, "seeds": 1, "time_milestone_s": None},
-                               "search": {"searcher": searcher, "bounds": {"lr": [1e-3, 1.0]}, **search}})
+                               "search": {"searcher": searcher, "round": 4, "bounds": {"lr": [1e-3, 1.0]}, **search}})
 
 
 def _drive(session: Session, jobs, stop_after=None) -> int:
@@ -105,7 +105,9 @@ def test_random_search_samples_the_box_log_uniformly():
 def test_the_budget_is_the_ga_schedules_individual_steps_as_whole_trials():
     noisy_bowl = load_schedule("noisy_bowl", {"search": {"searcher": "tpe"}})
     assert budget(noisy_bowl) == 32 * (4 * 1000 + 2 * 1500 + 2000 + 3000 + 5000 + 8000) == 800_000
-    assert rounds(noisy_bowl) == (Round(32, 8000),) * 3 + (Round(4, 8000),)        # Table 5: 100 trials
+    assert rounds(noisy_bowl) == (Round(8, 8000),) * 12 + (Round(4, 8000),)        # Table 5: 100 trials
+    random = load_schedule("noisy_bowl", {"search": {"searcher": "random"}})
+    assert rounds(random) == (Round(32, 8000),) * 3 + (Round(4, 8000),)            # random: the population
     shorter = load_schedule("noisy_bowl", {"search": {"steps": 3000, "round": 50}})
     assert rounds(shorter) == (Round(50, 3000),) * 5 + (Round(16, 3000),)          # 800,000 // 3000 = 266
     assert rounds(load_schedule("noisy_bowl", {"search": {"trials": 10}})) == (Round(10, 8000),)

@@ -20,7 +20,7 @@
       searcher: tpe                     # ga (default), random, tpe or cmaes
       trials: 100                       # default: the GA's budget Σ population·steps_g // steps
       steps: 8000                       # steps per trial; default: the last generation's
-      round: 32                         # trials asked, run and told together; default: population
+      round: 8                          # trials asked, run and told together; default: 8 (TPE, CMA-ES), population (random)
       bounds: {lr: [1.0e-3, 10], L-BFGS: {tau: [10, 1.0e7]}}   # [low, high] of the value, all or one optimizer
 
 Every error is a `ScheduleError` whose str is one line naming file, field, value and what is
@@ -64,7 +64,7 @@ class ScheduleError(ValueError):
 class SearchSettings:
     """The schedule's `search:` section: which searcher tunes, and the trials of a non-GA one
     (`tuner.search`). None means derived: `trials` from the GA's budget, `steps` the last
-    generation's, `round` the population. `bounds` maps a hyperparameter to (low, high) for every
+    generation's, `round` 8 for TPE and CMA-ES, the population for random search. `bounds` maps a hyperparameter to (low, high) for every
     optimizer, or an optimizer to {hyperparameter: (low, high)}; the rest are `tuner.space`'s defaults."""
 
     searcher: str = "ga"
@@ -484,7 +484,7 @@ lr_scale: 1                      # multiplies the tuned lr before the full runs
 #   searcher: tpe                # ga (default), random, tpe, cmaes (these three: pip install "lodo-tune[search]")
 #   trials: 20                   # default: Σ population·steps of the generations above // steps
 #   steps: 800                   # steps per trial; default: the last generation's
-#   round: 16                    # trials run and told together (CMA-ES: its population); default: population
+#   round: 8                     # trials run and told together (CMA-ES: its population); default: 8 (TPE, CMA-ES), population (random)
 #   bounds: {lr: [1.0e-4, 1]}    # [low, high] per hyperparameter (or {Adam: {lr: [...]}}); default:
 #                                # log: [default/1000, default·1000], decay: [0, 0.9999]
 '''

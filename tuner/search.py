@@ -3,7 +3,8 @@ ask/tell interface, so the session, run directory, resume, batching and reports 
 
     budget     = Σ_g population · steps_g            the GA schedule's individual-steps
     trials     = budget // steps                     steps: the last generation's (noisy_bowl: 800,000 / 8,000 = 100)
-    rounds     = trials in rounds of R (default: the population; the last one may be smaller),
+    rounds     = trials in rounds of R (default: the population for random search, 8 for TPE and
+                 CMA-ES, which learn only between rounds; the last one may be smaller),
                  asked together, evaluated in parallel, told together
     trial i of round r:  hyperparameters from the sampler (`tuner.space`'s bounded space: log-uniform
                  per log-scaled value, 1 − log-uniform per decay), trial seed individual_seed(seed, name, r, i)
@@ -60,14 +61,20 @@ def budget(schedule: Schedule) -> int:
     return schedule.population * sum(g.steps for g in schedule.generations)
 
 
+MODEL_ROUND = 8
+"""TPE's and CMA-ES's default round: a sampler learns only between rounds, so 100 trials in rounds
+of 32 give it 3 updates (the first round is its random start); rounds of 8 give it 12 and still
+fill a batched trial per worker on a small machine (benchmarks/RESULTS.md, tuning quality)."""
+
+
 def rounds(schedule: Schedule) -> tuple[Round, ...]:
     """The rounds a non-GA searcher runs: `search.trials` trials (default budget // steps, whole
     trials) of `search.steps` steps (default: the last generation's), R = `search.round` at a time
-    (default: the population)."""
+    (default: the population for random search, MODEL_ROUND for TPE and CMA-ES)."""
     s = schedule.search
     steps = s.steps or schedule.generations[-1].steps
     trials = s.trials or budget(schedule) // steps
-    size = min(s.round or schedule.population, trials)
+    size = min(s.round or (MODEL_ROUND if s.searcher in ("tpe", "cmaes") else schedule.population), trials)
     full, rest = divmod(trials, size)
     return tuple(Round(size, steps) for _ in range(full)) + ((Round(rest, steps),) if rest else ())
 
