@@ -748,7 +748,8 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
     run with the same seed (so the same trajectory) continues until T with a step cap of 1.5× the
     measured rate (doubled and rerun if hit before T); the time milestone is the mean over its last
     10 % of T. Only the step run is checkpointed (at `job.checkpoint`, if any; several machines need
-    shared storage). A raising job returns {"error": traceback, "seconds", "pid", "keep_checkpoint"}:
+    shared storage); a full run whose checkpoint a batched lane wrote (`is_lane_checkpoint`) continues
+    as a one-lane batched trial, the only form that can. A raising job returns {"error": traceback, "seconds", "pid", "keep_checkpoint"}:
     keep_checkpoint is True iff the checkpoint was refused (another trial's, damaged, or a state it
     cannot hold: `checkpoint_error`, one line), so the caller must leave it. Out of memory (torch.OutOfMemoryError, MemoryError) is the environment's failure, not the job's:
     it returns {"environmental": {"error", "message"}, ...}, which the executor retries. (On the CPU
