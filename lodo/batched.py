@@ -45,6 +45,22 @@ class BatchedOptimizer:
         for key in self._hparams + self._lane_state:
             setattr(self, key, getattr(self, key)[index])
 
+    def lane_state(self, row: int) -> dict:
+        """Lane `row`'s state (copies, tensors and ints only): `load_lane_state` into a batch built with the
+        same seed and hyperparameters continues that lane bit for bit (tuner.trial's per-lane checkpoints).
+        Hyperparameter columns are not part of it: they come from the hyperparameters."""
+        return {"t": self.t, **{key: getattr(self, key)[row].clone() for key in self._lane_state}}
+
+    def load_lane_state(self, row: int, state: dict) -> None:
+        """Set lane `row` to a `lane_state`, in place. The lanes of a batch step together, so every lane
+        loaded into one batch must be at the same step t (ValueError otherwise)."""
+        t = int(state["t"])
+        if self.t not in (0, t):
+            raise ValueError(f"Invalid lane state: step {t} (the batch's lanes are at step {self.t}; lanes step together)")
+        self.t = t
+        for key in self._lane_state:
+            getattr(self, key)[row] = state[key]
+
 
 class Adam(BatchedOptimizer):
     """torch.optim.Adam, ε = 1e-7 (lodo/registry.py)::
@@ -244,6 +260,24 @@ class LODO(BatchedOptimizer):
         self.references = [self.references[i] for i in index.tolist()]
         self._build()
 
+    _lane_columns = ("theta", "exp_avg", "exp_avg_sq")                            # lane axis 3
+    _lane_vectors = ("inputs_m", "adjoints_y", "inputs_g", "adjoints_p")          # lane axis 2
+
+    def lane_state(self, row: int) -> dict:
+        """t, m, θ and its meta-Adam moments, and the last step's a_i(m), λ_i(y) (and work space) of lane `row`."""
+        state = {**super().lane_state(row), "m": self.m[row].clone()}
+        state.update({key: getattr(self, key)[:, :, :, row].clone() for key in self._lane_columns})
+        state.update({key: getattr(self, key)[:, :, row].clone() for key in self._lane_vectors})
+        return state
+
+    def load_lane_state(self, row: int, state: dict) -> None:
+        super().load_lane_state(row, state)
+        self.m[row] = state["m"]
+        for key in self._lane_columns:  # in place: the per-layer views of `_build` stay valid
+            getattr(self, key)[:, :, :, row] = state[key]
+        for key in self._lane_vectors:
+            getattr(self, key)[:, :, row] = state[key]
+
     def lane_preconditioner(self, row: int):
         """Lane `row`'s G(θ)·v (v: (b, n)) at its current θ, for σ (`tasks.batched.BatchedNoisyBowl.
         hessian_error`): lane `row`'s θ loaded into the unbatched LODO built for it (`references`,
@@ -316,6 +350,16 @@ class LBFGS(BatchedOptimizer):
         super().keep(index)
         self.s_mem, self.y_mem, self.count = self.s_mem[index], self.y_mem[index], self.count[index]
 
+    def lane_state(self, row: int) -> dict:
+        """t and lane `row`'s (s, y) pairs with their count."""
+        return {**super().lane_state(row), "s_mem": self.s_mem[row].clone(), "y_mem": self.y_mem[row].clone(),
+                "count": self.count[row].clone()}
+
+    def load_lane_state(self, row: int, state: dict) -> None:
+        super().load_lane_state(row, state)
+        for key in ("s_mem", "y_mem", "count"):
+            getattr(self, key)[row] = state[key]
+
 
 class OLBFGS(LBFGS):
     """O-LBFGS: L-BFGS with γ = the mean of sᵢᵀyᵢ/yᵢᵀyᵢ over the lane's pairs."""
@@ -361,6 +405,19 @@ class L2LBGDBGD(BatchedOptimizer):
         for key in ("h", "c"):
             kept = getattr(self, key).view(layers, lanes, self.n, hidden)[:, index]
             setattr(self, key, kept.reshape(layers, -1, hidden))
+
+    def _lanes_view(self, key: str) -> torch.Tensor:
+        layers, coordinates, hidden = getattr(self, key).shape
+        return getattr(self, key).view(layers, coordinates // self.n, self.n, hidden)
+
+    def lane_state(self, row: int) -> dict:
+        """t and the LSTM state (h, c) of lane `row`'s coordinates."""
+        return {**super().lane_state(row), **{key: self._lanes_view(key)[:, row].clone() for key in ("h", "c")}}
+
+    def load_lane_state(self, row: int, state: dict) -> None:
+        super().load_lane_state(row, state)
+        for key in ("h", "c"):
+            self._lanes_view(key)[:, row] = state[key]
 
 
 _OPTIMIZERS = {cls.name: cls for cls in (Adam, Momentum, RMSprop, Yogi, LODO, LBFGS, OLBFGS, L2LBGDBGD)}

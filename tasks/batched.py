@@ -62,6 +62,15 @@ class BatchedTask:
         """Keep only lanes `index` (a 1-D index into the current lanes), in that order."""
         raise NotImplementedError
 
+    def lane_state(self, row: int) -> dict:
+        """Lane `row`'s state (copies, tensors only): `load_lane_state` into a batch built from the same
+        seed and options continues that lane bit for bit (tuner.trial's per-lane checkpoints)."""
+        return {"x": self.x[row].clone()}
+
+    def load_lane_state(self, row: int, state: dict) -> None:
+        """Set lane `row` to a `lane_state` (in place: the optimizer steps this very x)."""
+        self.x[row] = state["x"].to(self.x)
+
 
 class BatchedNoisyBowl(BatchedTask):
     """P noisy bowls (tasks/noisy_bowl.py), lane i = `NoisyBowl(seeds[i], noise_variance, dim)`::
@@ -122,6 +131,16 @@ class BatchedNoisyBowl(BatchedTask):
         self.newton_loss = [self.newton_loss[i] for i in index.tolist()]
         self.bowls = [self.bowls[i] for i in index.tolist()]
         self.half_hessians = [self.half_hessians[i] for i in index.tolist()]
+
+    def lane_state(self, row: int) -> dict:
+        """x, the drifted centre c and the noise generator's position of lane `row`."""
+        return {**super().lane_state(row), "centre": self.centre[row].clone(),
+                "noise_rng": self.generators[row].get_state()}
+
+    def load_lane_state(self, row: int, state: dict) -> None:
+        super().load_lane_state(row, state)
+        self.centre[row] = state["centre"].to(self.centre)
+        self.generators[row].set_state(state["noise_rng"])
 
     def hessian_error(self, row: int, preconditioner) -> float:
         """σ of lane `row` (`NoisyBowl.hessian_error`, on that lane's own fixed probes)."""

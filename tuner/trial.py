@@ -206,11 +206,27 @@ def _identity(x) -> str:
     return type(x).__name__
 
 
-def fingerprint(task, optimizer, hparams, steps, seed, task_options=None, time_limit=None) -> str:
-    """What determines a trial's losses, as canonical JSON: a checkpoint resumes only its own trial."""
-    return json.dumps({"task": _identity(task), "task_options": task_options or {}, "optimizer": _identity(optimizer),
-                       "hparams": hparams or {}, "steps": steps, "seed": seed, "time_limit": time_limit},
-                      sort_keys=True, default=repr)
+LANE = "batched lane"  # the `form` of a batched run's per-lane checkpoint (its state is the batched program's)
+
+
+def fingerprint(task, optimizer, hparams, steps, seed, task_options=None, time_limit=None, form=None) -> str:
+    """What determines a trial's losses, as canonical JSON: a checkpoint resumes only its own trial.
+    `form=LANE` marks a lane of a batched run, whose saved state only the batched program can continue."""
+    key = {"task": _identity(task), "task_options": task_options or {}, "optimizer": _identity(optimizer),
+           "hparams": hparams or {}, "steps": steps, "seed": seed, "time_limit": time_limit}
+    return json.dumps({**key, "form": form} if form else key, sort_keys=True, default=repr)
+
+
+def is_lane_checkpoint(path) -> bool:
+    """Whether `path` holds a batched lane's checkpoint (its fingerprint's form is LANE). A peek: tensors
+    memory-mapped, nothing verified (`load_checkpoint` does that); False for no file or an unreadable one."""
+    if not path or not os.path.isfile(path):
+        return False
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return json.loads(state["fingerprint"]).get("form") == LANE
+    except Exception:
+        return False
 
 
 _SAFE_LEAVES = (str, int, float, bool, type(None), torch.Tensor)
@@ -490,16 +506,21 @@ def supports_batched(task, optimizer) -> bool:
 def batchable(job: Job) -> bool:
     """Whether `job` may run as a lane of a `BatchJob`: its (task, optimizer) has a batched form and,
     for a full run, it has no time milestone (Table 1's time milestone is the loss after the wall
-    time of a single unbatched run: such runs keep `run_trial`) and no checkpoint file to continue
-    from (a batched run is not checkpointed; an unbatched run interrupted earlier continues unbatched)."""
+    time of a single unbatched run: such runs keep `run_trial`) and no unbatched run's checkpoint to
+    continue from (an unbatched run interrupted earlier continues unbatched; a batched lane's
+    checkpoint, `is_lane_checkpoint`, continues batched)."""
     if not supports_batched(job.task, job.optimizer):
         return False
-    return job.kind != "full" or (job.time_limit is None and not (job.checkpoint and os.path.exists(job.checkpoint)))
+    if job.kind != "full":
+        return True
+    return job.time_limit is None and not (job.checkpoint and os.path.exists(job.checkpoint)
+                                           and not is_lane_checkpoint(job.checkpoint))
 
 
 def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[dict], steps: int,
                       seeds: list[int], task_options: dict | None = None, device="cpu",
-                      check_every: int = 100, observe_every: int | None = None) -> list[TrialResult]:
+                      check_every: int = 100, observe_every: int | None = None,
+                      checkpoints: list | None = None, checkpoint_every_s: float = 300) -> list[TrialResult]:
     """Run len(seeds) trials of `optimizer_name` on `task_name` as one program; one TrialResult per lane.
 
     Lane i is `run_trial(task_name, optimizer_name, hparams_list[i], steps, seeds[i], task_options,
@@ -519,35 +540,92 @@ def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[di
     `hessian_error` and an optimizer with `lane_preconditioner` (LODO on the bowl), and the
     parameters at every evaluation on a task of TRAJECTORY_SIZE numbers (Rosenbrock).
 
-    Times: all lanes share one clock. `times[i]` of a lane is when evaluation i of the whole batch
-    was recorded (queued, on an accelerator), in seconds since the batched run's start; `seconds` is
-    when the lane stopped (the end, or the check that dropped it) and `steps_per_second` its
-    recorded evaluations over that, so a lane's rate is the batch's rate, not P times it. There is no
-    time_limit and no checkpoint: a batched run is a unit that reruns whole.
+    Checkpoints (`checkpoints`: a path or None per lane): at a check at least `checkpoint_every_s`
+    seconds after the last save, every running lane with a path saves its own checkpoint, as
+    `run_trial` does (`save_checkpoint`: atomic, with its digest), of that lane alone: its task and
+    optimizer state (`lane_state`), what it recorded, its elapsed seconds, σ, and its fingerprint
+    (`form=LANE`: the batched program's state, which `run_trial` refuses as another trial's). On
+    start every lane's checkpoint is loaded first (`load_checkpoint`: a damaged or foreign one raises
+    CheckpointError before any work) and the lanes are grouped by the point they resume from (fresh
+    lanes at 0): each group runs as its own batch, one after the other, so every lane continues
+    exactly as if never interrupted (a lane's numbers do not depend on its batch). A diverged lane
+    saves nothing after its last check, so a resumed one diverges again, at the same evaluation.
+
+    Times: the lanes of a group share one clock. `times[i]` of a lane is when evaluation i of the
+    batch was recorded (queued, on an accelerator), in seconds since the batched run's start plus
+    the lane's elapsed seconds at its checkpoint; `seconds` is when the lane stopped (the end, or
+    the check that dropped it) and `steps_per_second` its recorded evaluations over that, so a
+    lane's rate is the batch's rate, not P times it. There is no time_limit.
     """
     positive_int("steps", steps)
     positive_int("check_every", check_every)
     positive_int("observe_every", observe_every, optional=True)
+    if not checkpoint_every_s >= 0:
+        raise ValueError(f"Invalid checkpoint_every_s: {checkpoint_every_s!r} (must be >= 0)")
     if len(hparams_list) != len(seeds):
         raise ValueError(f"Invalid hparams_list: {len(hparams_list)} entries for {len(seeds)} seeds (must be equal)")
+    paths = list(checkpoints) if checkpoints is not None else [None] * len(seeds)
+    if len(paths) != len(seeds):
+        raise ValueError(f"Invalid checkpoints: {len(paths)} entries for {len(seeds)} seeds (must be equal)")
     if not supports_batched(task_name, optimizer_name):
         raise ValueError(f"Invalid task/optimizer: {task_name!r}/{optimizer_name!r} has no batched form")
+    hparams_list = [dict(h or {}) for h in hparams_list]
+    keys = [fingerprint(task_name, optimizer_name, h, steps, s, task_options, form=LANE) if p else None
+            for h, s, p in zip(hparams_list, seeds, paths)]
+    saved = [load_checkpoint(p, k) if p else None for p, k in zip(paths, keys)]  # all refusals before any work
+    groups: dict[tuple[int, int], list[int]] = {}
+    for lane, state in enumerate(saved):
+        at = (int(state["recorded"]), int(state["optimizer_steps"])) if state else (0, 0)
+        groups.setdefault(at, []).append(lane)
+    results: list[TrialResult | None] = [None] * len(seeds)
+    for members in groups.values():
+        pick = lambda values: [values[lane] for lane in members]  # noqa: E731
+        for lane, res in zip(members, _run_lanes(task_name, optimizer_name, pick(hparams_list), steps, pick(seeds),
+                                                 task_options, device, check_every, observe_every,
+                                                 pick(paths), pick(keys), pick(saved), checkpoint_every_s)):
+            results[lane] = res
+    return results
+
+
+def _run_lanes(task_name, optimizer_name, hparams_list, steps, seeds, task_options, device, check_every,
+               observe_every, paths, keys, saved, every_s) -> list[TrialResult]:
+    """`run_batched_trial` for lanes that all start at one point: step 0, or the same (evaluations,
+    optimizer steps) of their checkpoints `saved`."""
     task = tasks.batched.create(task_name, seeds, device=device, **(task_options or {}))
-    opt = lodo.batched.create(optimizer_name, task.x, [dict(h or {}) for h in hparams_list], seeds)
+    opt = lodo.batched.create(optimizer_name, task.x, hparams_list, seeds)
     task.exact_gradients = lodo.batched.exact_gradients(optimizer_name)
 
     lanes = len(seeds)
     running = list(range(lanes))      # the original lane of each row of the batch
     losses = np.full((lanes, steps), np.nan)
-    times = np.empty(steps)
+    times = np.empty(steps)           # the batch's clock; a lane's own: + offset[lane] (its saved elapsed)
+    offset = [0.0] * lanes
     counts, stopped = [0] * lanes, [0.0] * lanes
     diverged = [False] * lanes
     chunk = torch.empty(check_every + 2, lanes, dtype=torch.float64, device=task.device)  # + L-BFGS's overshoot
-    recorded = flushed = 0
+    recorded = flushed = optimizer_steps = 0
     sigma_of = observe_every if hasattr(task, "hessian_error") and hasattr(opt, "lane_preconditioner") else None
     sigma: list[list[tuple[int, float]]] = [[] for _ in range(lanes)]  # per lane: (evaluations so far, σ)
     trace = observe_every is not None and task.x.shape[1] == TRAJECTORY_SIZE
     trajectory = np.full((lanes, steps, TRAJECTORY_SIZE), np.nan) if trace else None
+    prefix: list[np.ndarray | None] = [None] * lanes  # a resumed lane's saved times
+    for lane, state in enumerate(saved):
+        if state:
+            task.load_lane_state(lane, state["task"])
+            opt.load_lane_state(lane, state["optimizer"])
+            recorded = flushed = counts[lane] = int(state["recorded"])
+            optimizer_steps = int(state["optimizer_steps"])
+            losses[lane, :recorded], prefix[lane] = state["losses"].numpy(), state["times"].numpy()
+            offset[lane] = stopped[lane] = float(state["elapsed"])
+            sigma[lane] = [(int(i), float(v)) for i, v in state["sigma"].tolist()]
+            if trace and state.get("trajectory") is not None:
+                trajectory[lane, :recorded] = state["trajectory"].numpy()
+
+    def lane_times(lane: int, n: int) -> np.ndarray:
+        out = times[:n] + offset[lane]
+        if prefix[lane] is not None:
+            out[: len(prefix[lane])] = prefix[lane]
+        return out
 
     def closure():
         nonlocal recorded
@@ -567,7 +645,7 @@ def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[di
         losses[running, flushed:recorded] = values.T
         now = time.perf_counter() - start
         for row, lane in enumerate(running):
-            counts[lane], stopped[lane] = recorded, now
+            counts[lane], stopped[lane] = recorded, now + offset[lane]
         flushed = recorded
         bad = ~np.isfinite(values).all(axis=0)
         if bad.any():
@@ -580,8 +658,21 @@ def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[di
                 task.keep(index)
                 opt.keep(index)
 
-    start = time.perf_counter()
-    optimizer_steps = 0
+    def save() -> None:
+        """Each running lane's checkpoint (its own state alone), at a check."""
+        now = time.perf_counter() - start
+        for row, lane in enumerate(running):
+            if paths[lane]:
+                copy = lambda a: torch.from_numpy(np.ascontiguousarray(a[:recorded]).copy())  # noqa: E731
+                save_checkpoint(paths[lane], {
+                    "fingerprint": keys[lane], "task": task.lane_state(row), "optimizer": opt.lane_state(row),
+                    "recorded": recorded, "losses": copy(losses[lane]), "times": copy(lane_times(lane, recorded)),
+                    "elapsed": now + offset[lane], "trajectory": copy(trajectory[lane]) if trace else None,
+                    "optimizer_steps": optimizer_steps,
+                    "sigma": torch.tensor(sigma[lane], dtype=torch.float64).reshape(-1, 2)})
+
+    saving = any(paths)
+    start = saved_at = time.perf_counter()
     with torch.no_grad():
         while recorded < steps and running:
             task.sample()
@@ -592,6 +683,9 @@ def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[di
                     sigma[lane].append((recorded, task.hessian_error(row, opt.lane_preconditioner(row))))
             if recorded - flushed >= check_every:
                 flush()
+                if saving and running and recorded < steps and time.perf_counter() - saved_at >= every_s:
+                    save()
+                    saved_at = time.perf_counter()
         if running and recorded > flushed:
             flush()
 
@@ -606,7 +700,7 @@ def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[di
         seconds = stopped[lane]
         rows = [(i, v) for i, v in sigma[lane] if i <= n]
         results.append(TrialResult(
-            losses=losses[lane, :n].copy(), times=times[:n].copy(), final_loss=final_loss, seconds=seconds,
+            losses=losses[lane, :n].copy(), times=lane_times(lane, n), final_loss=final_loss, seconds=seconds,
             steps_per_second=counts[lane] / seconds if seconds > 0 else math.inf, diverged=diverged[lane],
             sigma=np.array(rows, dtype=float).reshape(-1, 2) if sigma_of else None,
             trajectory=trajectory[lane, :n].copy() if trace else None))
@@ -654,14 +748,18 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
     run with the same seed (so the same trajectory) continues until T with a step cap of 1.5× the
     measured rate (doubled and rerun if hit before T); the time milestone is the mean over its last
     10 % of T. Only the step run is checkpointed (at `job.checkpoint`, if any; several machines need
-    shared storage). A raising job returns {"error": traceback, "seconds", "pid", "keep_checkpoint"}:
+    shared storage); a full run whose checkpoint a batched lane wrote (`is_lane_checkpoint`) continues
+    as a one-lane batched trial, the only form that can. A raising job returns {"error": traceback, "seconds", "pid", "keep_checkpoint"}:
     keep_checkpoint is True iff the checkpoint was refused (another trial's, damaged, or a state it
     cannot hold: `checkpoint_error`, one line), so the caller must leave it. Out of memory (torch.OutOfMemoryError, MemoryError) is the environment's failure, not the job's:
     it returns {"environmental": {"error", "message"}, ...}, which the executor retries. (On the CPU
     an over-committed node's kernel kills the worker instead, which the executor sees as a death.)
     """
     if isinstance(job, BatchJob):
-        return run_batch_job(job, device)
+        return run_batch_job(job, device, checkpoint_every_s)
+    if job.kind == "full" and job.time_limit is None and supports_batched(job.task, job.optimizer) \
+            and is_lane_checkpoint(job.checkpoint):  # a batched lane interrupted earlier: it continues batched
+        return _run_lane_alone(job, device, checkpoint_every_s)
     start = time.perf_counter()
     full = job.kind == "full"
     try:
@@ -702,35 +800,68 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
     return out
 
 
-def run_batch_job(batch: BatchJob, device: str = "cpu") -> dict:
-    """Run a `BatchJob` as one `run_batched_trial` (full runs with σ/trajectory) and summarise each
-    lane as `run_job` would: {"batch": [result per job], "seconds", "pid"}. A lane's "seconds" is
+def run_batch_job(batch: BatchJob, device: str = "cpu", checkpoint_every_s: float = 300) -> dict:
+    """Run a `BatchJob` as one `run_batched_trial` (full runs with σ/trajectory, each lane checkpointed
+    to its job's `checkpoint` every `checkpoint_every_s` seconds and continued from it) and summarise
+    each lane as `run_job` would: {"batch": [result per job], "seconds", "pid"}. A lane's "seconds" is
     its share of the batch (batch seconds / lanes, so that the executor's compute seconds add up),
-    its "lanes" the batch's size. If the batched program raises (e.g. one lane's hyperparameters
-    are invalid), every job runs unbatched instead, so errors stay per job, as without batching."""
+    its "lanes" the batch's size. A refused lane checkpoint (damaged, another trial's) fails the batch
+    as a whole before any work, with "keep_checkpoint" as `run_job` says it. If the batched program
+    raises otherwise (e.g. one lane's hyperparameters are invalid), every job runs on its own instead
+    (`run_job`), so errors stay per job, as without batching."""
     start, jobs, first = time.perf_counter(), batch.jobs, batch.jobs[0]
     full = first.kind == "full"
     try:
         results = run_batched_trial(first.task, first.optimizer, [dict(j.hparams) for j in jobs], first.steps,
                                     [j.seed for j in jobs], task_options=dict(first.task_options), device=device,
-                                    observe_every=observe_every_for(first.steps) if full else None)
+                                    observe_every=observe_every_for(first.steps) if full else None,
+                                    checkpoints=[j.checkpoint for j in jobs] if full else None,
+                                    checkpoint_every_s=checkpoint_every_s)
     except (torch.OutOfMemoryError, MemoryError) as e:  # the environment's: the executor retries the batch
         return {"environmental": {"error": type(e).__name__, "message": str(e)},
                 "seconds": time.perf_counter() - start, "pid": os.getpid()}
+    except CheckpointError as e:  # the user decides (as run_job): every lane's checkpoint stays
+        return {"error": traceback.format_exc(), "seconds": time.perf_counter() - start, "pid": os.getpid(),
+                "keep_checkpoint": True, "checkpoint_error": str(e)}
     except Exception:
         reason = traceback.format_exc().strip().splitlines()[-1]
-        out = [dict(run_job(job, device), batch_error=reason) for job in jobs]
+        out = [dict(run_job(job, device, checkpoint_every_s), batch_error=reason) for job in jobs]
         lost = next((lane["environmental"] for lane in out if "environmental" in lane), None)
         if lost is not None:  # one lane ran out of memory on its own too: retry the batch as a whole
             return {"environmental": lost, "seconds": time.perf_counter() - start, "pid": os.getpid()}
         return {"batch": out, "seconds": time.perf_counter() - start, "pid": os.getpid()}
-    seconds, out = time.perf_counter() - start, []
-    for res in results:
-        lane = {"final_loss": math.inf if res.diverged else float(res.final_loss), "diverged": bool(res.diverged),
-                "seconds": seconds / len(jobs), "trial_seconds": float(res.seconds),
-                "steps_per_second": float(res.steps_per_second), "evaluations": int(len(res.losses)),
-                "curve": decimate(res.losses, res.times), "pid": os.getpid(), "lanes": len(jobs)}
-        if full:
-            lane.update(observations(res))
-        out.append(lane)
-    return {"batch": out, "seconds": seconds, "pid": os.getpid()}
+    seconds = time.perf_counter() - start
+    return {"batch": [_lane_summary(res, seconds / len(jobs), len(jobs), full) for res in results],
+            "seconds": seconds, "pid": os.getpid()}
+
+
+def _lane_summary(res: TrialResult, seconds: float, lanes: int, full: bool) -> dict:
+    """One lane's result, as `run_job` summarises a trial, with its share of the batch's seconds."""
+    lane = {"final_loss": math.inf if res.diverged else float(res.final_loss), "diverged": bool(res.diverged),
+            "seconds": seconds, "trial_seconds": float(res.seconds),
+            "steps_per_second": float(res.steps_per_second), "evaluations": int(len(res.losses)),
+            "curve": decimate(res.losses, res.times), "pid": os.getpid(), "lanes": lanes}
+    if full:
+        lane.update(observations(res))
+    return lane
+
+
+def _run_lane_alone(job: Job, device: str, checkpoint_every_s: float) -> dict:
+    """A full run whose checkpoint is a batched lane's (`is_lane_checkpoint`) run where only that form
+    continues it, as a batched trial of one lane; summarised and failing as `run_job` does."""
+    start = time.perf_counter()
+    try:
+        [res] = run_batched_trial(job.task, job.optimizer, [dict(job.hparams)], job.steps, [job.seed],
+                                  task_options=dict(job.task_options), device=device,
+                                  observe_every=observe_every_for(job.steps), checkpoints=[job.checkpoint],
+                                  checkpoint_every_s=checkpoint_every_s)
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        return {"environmental": {"error": type(e).__name__, "message": str(e)},
+                "seconds": time.perf_counter() - start, "pid": os.getpid()}
+    except Exception as e:
+        out = {"error": traceback.format_exc(), "seconds": time.perf_counter() - start, "pid": os.getpid(),
+               "keep_checkpoint": isinstance(e, CheckpointError)}
+        if isinstance(e, CheckpointError):
+            out["checkpoint_error"] = str(e)
+        return out
+    return _lane_summary(res, time.perf_counter() - start, 1, True)
