@@ -267,8 +267,8 @@ class Session:
         are split into c = min(len, ⌈workers / active⌉) BatchJobs of consecutive jobs, sizes as
         equal as possible, where `active` is the number of optimizers with work outstanding (GA or
         full runs): with fewer optimizers in flight than workers each gets more chunks, so every
-        worker has a batch. The others (no batched form, a time milestone, a checkpoint to continue
-        from) stay single jobs. A job is a lane of a BatchJob even when its chunk has one lane, so
+        worker has a batch. The others (no batched form, a time milestone, an unbatched run's checkpoint to
+        continue from) stay single jobs. A job is a lane of a BatchJob even when its chunk has one lane, so
         its numbers never depend on how the jobs were chunked (a lane's are independent of its
         batch, bit for bit): a resumed run, which chunks only what is missing, gives the same records."""
         if not self.batch:
