@@ -16,6 +16,17 @@
     task_options: {}                    # optional, passed to tasks.create
     scales: {RMSprop: {rho: log}}       # optional per-hyperparameter scale overrides
     start: {Adam: {lr: 0.01}}           # optional GA starting values (default: the registry defaults)
+    ga:                                 # optional GA options beyond Appendix E (default: the paper's GA)
+      init: uniform                     #   mean (default: generation 0 around the defaults/start) or
+                                        #   uniform (generation 0 uniform in rescaled space over the bounds:
+                                        #   log [default·1e-3, default·1e3], decay 1 − y, y on [1e-4, 1])
+      step_size: csa                    #   schedule (default: σ = the rows' noise) or csa (σ = noise ×
+                                        #   a factor adapted by CMA-ES's cumulative step-size adaptation)
+      covariance: rank_mu               #   identity (default) or rank_mu (the noise's shape adapted by
+                                        #   CMA-ES's rank-μ update, so it stretches along ridges)
+      seeds: 2                          #   trials per individual with different seeds, fitness averaged (default 1)
+      bounds: {lr: [1.0e-3, 10]}        #   init uniform's box per hyperparameter name, natural units
+                                        #   (default: the rule above), for every optimizer that has it
 
 Every error is a `ScheduleError` whose str is one line naming file, field, value and what is
 allowed, e.g. `schedules/x.yaml: generations[3].steps: -5 is not allowed (must be a positive integer)`.
@@ -33,7 +44,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from tuner.ga import SCALES, Dimension, rescale
+from tuner.ga import COVARIANCES, INITS, SCALES, STEP_SIZES, Dimension, rescale
 
 Generation = namedtuple("Generation", "noise steps")
 """One row of Table 5; a tuple, so `schedule.generations` goes straight to `GeneticAlgorithm`."""
@@ -42,10 +53,11 @@ FullRun = namedtuple("FullRun", "steps seeds time_milestone_s")
 """The full-length runs after tuning: steps, number of seeds, wall-clock milestone (s) or None."""
 
 REQUIRED = ("population", "generations", "optimizers", "full_run", "lr_scale")
-OPTIONAL = ("task", "task_options", "scales", "start")
+OPTIONAL = ("task", "task_options", "scales", "start", "ga")
 SPEC_KEYS, SPEC_OPTIONAL, HYPERPARAMETER_KEYS = ("name", "optimizer"), ("hyperparameters", "fixed"), ("default", "scale")
 FULL_RUN_KEYS = ("steps", "seeds", "time_milestone_s")
 GENERATION_KEYS = ("noise", "steps")
+GA_KEYS = ("init", "step_size", "covariance", "seeds", "bounds")
 
 
 class ScheduleError(ValueError):
@@ -72,6 +84,7 @@ class Schedule:
     start: dict[str, dict[str, float]] = field(default_factory=dict)
     source: str = field(default="<dict>", compare=False)
     optimizer_specs: dict[str, Any] = field(default_factory=dict)
+    ga: dict[str, Any] = field(default_factory=dict)   # GeneticAlgorithm's keyword options (`_validate_ga`)
 
     def to_dict(self) -> dict:
         """Plain data in the YAML layout (for run manifests); `Schedule.from_dict` reads it back."""
@@ -86,7 +99,13 @@ class Schedule:
             "task_options": copy.deepcopy(self.task_options),
             "scales": copy.deepcopy(self.scales),
             "start": copy.deepcopy(self.start),
+            **({"ga": copy.deepcopy(self.ga)} if self.ga else {}),
         }
+
+    def individual_steps(self, optimizer_count: int = 1) -> int:
+        """The GA's budget: Σ over generations of population × seeds × steps (per optimizer)."""
+        seeds = self.ga.get("seeds", 1)
+        return optimizer_count * sum(self.population * seeds * g.steps for g in self.generations)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>", registry=None, task_names=None) -> "Schedule":
@@ -245,12 +264,58 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
             except ValueError:
                 check.fail(where, value, allowed)
 
+    ga = _validate_ga(check, _optional(data, "ga"), {o: hyperparameters(o) for o in names})
+
     return Schedule(
         task=task, population=population, generations=tuple(rows), optimizers=tuple(names), optimizer_specs=specs,
         full_run=full_run, lr_scale=lr_scale, task_options=dict(task_options),
         scales={o: dict(e) for o, e in scales.items()},
         start={o: {k: float(v) for k, v in e.items()} for o, e in start.items()},
-        source=source)
+        source=source, ga=ga)
+
+
+def _validate_ga(check: _Checker, ga: Any, spaces: dict[str, list]) -> dict[str, Any]:
+    """The `ga:` mapping as GeneticAlgorithm keyword options; only the keys given (absent: Appendix E's).
+    `spaces`: each optimizer's hyperparameters, to check `bounds` against (`ga_options` applies them)."""
+    check.mapping("ga", ga, "must be a mapping of GA options: " + ", ".join(GA_KEYS))
+    check.keys("ga", ga, (), GA_KEYS)
+    options = {}
+    if "init" in ga:
+        options["init"] = check.name("ga.init", ga["init"], list(INITS), "GA initialisations")
+    if "step_size" in ga:
+        options["step_size"] = check.name("ga.step_size", ga["step_size"], list(STEP_SIZES), "step-size rules")
+    if "covariance" in ga:
+        options["covariance"] = check.name("ga.covariance", ga["covariance"], list(COVARIANCES), "covariance rules")
+    if "seeds" in ga:
+        options["seeds"] = check.integer("ga.seeds", ga["seeds"], 1, "must be an integer >= 1")
+    if "bounds" in ga:
+        bounds = check.mapping("ga.bounds", ga["bounds"], "must be a mapping hyperparameter -> [low, high]")
+        scales = {h.name: h.scale for hs in spaces.values() for h in hs}
+        for name, pair in bounds.items():
+            where = f"ga.bounds.{name}"
+            check.name(where, name, sorted(scales), "hyperparameters of the schedule's optimizers")
+            allowed = "must be [low, high] with 0 < low < high (log scale)" if scales[name] == "log" \
+                else "must be [low, high] with 0 <= low < high < 1 (decay scale)"
+            if not isinstance(pair, list) or len(pair) != 2:
+                check.fail(where, pair, allowed)
+            low, high = (check.number(where, v, lambda v: True, allowed) for v in pair)
+            try:
+                if not rescale(low, scales[name]) < rescale(high, scales[name]):
+                    check.fail(where, pair, allowed)
+            except ValueError:
+                check.fail(where, pair, allowed)
+        options["bounds"] = {name: [float(v) for v in pair] for name, pair in bounds.items()}
+    return options
+
+
+def ga_options(schedule: Schedule, space) -> dict[str, Any]:
+    """The `GeneticAlgorithm` keyword options of one optimizer under `schedule` (its `ga:` mapping,
+    `bounds` narrowed to the hyperparameters in `space`); {} for the paper's GA."""
+    options = dict(schedule.ga)
+    if "bounds" in options:
+        names = {d.name for d in space}
+        options["bounds"] = {k: tuple(v) for k, v in options["bounds"].items() if k in names}
+    return options
 
 
 def _optimizer_spec(check: _Checker, where: str, entry: dict, registry):

@@ -15,7 +15,7 @@ from tuner.trial import BatchJob, Job, batchable
 from tuner.ga import GeneticAlgorithm
 from tuner.results import summarise_full
 from tuner.rundir import RunDir, RunDirError
-from tuner.schedule import Schedule, space_for
+from tuner.schedule import Schedule, ga_options, space_for
 
 ProgressFn = Callable[[dict], None]
 logger = logging.getLogger(__name__)
@@ -95,7 +95,8 @@ class Session:
         if not space:  # meta-trained offline (L2LBGDBGD): nothing for the GA to tune
             return self._record_tuned(optimizer, {})
         self.gas[optimizer] = GeneticAlgorithm(space, list(self.schedule.generations), self.schedule.population,
-                                               seed=self.seed, name=optimizer)
+                                               seed=self.seed, name=optimizer,
+                                               **ga_options(self.schedule, space))
         return self._advance(optimizer)
 
     def _advance(self, optimizer: str) -> list[Job]:
@@ -160,7 +161,7 @@ class Session:
         fit = self.partial[optimizer]
         fit[index] = fitness
         self._emit(optimizer)
-        if len(fit) < self.gas[optimizer].population:
+        if len(fit) < self.gas[optimizer].evaluations:
             return []
         generation = self.gas[optimizer].generation
         self._tell(optimizer, fit)
@@ -186,13 +187,13 @@ class Session:
         ga, partial = self.gas[optimizer], self.partial.get(optimizer, {})
         values = [i["fitness"] for h in ga.history for i in h["individuals"]] + list(partial.values())
         finite = [v for v in values if math.isfinite(v)]
-        done_steps = sum(h["steps"] * ga.population for h in ga.history)
+        done_steps = sum(h["steps"] * len(h["individuals"]) for h in ga.history)
         if not ga.done:
             done_steps += len(partial) * ga.generations[ga.generation][1]
         self.progress({"kind": "tuning", "optimizer": optimizer, "generation": ga.generation,
-                       "generations": len(ga.generations), "done": len(partial), "population": ga.population,
+                       "generations": len(ga.generations), "done": len(partial), "population": ga.evaluations,
                        "best": min(finite) if finite else None, "steps_done": done_steps,
-                       "steps_total": sum(g[1] for g in ga.generations) * ga.population})
+                       "steps_total": sum(g[1] for g in ga.generations) * ga.evaluations})
 
     # -- full-length runs ----------------------------------------------------------------------
     def start_full(self, optimizer: str, hparams: Mapping[str, float] | None = None) -> list[Job]:
