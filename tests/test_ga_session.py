@@ -12,7 +12,7 @@ import yaml
 
 import tuner
 from tuner.ga import GeneticAlgorithm
-from tuner.plan import Resources
+from tuner.plan import Resources, make_plan
 from tuner.rundir import RunDir
 from tuner.schedule import Schedule, ga_options, load_schedule, space_for
 from tuner.session import Session
@@ -121,15 +121,20 @@ def test_tune_runs_the_improved_schedule_end_to_end_and_resumes(ray_session, tmp
     assert json.loads((rd / "manifest.json").read_text())["schedule"]["ga"]["seeds"] == 2
 
 
-def test_a_user_task_is_tuned_with_the_improved_options(ray_session, tmp_path):
+def test_a_user_task_is_tuned_with_the_improved_options(tmp_path):
+    """conftest.LINEAR_FIT_TASK from a file, every option on, driven in this process (as a worker would)."""
     module = tmp_path / f"usertask_{uuid.uuid4().hex[:8]}.py"
     module.write_text(LINEAR_FIT_TASK)
     schedule = Schedule.from_dict({"population": 4, "generations": [{"noise": 1.0, "steps": 30}] * 2,
                                    "optimizers": ["Adam"], "full_run": {"steps": 30, "seeds": 1, "time_milestone_s": None},
-                                   "lr_scale": 1, "ga": {"init": "uniform", "step_size": "csa", "covariance": "rank_mu",
-                                                         "seeds": 2, "bounds": {"lr": [1e-3, 1.0]}}})
-    result = tuner.tune(f"{module}:LinearFit", schedule=schedule, run_dir=tmp_path / "run", resources=Resources(workers=2))
-    assert (result.ran, result.errors) == (16, 0)
-    first = result.history["Adam"][0]["individuals"]
-    assert all(1e-3 <= i["hparams"]["lr"] <= 1.0 for i in first)  # the uniform generation within the bounds
-    assert all(math.isfinite(v) for v in result.raw["Adam"].values())
+                                   "lr_scale": 1, "ga": OPTIONS})
+    plan = make_plan(f"{module}:LinearFit", schedule=schedule, run_dir=tmp_path / "run", full_runs=False)
+    rd = RunDir.create(tmp_path / "run", task=plan.task, schedule=schedule.to_dict(), seed=0, optimizers=["Adam"])
+    session = Session(rd, schedule, 0, full_runs=False, task=plan.spec.ref)
+    _drive(session, session.start(["Adam"]))
+    assert (session.ran, session.errors) == (16, 0)
+    history = session.gas["Adam"].history
+    assert all(1e-3 <= i["hparams"]["lr"] <= 1.0 for i in history[0]["individuals"])  # uniform within the bounds
+    assert [len(h["individuals"]) for h in history] == [8, 8]  # 4 individuals × 2 seeds
+    assert all(math.isfinite(v) for h in history for v in h["fitness"])
+    assert session.raw["Adam"] == session.gas["Adam"].best()
