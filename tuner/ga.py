@@ -13,7 +13,9 @@
 Options beyond Appendix E (all off by default, so the default GA is the paper's, bit for bit;
 a schedule's `ga:` mapping sets them, tuner/schedule.py):
     init="uniform"     generation 0 drawn uniformly in rescaled space from `bounds` (natural
-                       units per hyperparameter; default `default_bounds`), not around the mean
+                       units per hyperparameter; default `default_bounds`), not around the mean;
+                       generation 1's mean is its best individual (the better half of a box-wide
+                       draw averages to near the box's centre, wherever the optimum lies)
     step_size="csa"    σ_g = noise_g · s_g, where s_g is adapted by CMA-ES's cumulative step-size
                        adaptation (Hansen 2016, eqs. 43–44) with μ_eff = population // 2:
                            p ← (1 − c)·p + √(c(2 − c)·μ_eff) · (mean' − mean) / σ_g
@@ -342,7 +344,9 @@ class GeneticAlgorithm:
         finite = sorted((values[i], i) for i in range(self.population) if math.isfinite(values[i]))
         selected = [i for _, i in finite[: self.population // 2]]  # the better half; NaN/inf rank last
         mean_before, sigma = list(self._mean_u), self.sigma
-        if selected:
+        if selected and self._uniform():  # the better half of a box-wide draw averages to near its centre
+            self._mean_u = list(rescaled[selected[0]])
+        elif selected:
             self._mean_u = [math.fsum(rescaled[i][k] for i in selected) / len(selected)
                             for k in range(len(self.space))]
             if self.step_size == "csa" and not self._uniform() and sigma > 0:
