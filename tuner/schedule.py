@@ -19,7 +19,8 @@
     ga:                                 # optional GA options beyond Appendix E (default: the paper's GA)
       init: uniform                     #   mean (default: generation 0 around the defaults/start) or
                                         #   uniform (generation 0 uniform in rescaled space over the bounds:
-                                        #   log [default·1e-3, default·1e3], decay 1 − y, y on [1e-4, 1])
+                                        #   log [default·1e-3, default·1e3], decay 1 − y, y on [1e-4, 1];
+                                        #   its row's noise is unused; generation 1 starts at its best)
       step_size: csa                    #   schedule (default: σ = the rows' noise) or csa (σ = noise ×
                                         #   a factor adapted by CMA-ES's cumulative step-size adaptation)
       covariance: rank_mu               #   identity (default) or rank_mu (the noise's shape adapted by
@@ -27,6 +28,9 @@
       seeds: 2                          #   trials per individual with different seeds, fitness averaged (default 1)
       bounds: {lr: [1.0e-3, 10]}        #   init uniform's box per hyperparameter name, natural units
                                         #   (default: the rule above), for every optimizer that has it
+
+`schedules/<task>-improved.yaml` use the `ga:` options (benchmarks/RESULTS.md, "Improved GA");
+`Schedule.individual_steps()` is the GA's budget per optimizer.
 
 Every error is a `ScheduleError` whose str is one line naming file, field, value and what is
 allowed, e.g. `schedules/x.yaml: generations[3].steps: -5 is not allowed (must be a positive integer)`.
