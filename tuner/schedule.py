@@ -455,6 +455,7 @@ lr_scale: 1                      # multiplies the tuned lr before the full runs
 # task_options: {}               # keyword options of the task (its factory's arguments)
 # scales: {Adam: {beta2: log}}   # per-hyperparameter scale overrides
 # start: {Adam: {lr: 0.01}}      # generation-0 values instead of the defaults
+# ga: {init: uniform, step_size: csa, covariance: rank_mu}   # the improved GA's options (README), not Appendix E's
 '''
 
 
