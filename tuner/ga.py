@@ -10,6 +10,26 @@
                never enter the mean; if no individual is finite, the mean stays.
     the tuned values = the final mean
 
+Options beyond Appendix E (all off by default, so the default GA is the paper's, bit for bit;
+a schedule's `ga:` mapping sets them, tuner/schedule.py):
+    init="uniform"     generation 0 drawn uniformly in rescaled space from `bounds` (natural
+                       units per hyperparameter; default `default_bounds`), not around the mean;
+                       generation 1's mean is its best individual (the better half of a box-wide
+                       draw averages to near the box's centre, wherever the optimum lies)
+    step_size="csa"    σ_g = noise_g · s_g, where s_g is adapted by CMA-ES's cumulative step-size
+                       adaptation (Hansen 2016, eqs. 43–44) with μ_eff = population // 2:
+                           p ← (1 − c)·p + √(c(2 − c)·μ_eff) · (mean' − mean) / σ_g
+                           s ← s · exp((c / d)(‖p‖ / E‖N(0, I)‖ − 1))
+                       c = (μ_eff + 2) / (n + μ_eff + 5), d = 1 + 2·max(0, √((μ_eff − 1)/(n + 1)) − 1) + c;
+                       σ grows while selection keeps moving the mean one way, shrinks when it dithers
+    covariance="rank_mu"  individuals at mean + σ·C^½·z, C adapted by CMA-ES's rank-μ update with
+                       equal weights (Hansen 2016, eq. 30): y_i = (u_i − mean)/σ over the better half,
+                           C ← (1 − c_μ)·C + c_μ · (1/μ) Σ y_i y_iᵀ,  c_μ = min(1, 2(μ − 2 + 1/μ) / ((n + 2)² + μ))
+                       so σ stretches along a ridge (Momentum's lr/(1 − momentum), Adam's lr/beta1)
+                       instead of crossing it; with csa the path is taken in C^−½ coordinates
+    seeds=k            each individual trains k times (trial seeds of indices i, i + P, ...,
+                       i + (k − 1)·P); its fitness is the mean of the k, +inf if any is not finite
+
 Evaluation belongs to the caller (a loop, a process pool, Ray), as with pycma's and
 nevergrad's ask/tell. Nothing here imports torch or ray, there is no hidden RNG, and the whole
 state serialises to JSON and restores exactly.
@@ -28,6 +48,9 @@ import numpy as np
 
 SCALES = ("log", "decay")
 FORMAT = "lodo-tune.ga/1"
+INITS = ("mean", "uniform")
+STEP_SIZES = ("schedule", "csa")
+COVARIANCES = ("identity", "rank_mu")
 
 # The largest double below 1: a decay rate never reaches 1, whatever u (1 − ln(1 − x) → ∞).
 _BELOW_ONE = math.nextafter(1.0, 0.0)
@@ -95,6 +118,14 @@ def _dimensions(space: Space) -> tuple[Dimension, ...]:
     return tuple(dims)
 
 
+def default_bounds(dimension) -> tuple[float, float]:
+    """The search box of one hyperparameter in natural units: log → [default·1e-3, default·1e3];
+    decay → x = 1 − y with y on [1e-4, 1], i.e. [0, 0.9999] (rescaled: u on [1, 1 + ln 1e4])."""
+    if dimension.scale == "log":
+        return dimension.default * 1e-3, dimension.default * 1e3
+    return 0.0, 1.0 - 1e-4
+
+
 def individual_seed(seed: int, name: str, generation: int, index: int) -> int:
     """The trial seed of one individual, a 32-bit integer fixed by (tuner seed, optimizer, generation, index).
 
@@ -136,11 +167,14 @@ class GeneticAlgorithm:
     >>> ga.best()
 
     `generations` holds (noise std σ, steps) per generation; `start` optionally replaces some
-    defaults as generation 0's mean.
+    defaults as generation 0's mean. `init`, `bounds`, `step_size` and `seeds` are the options
+    beyond Appendix E (module docstring); their defaults give the paper's GA.
     """
 
     def __init__(self, space: Space, generations: Iterable[tuple[float, int]], population: int,
-                 seed: int = 0, name: str = "", start: Mapping[str, float] | None = None):
+                 seed: int = 0, name: str = "", start: Mapping[str, float] | None = None, *,
+                 init: str = "mean", bounds: Mapping[str, Sequence[float]] | None = None,
+                 step_size: str = "schedule", seeds: int = 1, covariance: str = "identity"):
         self.space = _dimensions(space)
         self.generations = tuple(self._check_generation(g, i) for i, g in enumerate(generations))
         if not self.generations:
@@ -164,10 +198,60 @@ class GeneticAlgorithm:
                 except ValueError as error:
                     raise ValueError(f"Invalid start value for {d.name}: {start[d.name]!r} ({error})") from None
         self.start = {k: float(v) for k, v in start.items()}
+        if init not in INITS:
+            raise ValueError(f"Invalid init: {init!r} (must be one of {', '.join(INITS)})")
+        if step_size not in STEP_SIZES:
+            raise ValueError(f"Invalid step_size: {step_size!r} (must be one of {', '.join(STEP_SIZES)})")
+        if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+            raise ValueError(f"Invalid seeds: {seeds!r} (must be an integer >= 1)")
+        if covariance not in COVARIANCES:
+            raise ValueError(f"Invalid covariance: {covariance!r} (must be one of {', '.join(COVARIANCES)})")
+        self.init, self.step_size, self.seeds, self.covariance = init, step_size, int(seeds), covariance
+        self.bounds = self._check_bounds(bounds or {})
         self.generation = 0
         self.history: list[dict] = []
         self._mean_u = [rescale(self.start.get(d.name, d.default), d.scale) for d in self.space]
+        self._step = 1.0                      # s: σ_g = noise_g · s (1 unless step_size is "csa")
+        self._path = [0.0] * len(self.space)  # p: CSA's evolution path in rescaled space
+        self._cov = np.eye(len(self.space)).tolist()  # C: the search distribution's shape (identity unless rank_mu)
         self._asked: list[Individual] | None = None
+
+    def _check_bounds(self, bounds: Mapping[str, Sequence[float]]) -> dict[str, tuple[float, float]]:
+        """Every dimension's (low, high) in natural units: the given ones, else `default_bounds`."""
+        unknown = sorted(set(bounds) - {d.name for d in self.space})
+        if unknown:
+            raise ValueError(f"Invalid bounds: {unknown[0]!r} is not a hyperparameter "
+                             f"(must be one of {', '.join(d.name for d in self.space)})")
+        out = {}
+        for d in self.space:
+            pair = bounds.get(d.name, default_bounds(d))
+            try:
+                low, high = (float(v) for v in pair)
+                ok = rescale(low, d.scale) < rescale(high, d.scale)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"Invalid bounds for {d.name}: {pair!r} (must be [low, high], low < high, "
+                                 f"both valid on the {d.scale} scale)")
+            out[d.name] = (low, high)
+        return out
+
+    @property
+    def evaluations(self) -> int:
+        """Trials per generation: population × seeds; `tell` takes one fitness per index 0..evaluations − 1."""
+        return self.population * self.seeds
+
+    @property
+    def sigma(self) -> float:
+        """The current generation's noise σ in rescaled space (the schedule's noise × the adapted factor)."""
+        return self.generations[min(self.generation, len(self.generations) - 1)][0] * self._step
+
+    def _paper(self) -> bool:
+        """All options at their defaults: Appendix E's GA (its history and JSON keys only)."""
+        return (self.init, self.step_size, self.seeds, self.covariance) == ("mean", "schedule", 1, "identity")
+
+    def _uniform(self) -> bool:
+        return self.init == "uniform" and self.generation == 0
 
     @staticmethod
     def _check_generation(entry, i: int) -> tuple[float, int]:
@@ -195,32 +279,49 @@ class GeneticAlgorithm:
         return {d.name: u for d, u in zip(self.space, self._mean_u)}
 
     def ask(self) -> list[Individual]:
-        """The current generation's individuals: mean + N(0, σ²) per rescaled coordinate.
+        """The current generation's trials: individual i at mean + σ·N(0, I) per rescaled coordinate
+        (with init "uniform", generation 0's are uniform on the bounds' box instead), trained
+        `seeds` times as indices i, i + population, ...
 
-        Individual i is fixed by (tuner seed, name, generation, i, mean), so repeated calls
+        Individual i is fixed by (tuner seed, name, generation, i, mean, σ), so repeated calls
         return the same list until `tell`.
         """
         if self.done:
             raise RuntimeError(f"all {len(self.generations)} generations are told; nothing left to ask")
         if self._asked is None:
-            noise, steps = self.generations[self.generation]
+            steps = self.generations[self.generation][1]
+            sigma = self.sigma
+            box = [tuple(rescale(v, d.scale) for v in self.bounds[d.name]) for d in self.space]
             asked = []
             for index in range(self.population):
                 seed = individual_seed(self.seed, self.name, self.generation, index)
-                z = np.random.default_rng(seed).standard_normal(len(self.space))
-                hparams = {d.name: unrescale(u + noise * float(zi), d.scale)
-                           for d, u, zi in zip(self.space, self._mean_u, z)}
+                rng = np.random.default_rng(seed)
+                if self._uniform():
+                    u = [lo + (hi - lo) * float(r) for (lo, hi), r in zip(box, rng.random(len(self.space)))]
+                else:
+                    z = rng.standard_normal(len(self.space))
+                    if self.covariance == "rank_mu":
+                        z = self._root(+0.5) @ z
+                    u = [m + sigma * float(zi) for m, zi in zip(self._mean_u, z)]
+                hparams = {d.name: unrescale(ui, d.scale) for d, ui in zip(self.space, u)}
                 asked.append(Individual(self.generation, index, seed, hparams, steps))
+            for repeat in range(1, self.seeds):
+                for ind in asked[: self.population]:
+                    index = repeat * self.population + ind.index
+                    seed = individual_seed(self.seed, self.name, self.generation, index)
+                    asked.append(Individual(self.generation, index, seed, dict(ind.hparams), steps))
             self._asked = asked
         return list(self._asked)
 
     def tell(self, fitness: Mapping[int, float] | Sequence[float]) -> dict[str, float]:
-        """Record the fitness (lower is better) of every individual of the current generation.
+        """Record the fitness (lower is better) of every trial of the current generation.
 
+        An individual's fitness is the mean over its `seeds` trials (+inf if any is not finite).
         Next mean = mean in rescaled space of the better half (population // 2 lowest fitness,
         ties by index) of rescale(x_i), finite fitness only. If no fitness is finite, the mean
         stays, a warning is issued and the generation's history entry has `no_finite: True`.
-        Returns the new mean on the original scale and advances the generation.
+        With step_size "csa" the step factor is then adapted (module docstring). Returns the new
+        mean on the original scale and advances the generation.
         """
         if self.done:
             raise RuntimeError(f"all {len(self.generations)} generations are told; nothing left to tell")
@@ -229,43 +330,88 @@ class GeneticAlgorithm:
             table = {int(k): v for k, v in fitness.items()}
         else:
             table = dict(enumerate(fitness))
-        expected = set(range(self.population))
+        expected = set(range(self.evaluations))
         if set(table) != expected:
             missing, extra = sorted(expected - set(table)), sorted(set(table) - expected)
             raise ValueError(f"Invalid fitness: indices missing {missing}, unexpected {extra} "
-                             f"(must give one value per index 0..{self.population - 1})")
-        values = [float(table[i]) for i in range(self.population)]
+                             f"(must give one value per index 0..{self.evaluations - 1})")
+        trials = [float(table[i]) for i in range(self.evaluations)]
+        values = [self._averaged([trials[j * self.population + i] for j in range(self.seeds)])
+                  for i in range(self.population)]
         # The rescaled values that were evaluated: a decay clipped at 0 counts as u = 1, not below.
         rescaled = [[rescale(ind.hparams[d.name], d.scale) for d in self.space] for ind in individuals]
 
         finite = sorted((values[i], i) for i in range(self.population) if math.isfinite(values[i]))
         selected = [i for _, i in finite[: self.population // 2]]  # the better half; NaN/inf rank last
-        mean_before = list(self._mean_u)
-        if selected:
+        mean_before, sigma = list(self._mean_u), self.sigma
+        if selected and self._uniform():  # the better half of a box-wide draw averages to near its centre
+            self._mean_u = list(rescaled[selected[0]])
+        elif selected:
             self._mean_u = [math.fsum(rescaled[i][k] for i in selected) / len(selected)
                             for k in range(len(self.space))]
+            if self.step_size == "csa" and not self._uniform() and sigma > 0:
+                self._adapt(mean_before, sigma, len(selected))
+            if self.covariance == "rank_mu" and not self._uniform() and sigma > 0:
+                self._adapt_covariance(mean_before, sigma, [rescaled[i] for i in selected])
         else:
             warnings.warn(f"GA {self.name or '(unnamed)'} generation {self.generation}: no individual has a "
                           f"finite fitness; keeping the previous mean", RuntimeWarning, stacklevel=2)
         noise, steps = self.generations[self.generation]
         names = [d.name for d in self.space]
-        self.history.append({
+        entry = {
             "generation": self.generation,
             "noise": noise,
             "steps": steps,
             "mean": {d.name: unrescale(u, d.scale) for d, u in zip(self.space, mean_before)},
             "mean_rescaled": dict(zip(names, mean_before)),
             "individuals": [{"index": ind.index, "seed": ind.seed, "hparams": dict(ind.hparams),
-                             "rescaled": dict(zip(names, rescaled[ind.index])), "fitness": values[ind.index]}
+                             "rescaled": dict(zip(names, rescaled[ind.index % self.population])),
+                             "fitness": trials[ind.index]}
                             for ind in individuals],
             "selected": selected,
             "no_finite": not selected,
             "next_mean": self.mean,
             "next_mean_rescaled": self.mean_rescaled,
-        })
+        }
+        if not self._paper():  # the paper's GA: its keys only
+            entry.update(sigma=sigma, next_sigma=None, fitness=values)
+        self.history.append(entry)
         self.generation += 1
         self._asked = None
+        if "next_sigma" in entry:
+            entry["next_sigma"] = self.sigma if not self.done else noise * self._step
         return self.mean
+
+    @staticmethod
+    def _averaged(trials: list[float]) -> float:
+        """An individual's fitness: the mean of its trials, +inf unless all are finite."""
+        return math.fsum(trials) / len(trials) if all(math.isfinite(v) for v in trials) else math.inf
+
+    def _adapt(self, mean_before: list[float], sigma: float, mu: int) -> None:
+        """CMA-ES's cumulative step-size adaptation (module docstring), equal weights: μ_eff = μ."""
+        n = len(self.space)
+        c = (mu + 2.0) / (n + mu + 5.0)
+        d = 1.0 + 2.0 * max(0.0, math.sqrt((mu - 1.0) / (n + 1.0)) - 1.0) + c
+        chi = math.sqrt(n) * (1.0 - 1.0 / (4.0 * n) + 1.0 / (21.0 * n * n))  # E‖N(0, I_n)‖
+        gain = math.sqrt(c * (2.0 - c) * mu)
+        step = self._root(-0.5) @ ((np.array(self._mean_u) - np.array(mean_before)) / sigma)
+        self._path = [(1.0 - c) * p + gain * float(y) for p, y in zip(self._path, step)]
+        norm = math.sqrt(math.fsum(p * p for p in self._path))
+        self._step *= math.exp((c / d) * (norm / chi - 1.0))
+
+    def _root(self, power: float) -> np.ndarray:
+        """C^power (±½) by eigendecomposition; eigenvalues floored at 1e-12·max so C^−½ exists."""
+        values, vectors = np.linalg.eigh(np.array(self._cov))
+        values = np.maximum(values, 1e-12 * max(float(values.max()), 1e-300))
+        return (vectors * values**power) @ vectors.T
+
+    def _adapt_covariance(self, mean_before: list[float], sigma: float, chosen: list[list[float]]) -> None:
+        """CMA-ES's rank-μ update with equal weights (module docstring)."""
+        n, mu = len(self.space), len(chosen)
+        c_mu = min(1.0, 2.0 * (mu - 2.0 + 1.0 / mu) / ((n + 2.0) ** 2 + mu))
+        y = (np.array(chosen) - np.array(mean_before)) / sigma
+        cov = (1.0 - c_mu) * np.array(self._cov) + c_mu * (y.T @ y) / mu
+        self._cov = ((cov + cov.T) / 2).tolist()
 
     def best(self) -> dict[str, float]:
         """The tuned values: the final generation mean (as in the paper), on the original scale.
@@ -276,7 +422,8 @@ class GeneticAlgorithm:
 
     def to_json(self) -> str:
         """The whole state as standard JSON (no NaN/Infinity tokens); `from_json` restores it exactly."""
-        history = [dict(h, individuals=[dict(ind, fitness=_encode(ind["fitness"])) for ind in h["individuals"]])
+        history = [dict(h, individuals=[dict(ind, fitness=_encode(ind["fitness"])) for ind in h["individuals"]],
+                        **({"fitness": [_encode(v) for v in h["fitness"]]} if "fitness" in h else {}))
                    for h in self.history]
         state = {
             "format": FORMAT,
@@ -290,6 +437,10 @@ class GeneticAlgorithm:
             "mean_rescaled": self._mean_u,
             "history": history,
         }
+        if not self._paper():  # the paper's GA: its keys only
+            state.update(init=self.init, bounds={k: list(v) for k, v in self.bounds.items()},
+                         step_size=self.step_size, seeds=self.seeds, covariance=self.covariance,
+                         step=self._step, path=self._path, cov=self._cov)
         return json.dumps(state, allow_nan=False)
 
     @classmethod
@@ -300,12 +451,18 @@ class GeneticAlgorithm:
             raise ValueError(f"Invalid GA state: format {state.get('format') if isinstance(state, dict) else None!r} "
                              f"(must be {FORMAT!r})")
         ga = cls([tuple(d) for d in state["space"]], [tuple(g) for g in state["generations"]],
-                 state["population"], seed=state["seed"], name=state["name"], start=state["start"])
+                 state["population"], seed=state["seed"], name=state["name"], start=state["start"],
+                 init=state.get("init", "mean"), bounds=state.get("bounds"),
+                 step_size=state.get("step_size", "schedule"), seeds=state.get("seeds", 1),
+                 covariance=state.get("covariance", "identity"))
+        ga._step, ga._path = float(state.get("step", 1.0)), [float(p) for p in state.get("path", ga._path)]
+        ga._cov = [[float(v) for v in row] for row in state.get("cov", ga._cov)]
         if len(state["mean_rescaled"]) != len(ga.space):
             raise ValueError(f"Invalid GA state: mean_rescaled has {len(state['mean_rescaled'])} values "
                              f"(must have {len(ga.space)})")
         ga._mean_u = [float(u) for u in state["mean_rescaled"]]
         ga.generation = int(state["generation"])
-        ga.history = [dict(h, individuals=[dict(ind, fitness=_decode(ind["fitness"])) for ind in h["individuals"]])
+        ga.history = [dict(h, individuals=[dict(ind, fitness=_decode(ind["fitness"])) for ind in h["individuals"]],
+                           **({"fitness": [_decode(v) for v in h["fitness"]]} if "fitness" in h else {}))
                       for h in state["history"]]
         return ga

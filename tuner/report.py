@@ -41,6 +41,7 @@ from tuner.results import collect, held_out_names, markdown_table, sig, speed_ce
 from tuner.rundir import LOG, RunDir, atomic_write, atomic_write_text, safe_name
 from tuner.provenance import SEARCHERS, schedule_info, searcher, values_source
 from tuner.schedule import Schedule, space_for
+from tuner.space import ga_keywords
 
 DPI = 100
 FIGURES = "figures"
@@ -103,17 +104,18 @@ def finite_curves(records: list[dict]) -> tuple[list[dict], int]:
     return curves, diverged
 
 
-def ga_means(rd: RunDir, optimizer: str, space, schedule: dict, seed: int):
+def ga_means(rd: RunDir, optimizer: str, space, schedule: dict, seed: int, options: dict | None = None):
     """The GA's mean by generation, replayed from the tuning records (docs/paper.md §4).
 
     Returns (generations, means, individuals): means[j] is the mean that generated generation
     generations[j] (the last entry, at len(schedule generations), is the tuned value once all
     are told); individuals are the records. means is None when the records do not match a
     replay of this run's GA (another seed or schedule; then only the individuals are shown).
+    `options`: the GA's keyword options (`tuner.space.ga_keywords`; none for Appendix E's GA).
     """
     records = rd.individuals(optimizer)
     ga = GeneticAlgorithm(space, [(g["noise"], g["steps"]) for g in schedule["generations"]],
-                          schedule["population"], seed=seed, name=optimizer)
+                          schedule["population"], seed=seed, name=optimizer, **(options or {}))
     by_key = {(r["generation"], r["index"]): r for r in records}
     while not ga.done:
         individuals = ga.ask()
@@ -467,14 +469,16 @@ def write_figures(rd: RunDir, manifest: dict, out_dir: Path, paper_hparams: dict
     for o in tuned:
         try:
             task_names = None if manifest["task"] in tasks.available() else [manifest["task"]]
-            space = space_for(Schedule.from_dict(manifest["schedule"], task_names=task_names), o)
+            sched = Schedule.from_dict(manifest["schedule"], task_names=task_names)
+            space = space_for(sched, o)
         except ValueError as e:  # a schedule this version no longer accepts
             lines += [f"GA figure for {o} skipped: {e}", ""]
             continue
         if not space:  # nothing to tune (L2LBGDBGD)
             continue
         by_ga = searcher(manifest) == "ga"  # another searcher has no generation mean to replay
-        generations, means, records = (ga_means(rd, o, space, manifest["schedule"], manifest["seed"]) if by_ga
+        generations, means, records = (ga_means(rd, o, space, manifest["schedule"], manifest["seed"],
+                                                ga_keywords(sched, o)) if by_ga
                                        else (None, None, rd.individuals(o)))
         if not records:
             continue

@@ -22,6 +22,20 @@
       steps: 8000                       # steps per trial; default: the last generation's
       round: 8                          # trials asked, run and told together; default: 8 (TPE, CMA-ES), population (random)
       bounds: {lr: [1.0e-3, 10], L-BFGS: {tau: [10, 1.0e7]}}   # [low, high] of the value, all or one optimizer
+    ga:                                 # optional GA options beyond Appendix E (default: the paper's GA)
+      init: uniform                     #   mean (default: generation 0 around the defaults/start) or
+                                        #   uniform (generation 0 uniform in rescaled space over the box of
+                                        #   search.bounds, tuner.space: log [default·1e-3, default·1e3] and
+                                        #   decay 1 − y, y on [1e-4, 1] unless given; its row's noise is
+                                        #   unused; generation 1 starts at its best)
+      step_size: csa                    #   schedule (default: σ = the rows' noise) or csa (σ = noise ×
+                                        #   a factor adapted by CMA-ES's cumulative step-size adaptation)
+      covariance: rank_mu               #   identity (default) or rank_mu (the noise's shape adapted by
+                                        #   CMA-ES's rank-μ update, so it stretches along ridges)
+      seeds: 2                          #   trials per individual with different seeds, fitness averaged (default 1)
+
+`schedules/<task>-improved.yaml` use the `ga:` options (benchmarks/RESULTS.md, "Improved GA");
+`Schedule.individual_steps()` is the GA's budget per optimizer.
 
 Every error is a `ScheduleError` whose str is one line naming file, field, value and what is
 allowed, e.g. `schedules/x.yaml: generations[3].steps: -5 is not allowed (must be a positive integer)`.
@@ -39,7 +53,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from tuner.ga import SCALES, Dimension, rescale
+from tuner.ga import COVARIANCES, INITS, SCALES, STEP_SIZES, Dimension, rescale
 
 Generation = namedtuple("Generation", "noise steps")
 """One row of Table 5; a tuple, so `schedule.generations` goes straight to `GeneticAlgorithm`."""
@@ -48,12 +62,13 @@ FullRun = namedtuple("FullRun", "steps seeds time_milestone_s")
 """The full-length runs after tuning: steps, number of seeds, wall-clock milestone (s) or None."""
 
 REQUIRED = ("population", "generations", "optimizers", "full_run", "lr_scale")
-OPTIONAL = ("task", "task_options", "scales", "start", "search")
+OPTIONAL = ("task", "task_options", "scales", "start", "search", "ga")
 SPEC_KEYS, SPEC_OPTIONAL, HYPERPARAMETER_KEYS = ("name", "optimizer"), ("hyperparameters", "fixed"), ("default", "scale")
 FULL_RUN_KEYS = ("steps", "seeds", "time_milestone_s")
 GENERATION_KEYS = ("noise", "steps")
 SEARCHERS = ("ga", "random", "tpe", "cmaes")
 SEARCH_KEYS = ("searcher", "trials", "steps", "round", "bounds")
+GA_KEYS = ("init", "step_size", "covariance", "seeds")
 
 
 class ScheduleError(ValueError):
@@ -105,6 +120,7 @@ class Schedule:
     search: SearchSettings = field(default_factory=SearchSettings)
     source: str = field(default="<dict>", compare=False)
     optimizer_specs: dict[str, Any] = field(default_factory=dict)
+    ga: dict[str, Any] = field(default_factory=dict)   # GeneticAlgorithm's keyword options (`_validate_ga`)
 
     def to_dict(self) -> dict:
         """Plain data in the YAML layout (for run manifests); `Schedule.from_dict` reads it back."""
@@ -120,7 +136,13 @@ class Schedule:
             "scales": copy.deepcopy(self.scales),
             "start": copy.deepcopy(self.start),
             **({"search": self.search.to_dict()} if self.search.to_dict() else {}),
+            **({"ga": copy.deepcopy(self.ga)} if self.ga else {}),
         }
+
+    def individual_steps(self, optimizer_count: int = 1) -> int:
+        """The GA's budget: Σ over generations of population × seeds × steps (per optimizer)."""
+        seeds = self.ga.get("seeds", 1)
+        return optimizer_count * sum(self.population * seeds * g.steps for g in self.generations)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>", registry=None, task_names=None) -> "Schedule":
@@ -282,12 +304,14 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
     scale_of = lambda o, hp: scales.get(o, {}).get(hp, next(h.scale for h in hyperparameters(o) if h.name == hp))  # noqa: E731
     search = _validate_search(check, data.get("search"), population, rows, names, known,
                               lambda o: [h.name for h in hyperparameters(o)], scale_of)
+    ga = _validate_ga(check, _optional(data, "ga"))
+
     return Schedule(
         task=task, population=population, generations=tuple(rows), optimizers=tuple(names), optimizer_specs=specs,
         full_run=full_run, lr_scale=lr_scale, task_options=dict(task_options),
         scales={o: dict(e) for o, e in scales.items()},
         start={o: {k: float(v) for k, v in e.items()} for o, e in start.items()},
-        search=search, source=source)
+        search=search, source=source, ga=ga)
 
 
 def _validate_search(check: _Checker, data: Any, population: int, generations: list[Generation],
@@ -345,6 +369,29 @@ def _validate_search(check: _Checker, data: Any, population: int, generations: l
         for o in having:
             bounds[key] = pair(where, value, scale_of(o, key))
     return SearchSettings(searcher=searcher, bounds=bounds, **values)
+
+
+def _validate_ga(check: _Checker, ga: Any) -> dict[str, Any]:
+    """The `ga:` mapping as GeneticAlgorithm keyword options; only the keys given (absent: Appendix E's).
+    The uniform start's box is the `search.bounds` one (`tuner.space.ga_keywords` adds it)."""
+    check.mapping("ga", ga, "must be a mapping of GA options: " + ", ".join(GA_KEYS))
+    check.keys("ga", ga, (), GA_KEYS)
+    options = {}
+    if "init" in ga:
+        options["init"] = check.name("ga.init", ga["init"], list(INITS), "GA initialisations")
+    if "step_size" in ga:
+        options["step_size"] = check.name("ga.step_size", ga["step_size"], list(STEP_SIZES), "step-size rules")
+    if "covariance" in ga:
+        options["covariance"] = check.name("ga.covariance", ga["covariance"], list(COVARIANCES), "covariance rules")
+    if "seeds" in ga:
+        options["seeds"] = check.integer("ga.seeds", ga["seeds"], 1, "must be an integer >= 1")
+    return options
+
+
+def ga_options(schedule: Schedule) -> dict[str, Any]:
+    """The `GeneticAlgorithm` keyword options of the schedule's `ga:` mapping ({} for the paper's GA);
+    `tuner.space.ga_keywords` adds one optimizer's bounds for the uniform start."""
+    return dict(schedule.ga)
 
 
 def _optimizer_spec(check: _Checker, where: str, entry: dict, registry):
@@ -487,6 +534,7 @@ lr_scale: 1                      # multiplies the tuned lr before the full runs
 #   round: 8                     # trials run and told together (CMA-ES: its population); default: 8 (TPE, CMA-ES), population (random)
 #   bounds: {lr: [1.0e-4, 1]}    # [low, high] per hyperparameter (or {Adam: {lr: [...]}}); default:
 #                                # log: [default/1000, default·1000], decay: [0, 0.9999]
+# ga: {init: uniform, step_size: csa, covariance: rank_mu}   # the improved GA's options (README), not Appendix E's
 '''
 
 

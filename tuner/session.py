@@ -19,7 +19,7 @@ from tuner.results import summarise_full
 from tuner.rundir import RunDir, RunDirError
 from tuner.schedule import Schedule, space_for
 from tuner.search import OptunaSearch, rounds
-from tuner.space import bounded_space
+from tuner.space import bounded_space, ga_keywords
 
 ProgressFn = Callable[[dict], None]
 logger = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ class Session:
         searcher = self.schedule.search.searcher
         if searcher == "ga":
             self.gas[optimizer] = GeneticAlgorithm(space, list(self.schedule.generations), self.schedule.population,
-                                                   seed=self.seed, name=optimizer)
+                                                   seed=self.seed, name=optimizer,
+                                                   **ga_keywords(self.schedule, optimizer))
         else:
             self.gas[optimizer] = OptunaSearch(searcher, bounded_space(self.schedule, optimizer),
                                                rounds(self.schedule), seed=self.seed, name=optimizer)
@@ -172,7 +173,7 @@ class Session:
         fit = self.partial[optimizer]
         fit[index] = fitness
         self._emit(optimizer)
-        if len(fit) < len(self.gas[optimizer].ask()):  # the generation's (a round's) size
+        if len(fit) < len(self.gas[optimizer].ask()):  # the generation's trials (a GA's population × seeds, a round's size)
             return []
         generation = self.gas[optimizer].generation
         self._tell(optimizer, fit)
@@ -198,7 +199,7 @@ class Session:
         ga, partial = self.gas[optimizer], self.partial.get(optimizer, {})
         values = [i["fitness"] for h in ga.history for i in h["individuals"]] + list(partial.values())
         finite = [v for v in values if math.isfinite(v)]
-        sizes = [getattr(g, "size", ga.population) for g in ga.generations]  # a searcher's last round may be smaller
+        sizes = [getattr(g, "size", getattr(ga, "evaluations", ga.population)) for g in ga.generations]  # trials per generation/round
         done_steps = sum(h["steps"] * len(h["individuals"]) for h in ga.history)
         if not ga.done:
             done_steps += len(partial) * ga.generations[ga.generation][1]

@@ -17,22 +17,19 @@ from __future__ import annotations
 import math
 from collections import namedtuple
 
-from tuner.schedule import Schedule, space_for
-
-LOG_FACTOR = 1e3                 # log scale: [default / LOG_FACTOR, default · LOG_FACTOR]
-DECAY_BOUNDS = (0.0, 0.9999)     # decay scale: x ∈ [0, 0.9999], 1 − x ∈ [1e-4, 1]
+from tuner import ga
+from tuner.schedule import Schedule, ga_options, space_for
 
 Bounded = namedtuple("Bounded", "name default scale low high")
 """One searched hyperparameter with its interval [low, high] (values of the hyperparameter)."""
 
 
 def default_bounds(default: float, scale: str) -> tuple[float, float]:
-    """The documented default interval of a hyperparameter with this default and scale."""
-    if scale == "log":
-        return default / LOG_FACTOR, default * LOG_FACTOR
-    if scale == "decay":
-        return DECAY_BOUNDS
-    raise ValueError(f"Invalid scale: {scale!r} (must be log or decay)")
+    """The documented default interval of a hyperparameter with this default and scale (the GA's
+    own rule, `tuner.ga.default_bounds`, so a uniform GA start and the searchers share one box)."""
+    if scale not in ("log", "decay"):
+        raise ValueError(f"Invalid scale: {scale!r} (must be log or decay)")
+    return ga.default_bounds(ga.Dimension("", default, scale))
 
 
 def bounded_space(schedule: Schedule, optimizer: str, registry=None) -> list[Bounded]:
@@ -66,3 +63,12 @@ def from_unit(dim: Bounded, t: float) -> float:
     a uniform t gives the log-uniform distribution above (e.g. a broad first GA generation)."""
     lo, hi = log_interval(dim)
     return value(dim, math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo))))
+
+
+def ga_keywords(schedule: Schedule, optimizer: str, registry=None) -> dict:
+    """`GeneticAlgorithm`'s keyword options for `optimizer`: the schedule's `ga:` mapping, plus, for
+    the uniform start (`init: uniform`), the box of `bounded_space` (the same as the searchers')."""
+    options = ga_options(schedule)
+    if options.get("init") == "uniform":
+        options["bounds"] = {d.name: (d.low, d.high) for d in bounded_space(schedule, optimizer, registry)}
+    return options

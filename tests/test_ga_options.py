@@ -1,0 +1,256 @@
+"""The GA's options beyond Appendix E (tuner/ga.py): a uniform first generation, cumulative
+step-size adaptation, several seeds per individual, their JSON state, and that the defaults are
+the paper's GA. References are written out here: the bounds rule, the uniform CDF, CSA's
+formulas with hand-computed constants, per-seed means and the better half sorted by hand."""
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tuner.ga import GeneticAlgorithm, default_bounds, individual_seed, rescale
+
+SPACE = [("lr", 1e-3, "log"), ("beta1", 0.9, "decay"), ("momentum", 0.0, "decay")]
+fast = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def u_of(x, scale):
+    return math.log(x) if scale == "log" else 1.0 - math.log(1.0 - x)
+
+
+def ks_uniform(samples, low, high) -> float:
+    """Kolmogorov–Smirnov distance of `samples` from the uniform distribution on [low, high]."""
+    x = np.sort((np.asarray(samples) - low) / (high - low))
+    n = len(x)
+    return float(max(np.max(np.arange(1, n + 1) / n - x), np.max(x - np.arange(n) / n)))
+
+
+# --- defaults are Appendix E ----------------------------------------------------------------
+
+def test_default_options_are_the_papers_ga_bit_for_bit():
+    generations = [(3.0, 10), (1.0, 10)]
+    plain = GeneticAlgorithm(SPACE, generations, 6, seed=4, name="Adam")
+    explicit = GeneticAlgorithm(SPACE, generations, 6, seed=4, name="Adam", init="mean", step_size="schedule", seeds=1)
+    for g in range(2):
+        assert plain.ask() == explicit.ask()
+        assert [i.seed for i in plain.ask()] == [individual_seed(4, "Adam", g, i) for i in range(6)]
+        fitness = [float((7 * i) % 5) for i in range(6)]
+        plain.tell(fitness), explicit.tell(fitness)
+    assert plain.to_json() == explicit.to_json()
+    state = json.loads(plain.to_json())
+    assert not {"init", "step_size", "seeds", "covariance", "step", "path", "cov"} & set(state)  # the paper's state, as before
+    assert not {"sigma", "fitness"} & set(plain.history[0])
+
+
+# --- init: uniform --------------------------------------------------------------------------
+
+def test_default_bounds_follow_the_documented_rule():
+    assert default_bounds(type("D", (), {"default": 0.01, "scale": "log"})) == pytest.approx((1e-5, 10.0))
+    assert default_bounds(type("D", (), {"default": 0.9, "scale": "decay"})) == (0.0, 0.9999)
+
+
+def test_uniform_first_generation_lies_in_the_bounds_and_is_uniform_in_rescaled_space():
+    """4000 draws, fixed seed: each rescaled coordinate within its box, KS distance from the
+    uniform CDF below the 1 % critical value 1.63/√n; the box of `bounds` (natural units) is used
+    where given, the default rule elsewhere; the mean (not used by generation 0) is ignored."""
+    n = 4000
+    bounds = {"lr": (1e-3, 10.0)}
+    ga = GeneticAlgorithm(SPACE, [(3.0, 10), (1.0, 10)], n, seed=11, name="Adam", init="uniform", bounds=bounds,
+                          start={"lr": 1e6})
+    individuals = ga.ask()
+    boxes = {"lr": (math.log(1e-3), math.log(10.0)),
+             "beta1": (1.0, 1.0 + math.log(1e4)),       # decay: 1 − y, y on [1e-4, 1]
+             "momentum": (1.0, 1.0 + math.log(1e4))}
+    for name, _, scale in SPACE:
+        low, high = boxes[name]
+        u = [u_of(i.hparams[name], scale) for i in individuals]
+        assert low - 1e-12 <= min(u) and max(u) <= high + 1e-12
+        assert ks_uniform(u, low, high) < 1.63 / math.sqrt(n)
+    # The draws are independent across coordinates: correlation of lr and beta1 near 0.
+    lr = [u_of(i.hparams["lr"], "log") for i in individuals]
+    beta1 = [u_of(i.hparams["beta1"], "decay") for i in individuals]
+    assert abs(np.corrcoef(lr, beta1)[0, 1]) < 4 / math.sqrt(n)
+
+
+def test_after_a_uniform_generation_the_mean_is_its_best_individual_and_generation_one_is_gaussian():
+    ga = GeneticAlgorithm(SPACE, [(3.0, 10), (0.5, 20)], 8, seed=2, init="uniform")
+    first = ga.ask()
+    fitness = [abs(u_of(i.hparams["lr"], "log") - math.log(0.1)) for i in first]  # best near lr 0.1
+    ga.tell(fitness)
+    best = min(range(8), key=lambda i: (fitness[i], i))
+    expected = {n: u_of(first[best].hparams[n], s) for n, _, s in SPACE}
+    assert ga.mean_rescaled == pytest.approx(expected, rel=1e-13)
+    second = ga.ask()
+    for ind in second:  # mean + 0.5 · z, z from the individual's own generator
+        z = np.random.default_rng(ind.seed).standard_normal(3)
+        for (name, _, scale), zk in zip(SPACE, z):
+            if scale == "log" or expected[name] + 0.5 * zk > 1.0:  # decay clips below u = 1
+                assert u_of(ind.hparams[name], scale) == pytest.approx(expected[name] + 0.5 * zk, rel=1e-12)
+    assert all(i.steps == 20 for i in second)
+
+
+@pytest.mark.parametrize("bounds, field", [
+    ({"eps": (1e-3, 1.0)}, "bounds"), ({"lr": (1.0, 1e-3)}, "bounds for lr"), ({"lr": (0.0, 1.0)}, "bounds for lr"),
+    ({"beta1": (0.5, 1.0)}, "bounds for beta1"), ({"lr": (1.0,)}, "bounds for lr"),
+])
+def test_invalid_bounds_raise_one_line_errors(bounds, field):
+    with pytest.raises(ValueError, match=field) as error:
+        GeneticAlgorithm(SPACE, [(1.0, 10)], 4, init="uniform", bounds=bounds)
+    assert "\n" not in str(error.value)
+
+
+# --- step_size: csa -------------------------------------------------------------------------
+
+def _run(ga, f):
+    sigmas = [ga.sigma]
+    while not ga.done:
+        ga.tell([f(i) for i in ga.ask()])
+        sigmas.append(ga.sigma)
+    return sigmas
+
+
+def test_csa_grows_sigma_on_a_linear_slope_and_shrinks_it_on_a_sphere():
+    """f = u_lr (a slope: the mean keeps moving one way) vs f = ‖u − mean₀‖² (the mean sits at
+    the optimum): over 12 generations of noise 1, σ grows more than 4-fold vs shrinks more than 2-fold;
+    the schedule rule keeps σ = 1 on both."""
+    space = [("lr", 1e-2, "log"), ("tau", 1e4, "log")]
+    center = [math.log(1e-2), math.log(1e4)]
+    slope = lambda i: math.log(i.hparams["lr"])  # noqa: E731
+    sphere = lambda i: sum((math.log(i.hparams[n]) - c) ** 2 for n, c in zip(("lr", "tau"), center))  # noqa: E731
+    for seed in range(3):
+        up = _run(GeneticAlgorithm(space, [(1.0, 5)] * 12, 16, seed=seed, step_size="csa"), slope)
+        down = _run(GeneticAlgorithm(space, [(1.0, 5)] * 12, 16, seed=seed, step_size="csa"), sphere)
+        assert up[-1] > 4.0 and all(b > a for a, b in zip(up, up[1:]))
+        assert down[-1] < 0.5 and down[-1] < down[len(down) // 2] < 1.0
+        assert _run(GeneticAlgorithm(space, [(1.0, 5)] * 12, 16, seed=seed), slope) == [1.0] * 13
+
+
+def test_csa_one_step_matches_the_formulas_written_out():
+    """n = 3, μ = 4 (population 8): c = 6/12 = 0.5, d = 1 + 2·max(0, √(3/4) − 1) + 0.5 = 1.5,
+    E‖N(0, I₃)‖ ≈ √3·(1 − 1/12 + 1/189); after one generation p = √(0.5·1.5·4)·Δmean/σ and
+    σ₁ = noise₁ · exp((0.5/1.5)(‖p‖/χ − 1)); the schedule's noise ratio still applies."""
+    ga = GeneticAlgorithm(SPACE, [(2.0, 10), (1.0, 10)], 8, seed=5, step_size="csa", start={"momentum": 0.5})
+    before = [ga.mean_rescaled[n] for n, _, _ in SPACE]
+    first = ga.ask()
+    fitness = [float(i) for i in range(8)]  # the better half: individuals 0..3
+    ga.tell(fitness)
+    after = [sum(u_of(first[i].hparams[n], s) for i in range(4)) / 4 for n, _, s in SPACE]
+    p = [math.sqrt(0.5 * 1.5 * 4) * (a - b) / 2.0 for a, b in zip(after, before)]
+    chi = math.sqrt(3) * (1 - 1 / 12 + 1 / 189)
+    assert ga.sigma == pytest.approx(1.0 * math.exp((0.5 / 1.5) * (math.hypot(*p) / chi - 1)), rel=1e-12)
+    assert ga.history[0]["sigma"] == 2.0 and ga.history[0]["next_sigma"] == ga.sigma
+
+
+# --- seeds: k trials per individual ---------------------------------------------------------
+
+def test_several_seeds_per_individual_share_hparams_and_their_fitness_is_the_mean():
+    population, k = 6, 3
+    ga = GeneticAlgorithm(SPACE, [(2.0, 10), (1.0, 10)], population, seed=9, name="Yogi", seeds=k)
+    plain = GeneticAlgorithm(SPACE, [(2.0, 10), (1.0, 10)], population, seed=9, name="Yogi")
+    trials = ga.ask()
+    assert ga.evaluations == len(trials) == population * k and [t.index for t in trials] == list(range(18))
+    assert trials[:population] == plain.ask()  # the first seed is the paper's individual
+    for t in trials:
+        assert t.hparams == trials[t.index % population].hparams
+        assert t.seed == individual_seed(9, "Yogi", 0, t.index)
+    assert len({t.seed for t in trials}) == 18
+    rng = np.random.default_rng(0)
+    fitness = {t.index: float(rng.uniform(0, 10)) for t in trials}
+    fitness[7] = math.nan  # individual 1's second seed diverged: individual 1 ranks last
+    ga.tell(fitness)
+    means = [sum(fitness[i + j * population] for j in range(k)) / k for i in range(population)]
+    means[1] = math.inf
+    chosen = sorted(range(population), key=lambda i: (means[i], i))[:3]
+    assert ga.history[0]["selected"] == chosen
+    assert ga.history[0]["fitness"][:1] + ga.history[0]["fitness"][2:] == pytest.approx(means[:1] + means[2:],
+                                                                                        rel=1e-15)
+    expected = {n: sum(u_of(trials[i].hparams[n], s) for i in chosen) / 3 for n, _, s in SPACE}
+    assert ga.mean_rescaled == pytest.approx(expected, rel=1e-13)
+    assert [i["fitness"] for i in ga.history[0]["individuals"]] == [fitness[i] for i in range(18)] or math.isnan(
+        ga.history[0]["individuals"][7]["fitness"])
+    with pytest.raises(ValueError, match=r"indices missing \[17\]"):
+        ga.tell({i: 1.0 for i in range(17)})
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(init="broad"), "init"), (dict(step_size="1/5"), "step_size"), (dict(seeds=0), "seeds"),
+    (dict(seeds=1.5), "seeds"), (dict(seeds=True), "seeds"), (dict(covariance="full"), "covariance"),
+])
+def test_invalid_options_raise_one_line_errors_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=f"Invalid {field}") as error:
+        GeneticAlgorithm(SPACE, [(1.0, 10)], 4, **kwargs)
+    assert "\n" not in str(error.value)
+
+
+# --- JSON state with every option -----------------------------------------------------------
+
+@fast
+@given(seed=st.integers(0, 2**32), told=st.integers(0, 4), data=st.data())
+def test_json_round_trip_with_every_option_is_exact_mid_run_and_continues_identically(seed, told, data):
+    generations = [(3.0, 10), (1.5, 20), (1.5, 30), (1.0, 40)]
+    options = dict(init="uniform", bounds={"lr": (1e-4, 3.0)}, step_size="csa", seeds=2, covariance="rank_mu")
+    ga = GeneticAlgorithm(SPACE, generations, 5, seed=seed, name="Momentum", **options)
+    values = st.one_of(st.floats(-1e6, 1e6), st.sampled_from([math.nan, math.inf]))
+    fitness = [data.draw(st.lists(values, min_size=10, max_size=10)) for _ in generations]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for g in range(told):
+            ga.tell(fitness[g])
+        text = ga.to_json()
+        json.loads(text, parse_constant=lambda token: pytest.fail(f"non-standard JSON {token}"))
+        restored = GeneticAlgorithm.from_json(text)
+        assert restored.to_json() == text
+        assert (restored.sigma, restored._path, restored._cov) == (ga.sigma, ga._path, ga._cov)
+        for g in range(told, len(generations)):
+            assert restored.ask() == ga.ask()
+            ga.tell(fitness[g]), restored.tell(fitness[g])
+    assert restored.to_json() == ga.to_json() and restored.done
+
+
+# --- covariance: rank_mu --------------------------------------------------------------------
+
+def test_rank_mu_one_step_matches_the_formula_and_generation_one_samples_with_its_square_root():
+    """n = 3, μ = 4: c_μ = 2(4 − 2 + 1/4)/((3 + 2)² + 4) = 4.5/29; C₁ = (1 − c_μ)·I + c_μ·(1/4)Σ yyᵀ,
+    y = (u_i − mean₀)/σ₀ over the better half; generation 1's u = mean₁ + σ₁·C₁^½·z (scipy's sqrtm)."""
+    from scipy.linalg import sqrtm
+
+    ga = GeneticAlgorithm(SPACE, [(2.0, 10), (0.5, 10)], 8, seed=3, covariance="rank_mu", start={"momentum": 0.9})
+    before = np.array([ga.mean_rescaled[n] for n, _, _ in SPACE])
+    first = ga.ask()
+    ga.tell([float(-i) for i in range(8)])  # the better half: individuals 7, 6, 5, 4
+    y = np.array([[u_of(first[i].hparams[n], s) for n, _, s in SPACE] for i in (4, 5, 6, 7)]) - before
+    y /= 2.0
+    c_mu = 4.5 / 29
+    cov = (1 - c_mu) * np.eye(3) + c_mu * sum(np.outer(v, v) for v in y) / 4
+    np.testing.assert_allclose(np.array(ga._cov), cov, rtol=1e-12)
+    mean = np.array([ga.mean_rescaled[n] for n, _, _ in SPACE])
+    root = np.real(sqrtm(cov))
+    for ind in ga.ask():
+        z = np.random.default_rng(ind.seed).standard_normal(3)
+        expected = mean + 0.5 * root @ z
+        got = [u_of(ind.hparams[n], s) for n, _, s in SPACE]
+        for (name, _, scale), e, g in zip(SPACE, expected, got):
+            if scale == "log" or e > 1.0:  # decay clips below u = 1
+                assert g == pytest.approx(e, rel=1e-10, abs=1e-12)
+
+
+def test_rank_mu_stretches_the_noise_along_a_diagonal_ridge():
+    """f = 100·(u₁ − u₂)² + (u₁ + u₂): a valley along (1, 1) sloping down. After 10 generations
+    C’s leading eigenvector lies within 10° of the valley and its eigenvalues differ > 5-fold;
+    the mean has moved further down the valley than the identity-covariance GA's."""
+    space = [("a", 1.0, "log"), ("b", 1.0, "log")]
+    f = lambda i: 100 * (math.log(i.hparams["a"]) - math.log(i.hparams["b"])) ** 2 + math.log(i.hparams["a"] * i.hparams["b"])  # noqa: E731
+    for seed in range(3):
+        shaped = GeneticAlgorithm(space, [(0.3, 5)] * 10, 16, seed=seed, covariance="rank_mu")
+        plain = GeneticAlgorithm(space, [(0.3, 5)] * 10, 16, seed=seed)
+        for ga in (shaped, plain):
+            while not ga.done:
+                ga.tell([f(i) for i in ga.ask()])
+        values, vectors = np.linalg.eigh(np.array(shaped._cov))
+        lead = vectors[:, -1] * np.sign(vectors[0, -1])
+        assert math.degrees(math.acos(abs(lead @ np.array([1, 1]) / math.sqrt(2)))) < 10
+        assert values[-1] > 5 * values[0]
+        assert sum(shaped.mean_rescaled.values()) < sum(plain.mean_rescaled.values())
