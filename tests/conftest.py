@@ -103,6 +103,19 @@ class LinearFit(Task):
 '''
 
 
+def drive_session(session, jobs, stop_after=None) -> int:
+    """Run a `tuner.session.Session`'s `jobs` and what they unlock in this process (no Ray), first
+    in first out, as workers would; stop after `stop_after` jobs (an interruption). Returns how many ran."""
+    from tuner.trial import run_job
+
+    queue, done = list(jobs), 0
+    while queue and (stop_after is None or done < stop_after):
+        job = queue.pop(0)
+        queue += session.on_result(job, run_job(job))
+        done += 1
+    return done
+
+
 def train_by_hand(task, opt, steps: int) -> list[float]:
     """The loop anyone would write (sample, zero grads, loss, backward, step): the reference that
     the trial loop and tasks' resume are compared with. Returns each step's loss."""

@@ -13,6 +13,8 @@ from tuner.schedule import Schedule
 from tuner.session import Session, full_run_seed
 from tuner.trial import BatchJob, Job, run_job, run_trial
 
+from conftest import drive_session
+
 OPTIMIZERS = ["Adam", "LODO"]
 
 
@@ -31,14 +33,6 @@ def _session(path, schedule: Schedule, batch: bool, workers: int = 2) -> Session
     return session
 
 
-def _drive(session: Session, jobs, stop_after=None) -> int:
-    """Run `jobs` and what they unlock in this process, first in first out; stop after `stop_after` jobs."""
-    queue, done = list(jobs), 0
-    while queue and (stop_after is None or done < stop_after):
-        job = queue.pop(0)
-        queue += session.on_result(job, run_job(job))
-        done += 1
-    return done
 
 
 def _records(path) -> tuple[dict, dict, dict]:
@@ -54,7 +48,7 @@ def test_batched_and_unbatched_sessions_give_the_same_records_and_tuned_values(t
         session = _session(tmp_path / str(batch), schedule, batch)
         jobs = session.start(OPTIMIZERS)
         assert all(isinstance(j, BatchJob) for j in jobs) == batch
-        _drive(session, jobs)
+        drive_session(session, jobs)
         runs[batch] = _records(tmp_path / str(batch))
     (tuning, full, tuned), (tuning_ref, full_ref, tuned_ref) = runs[True], runs[False]
     assert tuned == tuned_ref  # the same ranking, so the same GA means, bit for bit
@@ -81,19 +75,19 @@ def test_a_resume_after_an_interruption_mid_generation_recomputes_only_the_missi
     individuals and gives the uninterrupted run's records, bit for bit."""
     schedule = _schedule()
     straight = _session(tmp_path / "straight", schedule, batch=True, workers=4)
-    _drive(straight, straight.start(OPTIMIZERS))
+    drive_session(straight, straight.start(OPTIMIZERS))
 
     first = _session(tmp_path / "cut", schedule, batch=True, workers=4)
     jobs = first.start(OPTIMIZERS)
     assert [len(j.jobs) for j in jobs] == [2, 2, 2, 2]
-    _drive(first, jobs, stop_after=5)  # 4 chunks of generation 0, then 1 of generation 1
+    drive_session(first, jobs, stop_after=5)  # 4 chunks of generation 0, then 1 of generation 1
     assert len(list((tmp_path / "cut" / "tuning").rglob("g01-*.json"))) == 2
 
     resumed = _session(tmp_path / "cut", schedule, batch=True, workers=4)
     jobs = resumed.start(OPTIMIZERS)
     lanes = [j.key for batch in jobs for j in batch.jobs]
     assert len(lanes) == 6 and all(key[2] == 1 for key in lanes)  # only generation 1's missing individuals
-    _drive(resumed, jobs)
+    drive_session(resumed, jobs)
     assert (resumed.reused, resumed.ran) == (10, 6)
     (tuning, full, tuned), (tuning_ref, full_ref, tuned_ref) = _records(tmp_path / "cut"), _records(tmp_path / "straight")
     assert tuned == tuned_ref

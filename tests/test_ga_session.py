@@ -17,9 +17,9 @@ from tuner.rundir import RunDir
 from tuner.schedule import Schedule, load_schedule, space_for
 from tuner.session import Session
 from tuner.space import ga_keywords
-from tuner.trial import run_job, run_trial
+from tuner.trial import run_trial
 
-from conftest import LINEAR_FIT_TASK
+from conftest import LINEAR_FIT_TASK, drive_session
 
 SCHEDULES = Path(__file__).parents[1] / "schedules"
 OPTIONS = {"init": "uniform", "step_size": "csa", "covariance": "rank_mu", "seeds": 2}
@@ -68,12 +68,6 @@ def _session(path, schedule, batch=True) -> Session:
     return session
 
 
-def _drive(session, jobs, stop_after=None) -> None:
-    queue, done = list(jobs), 0
-    while queue and (stop_after is None or done < stop_after):
-        job = queue.pop(0)
-        queue += session.on_result(job, run_job(job))
-        done += 1
 
 
 def test_the_uniform_start_gets_the_search_box_of_its_own_hyperparameters():
@@ -89,14 +83,14 @@ def test_a_session_with_every_option_gives_the_hand_driven_gas_values_and_resume
     session stops mid-generation 1; the resumed one runs only what is missing, to the same values."""
     schedule = _schedule()
     straight = _session(tmp_path / "straight", schedule)
-    _drive(straight, straight.start(schedule.optimizers))
+    drive_session(straight, straight.start(schedule.optimizers))
     for optimizer in schedule.optimizers:
         assert straight.raw[optimizer] == pytest.approx(_by_hand(schedule, optimizer, 1), rel=1e-12)
         assert len(list((tmp_path / "straight" / "tuning" / optimizer).glob("g*-i*.json"))) == 16
     first = _session(tmp_path / "cut", schedule)
-    _drive(first, first.start(schedule.optimizers), stop_after=5)  # 4 chunks of generation 0, 1 of generation 1
+    drive_session(first, first.start(schedule.optimizers), stop_after=5)  # 4 chunks of generation 0, 1 of generation 1
     resumed = _session(tmp_path / "cut", schedule)
-    _drive(resumed, resumed.start(schedule.optimizers))
+    drive_session(resumed, resumed.start(schedule.optimizers))
     assert (resumed.reused, resumed.ran) == (20, 12)
     assert resumed.raw == straight.raw  # bit-identical
     records = lambda p: {q.name: json.loads(q.read_text())["fitness"] for q in p.rglob("g*-i*.json")}  # noqa: E731
@@ -134,7 +128,7 @@ def test_a_user_task_is_tuned_with_the_improved_options(tmp_path):
     plan = make_plan(f"{module}:LinearFit", schedule=schedule, run_dir=tmp_path / "run", full_runs=False)
     rd = RunDir.create(tmp_path / "run", task=plan.task, schedule=schedule.to_dict(), seed=0, optimizers=["Adam"])
     session = Session(rd, schedule, 0, full_runs=False, task=plan.spec.ref)
-    _drive(session, session.start(["Adam"]))
+    drive_session(session, session.start(["Adam"]))
     assert (session.ran, session.errors) == (16, 0)
     history = session.gas["Adam"].history
     assert all(1e-3 <= i["hparams"]["lr"] <= 1.0 for i in history[0]["individuals"])  # uniform within the bounds

@@ -19,9 +19,9 @@ from tuner.schedule import Schedule, ScheduleError, load_schedule
 from tuner.search import WORST, OptunaSearch, Round, budget, rounds
 from tuner.session import Session
 from tuner.space import Bounded, bounded_space, default_bounds, from_unit
-from tuner.trial import run_job, run_trial
+from tuner.trial import run_trial
 
-from conftest import LINEAR_FIT_TASK
+from conftest import LINEAR_FIT_TASK, drive_session
 
 pytest.importorskip("optuna")
 pytest.importorskip("cmaes")
@@ -37,14 +37,6 @@ def _schedule(searcher="tpe", optimizers=("Adam",), **search) -> Schedule:
                                "search": {"searcher": searcher, "round": 4, "bounds": {"lr": [1e-3, 1.0]}, **search}})
 
 
-def _drive(session: Session, jobs, stop_after=None) -> int:
-    """Run `jobs` and what they unlock in this process (no Ray), first in first out."""
-    queue, done = list(jobs), 0
-    while queue and (stop_after is None or done < stop_after):
-        job = queue.pop(0)
-        queue += session.on_result(job, run_job(job))
-        done += 1
-    return done
 
 
 def _session(path, schedule: Schedule, seed=0) -> Session:
@@ -194,7 +186,7 @@ def test_a_user_task_and_optimizer_are_tuned_by_tpe(tmp_path):
         rd = RunDir.create(tmp_path / "r", task=spec.name, schedule=schedule.to_dict(), seed=0,
                            optimizers=["SGD-search"])
         session = Session(rd, schedule, 0, full_runs=True, task=spec.ref)
-        _drive(session, session.start(["SGD-search"]))
+        drive_session(session, session.start(["SGD-search"]))
     finally:
         lodo.unregister(optimizer.name)
     records = _records(tmp_path / "r", "SGD-search")
@@ -210,22 +202,22 @@ def test_same_seed_same_values_other_seed_other_values_and_resume_mid_round(tmp_
     tuned = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         session = _session(tmp_path / name, schedule, seed)
-        _drive(session, session.start(["Adam"]))
+        drive_session(session, session.start(["Adam"]))
         tuned[name] = session.hyperparameters["Adam"]
     assert tuned["a"] == tuned["b"] and tuned["a"] != tuned["c"]
 
     session = _session(tmp_path / "d", schedule)
-    assert _drive(session, session.start(["Adam"]), stop_after=6) == 6  # the driver dies in round 1
+    assert drive_session(session, session.start(["Adam"]), stop_after=6) == 6  # the driver dies in round 1
     resumed = _session(tmp_path / "d", schedule)
     jobs = resumed.start(["Adam"])
     assert [j.key[2:] for j in jobs] == [(1, 2), (1, 3)]  # only what is missing
-    _drive(resumed, jobs)
+    drive_session(resumed, jobs)
     assert resumed.hyperparameters["Adam"] == tuned["a"] and _records(tmp_path / "d") == _records(tmp_path / "a")
 
 
 def test_random_search_in_a_session_tunes_to_its_best_trial(tmp_path):
     session = _session(tmp_path / "r", _schedule("random"))
-    _drive(session, session.start(["Adam"]))
+    drive_session(session, session.start(["Adam"]))
     records = _records(tmp_path / "r")
     assert len(records) == 8
     assert session.hyperparameters["Adam"] == min(records.values(), key=lambda r: r["fitness"])["hparams"]
@@ -235,7 +227,7 @@ def test_random_search_in_a_session_tunes_to_its_best_trial(tmp_path):
 
 def test_a_record_of_another_searcher_is_refused_on_resume(tmp_path):
     session = _session(tmp_path / "r", _schedule("tpe"))
-    _drive(session, session.start(["Adam"]), stop_after=4)
+    drive_session(session, session.start(["Adam"]), stop_after=4)
     with pytest.raises(RunDirError, match="does not match this run's random searcher"):
         _session(tmp_path / "r", _schedule("random")).start(["Adam"])
 

@@ -740,6 +740,22 @@ def _builtin(task) -> bool:
     return isinstance(task, str) and task in tasks.available()
 
 
+
+def _environmental(error: BaseException, start: float) -> dict:
+    """A result the environment failed (out of memory): the executor retries it, never a fitness."""
+    return {"environmental": {"error": type(error).__name__, "message": str(error)},
+            "seconds": time.perf_counter() - start, "pid": os.getpid()}
+
+
+def _failed(error: BaseException, start: float) -> dict:
+    """A result that raised (call from an except block): its traceback; a refused checkpoint is kept
+    for the user to decide (`keep_checkpoint`)."""
+    out = {"error": traceback.format_exc(), "seconds": time.perf_counter() - start, "pid": os.getpid(),
+           "keep_checkpoint": isinstance(error, CheckpointError)}
+    if isinstance(error, CheckpointError):
+        out["checkpoint_error"] = str(error)
+    return out
+
 def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> dict:
     """Run one job in this process and summarise it (what an actor sends back).
 
@@ -778,14 +794,9 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
                     break
                 cap *= 2
     except (torch.OutOfMemoryError, MemoryError) as e:  # the node's memory, not the hyperparameters
-        return {"environmental": {"error": type(e).__name__, "message": str(e)},
-                "seconds": time.perf_counter() - start, "pid": os.getpid()}
+        return _environmental(e, start)
     except Exception as e:
-        out = {"error": traceback.format_exc(), "seconds": time.perf_counter() - start, "pid": os.getpid(),
-               "keep_checkpoint": isinstance(e, CheckpointError)}
-        if isinstance(e, CheckpointError):
-            out["checkpoint_error"] = str(e)
-        return out
+        return _failed(e, start)
     out = {"final_loss": math.inf if res.diverged else float(res.final_loss), "diverged": bool(res.diverged),
            "seconds": time.perf_counter() - start, "trial_seconds": float(res.seconds),
            "steps_per_second": float(res.steps_per_second), "evaluations": int(len(res.losses)),
@@ -818,11 +829,9 @@ def run_batch_job(batch: BatchJob, device: str = "cpu", checkpoint_every_s: floa
                                     checkpoints=[j.checkpoint for j in jobs] if full else None,
                                     checkpoint_every_s=checkpoint_every_s)
     except (torch.OutOfMemoryError, MemoryError) as e:  # the environment's: the executor retries the batch
-        return {"environmental": {"error": type(e).__name__, "message": str(e)},
-                "seconds": time.perf_counter() - start, "pid": os.getpid()}
+        return _environmental(e, start)
     except CheckpointError as e:  # the user decides (as run_job): every lane's checkpoint stays
-        return {"error": traceback.format_exc(), "seconds": time.perf_counter() - start, "pid": os.getpid(),
-                "keep_checkpoint": True, "checkpoint_error": str(e)}
+        return _failed(e, start)
     except Exception:
         reason = traceback.format_exc().strip().splitlines()[-1]
         out = [dict(run_job(job, device, checkpoint_every_s), batch_error=reason) for job in jobs]
@@ -855,13 +864,8 @@ def _run_lane_alone(job: Job, device: str, checkpoint_every_s: float) -> dict:
                                   task_options=dict(job.task_options), device=device,
                                   observe_every=observe_every_for(job.steps), checkpoints=[job.checkpoint],
                                   checkpoint_every_s=checkpoint_every_s)
-    except (torch.OutOfMemoryError, MemoryError) as e:
-        return {"environmental": {"error": type(e).__name__, "message": str(e)},
-                "seconds": time.perf_counter() - start, "pid": os.getpid()}
+    except (torch.OutOfMemoryError, MemoryError) as e:  # the node's memory, not the hyperparameters
+        return _environmental(e, start)
     except Exception as e:
-        out = {"error": traceback.format_exc(), "seconds": time.perf_counter() - start, "pid": os.getpid(),
-               "keep_checkpoint": isinstance(e, CheckpointError)}
-        if isinstance(e, CheckpointError):
-            out["checkpoint_error"] = str(e)
-        return out
+        return _failed(e, start)
     return _lane_summary(res, time.perf_counter() - start, 1, True)
