@@ -161,6 +161,7 @@ def test_batch_must_be_a_bool():
         Resources(batch="no")
 
 
+@pytest.mark.slow  # end to end through Ray or a CLI subprocess: `make test-slow`
 def test_through_ray_batched_and_unbatched_runs_tune_the_same(ray_session, tmp_path):
     schedule = _schedule(full_steps=200)
     results = {batch: tuner.run("noisy_bowl", schedule=schedule, seed=3, run_dir=tmp_path / str(batch),

@@ -17,6 +17,7 @@ def test_demo_schedule_is_valid_and_starts_from_the_papers_values():
     assert schedule.start["Adam"] == paper["Adam"]
 
 
+@pytest.mark.slow  # end to end through Ray or a CLI subprocess: `make test-slow`
 def test_demo_runs_end_to_end_and_writes_its_tables_and_report(ray_session, tmp_path, capsys):
     run_dir = tmp_path / "demo"
     assert main(["demo", "--run-dir", str(run_dir), "--json"]) == 0

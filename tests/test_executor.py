@@ -17,6 +17,7 @@ def _job(i, steps=6000, **hp):
     return Job(("t", i), "noisy_bowl", "Adam", hp or {"lr": 0.1}, steps, seed=i)
 
 
+@pytest.mark.slow  # end to end through Ray or a CLI subprocess: `make test-slow`
 def test_a_worker_killed_mid_trial_is_retried_and_results_are_unchanged(ray_session):
     ex = Executor(workers=2).start()
     try:

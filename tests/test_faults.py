@@ -453,6 +453,7 @@ def test_the_lock_names_its_holder_and_a_stale_lock_blocks_nothing(tmp_path):
     RunDir(tmp_path / "r").lock().release()
 
 
+@pytest.mark.slow  # end to end through Ray or a CLI subprocess: `make test-slow`
 def test_a_second_run_on_a_directory_in_use_exits_2_and_the_first_is_unharmed(ray_session, tmp_path, capsys):
     schedule = _schedule_file(tmp_path, generations=[{"noise": 3, "steps": 1000}] * 2,
                               full_run={"steps": 2000, "seeds": 1, "time_milestone_s": None})

@@ -11,6 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 
 from cli import main
@@ -54,6 +55,7 @@ def _trial_workers(marker: str) -> list[int]:
     return pids
 
 
+@pytest.mark.slow  # end to end through Ray or a CLI subprocess: `make test-slow`
 def test_json_is_one_document_when_a_ray_worker_is_killed_mid_run(tmp_path):
     marker = f"LODO_TEST_RUN={uuid.uuid4().hex}"
     rd = tmp_path / "run"
@@ -129,6 +131,7 @@ sys.exit(cli.main())
 '''
 
 
+@pytest.mark.slow  # end to end through Ray or a CLI subprocess: `make test-slow`
 def test_json_is_one_document_when_the_task_and_the_driver_print(tmp_path):
     (tmp_path / "printing_task.py").write_text(_PRINTING_TASK)
     rd = tmp_path / "run"
@@ -152,6 +155,7 @@ def test_json_on_bad_input_is_a_document_with_the_error_and_the_exit_code(tmp_pa
 
 
 # -- --quiet ---------------------------------------------------------------------------------------
+@pytest.mark.slow  # end to end through Ray or a CLI subprocess: `make test-slow`
 def test_quiet_successful_run_writes_nothing_on_stderr_or_stdout(tmp_path):
     # A Ray of its own, as a user's shell would start it: the tests' shared Ray broadcasts the
     # deaths of workers that other tests killed on purpose to every driver that joins it.
@@ -253,6 +257,7 @@ def test_run_log_lines_are_appended_whole_and_a_torn_line_is_skipped(tmp_path):
     assert all(json.loads(line)["time"].endswith("+00:00") for line in first.decode().splitlines())
 
 
+@pytest.mark.slow  # end to end through Ray or a CLI subprocess: `make test-slow`
 def test_a_run_killed_with_kill_9_and_resumed_has_one_log_telling_both_parts_in_order(ray_session, tmp_path):
     rd = tmp_path / "run"
     schedule = _schedule(tmp_path, generations=[{"noise": 3, "steps": 2000}] * 3)

@@ -153,6 +153,7 @@ def test_cmaes_tunes_through_the_api_to_its_best_trial(ray_session, tmp_path):
     assert "do not match a replay" not in text
 
 
+@pytest.mark.slow  # end to end through Ray or a CLI subprocess: `make test-slow`
 def test_tpe_resumes_an_interrupted_run_bit_identically(ray_session, tmp_path):
     rd = tmp_path / "r"
     first = tuner.tune("noisy_bowl", schedule=_schedule("tpe"), run_dir=rd, resources=TWO)

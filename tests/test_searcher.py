@@ -24,6 +24,7 @@ def reference_mean():
     return ga.mean
 
 
+@pytest.mark.slow  # end to end through Ray or a CLI subprocess: `make test-slow`
 def test_tune_run_with_ga_searcher_matches_the_ga_driven_directly(ray_session, tmp_path):
     import ray
     from ray import tune

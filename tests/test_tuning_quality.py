@@ -29,6 +29,7 @@ def _benchmark():
     return module
 
 
+@pytest.mark.slow  # end to end through Ray or a CLI subprocess: `make test-slow`
 def test_tiny_benchmark_fills_its_cells_and_skips_them_when_run_again(ray_session, tmp_path, capsys):
     schedule = tmp_path / "tiny.yaml"
     schedule.write_text(TINY)

@@ -120,6 +120,7 @@ def _script(body: str) -> str:
     return textwrap.dedent(body)
 
 
+@pytest.mark.slow  # end to end through Ray or a CLI subprocess: `make test-slow`
 def test_tuner_run_takes_the_task_class_and_resumes_with_it(ray_session, user, tmp_path):
     """`tuner.run(TaskClass, ...)` in a script of the user's, resumed by a second script passing the
     class again; the manifest records the class as "module:Name" (rebuilt by a resume without it)."""
