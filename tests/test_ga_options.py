@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from tuner.ga import GeneticAlgorithm, default_bounds, individual_seed, rescale
 
+from test_ga import _strict_json
+
 SPACE = [("lr", 1e-3, "log"), ("beta1", 0.9, "decay"), ("momentum", 0.0, "decay")]
 fast = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -200,7 +202,7 @@ def test_json_round_trip_with_every_option_is_exact_mid_run_and_continues_identi
         for g in range(told):
             ga.tell(fitness[g])
         text = ga.to_json()
-        json.loads(text, parse_constant=lambda token: pytest.fail(f"non-standard JSON {token}"))
+        _strict_json(text)
         restored = GeneticAlgorithm.from_json(text)
         assert restored.to_json() == text
         assert (restored.sigma, restored._path, restored._cov) == (ga.sigma, ga._path, ga._cov)
