@@ -53,6 +53,23 @@ def test_a_trial_that_raises_returns_its_traceback_and_the_others_finish(ray_ses
     assert 0 < ex.efficiency() <= 1.0
 
 
+def test_a_long_job_waits_for_an_idle_worker_instead_of_queueing_behind_a_busy_one(ray_session, monkeypatch):
+    # 2 workers, three long jobs: a slow one and two quick ones. Queued two deep, the third would sit
+    # behind the slow one (the busier-by-time worker ties on call count); sent only to idle workers it
+    # runs after the second quick one, on the other worker, and finishes long before the slow one.
+    import tuner.executor as executor
+
+    monkeypatch.setattr(executor, "LONG_JOB", 1000)  # read by the driver only
+    ex, order = Executor(workers=2), []
+    try:
+        ex.start()
+        ex.run([_job(0, 60_000), _job(1, 1500), _job(2, 1500)], lambda j, r: order.append((j.key, r["pid"])))
+    finally:
+        ex.stop()
+    assert [key for key, _ in order] == [("t", 1), ("t", 2), ("t", 0)]
+    assert order[0][1] == order[1][1] != order[2][1]  # both quick jobs on the worker that was free
+
+
 def test_full_run_reaches_both_the_step_and_the_time_milestone():
     r = run_job(Job(("f", 0), "noisy_bowl", "Momentum", {"lr": 0.1}, 100, 0, kind="full", time_limit=0.5))
     ref = run_trial("noisy_bowl", "Momentum", {"lr": 0.1}, 100, 0)

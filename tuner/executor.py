@@ -4,7 +4,10 @@ Why not one Ray task (or Tune trial) per individual: a noisy-bowl individual of 
 well under a second, about what Tune spends per trial. Long-lived actors (one per worker slot,
 declaring `num_cpus`/`num_gpus`, fractions allowed) keep torch imported and warm; the driver keeps
 up to `queue_depth` calls queued on each actor so none idles between individuals, and actors send
-back only summaries (fitness, seconds, a decimated curve), never 100k raw losses.
+back only summaries (fitness, seconds, a decimated curve), never 100k raw losses. A long job (at
+least `LONG_JOB` individual-steps: a batched chunk, a full run) goes only to an idle actor: queued
+behind another long job it would wait minutes while another worker frees up (measured on the main
+job, benchmarks/RESULTS.md), and a round trip between long jobs costs nothing.
 
 Failures come in two kinds, told apart by exception type, never by message:
 - the individual's own: its task or optimizer raised, or its loss went NaN/inf. Not retried; the
@@ -244,7 +247,8 @@ class Executor:
             while reprobe and reprobe[0][0] <= now:
                 probe(heapq.heappop(reprobe)[1])
             while pending:
-                live = [i for i in range(len(self.actors)) if i not in down and load[i] < self.queue_depth]
+                depth = 1 if _long(pending[0][0]) else self.queue_depth
+                live = [i for i in range(len(self.actors)) if i not in down and load[i] < depth]
                 if not live:
                     break
                 job, causes, failed_on = pending.popleft()
@@ -318,6 +322,14 @@ class Executor:
         if self.busy_wall <= 0 or not self.size:
             return float("nan")
         return self.compute_seconds / (self.busy_wall * self.size)
+
+
+LONG_JOB = 20_000  # individual-steps (lanes × steps) from which a job is sent to idle actors only
+
+
+def _long(job) -> bool:
+    """Whether `job` (a Job or a BatchJob) is long enough to wait for an idle actor rather than queue behind a busy one."""
+    return len(getattr(job, "jobs", (job,))) * job.steps >= LONG_JOB
 
 
 def _label(job: Job) -> str:
