@@ -26,12 +26,21 @@ STEPS = {"noisy_bowl": 300, "rosenbrock": 200}
 
 def assert_same_trial(batched, reference):
     assert batched.diverged == reference.diverged
-    assert len(batched.losses) == len(reference.losses) == len(batched.times)
-    np.testing.assert_allclose(batched.losses, reference.losses, rtol=1e-5)
+    assert len(batched.times) == len(batched.losses)
     if reference.diverged:
+        # Past ~1e300 a lane's loss overflows; whether a step gives inf, nan or a last finite
+        # value depends on the summation order of the CPU's vector kernels (CI failed on this),
+        # so a diverged lane agrees on every step both computed finitely, and blows up (its
+        # recording cut after the first non-finite loss) within one step of the reference.
+        assert abs(len(batched.losses) - len(reference.losses)) <= 1
+        assert not np.isfinite(batched.losses[-1]) and not np.isfinite(reference.losses[-1])
+        n = min(len(batched.losses), len(reference.losses)) - 1
+        np.testing.assert_allclose(batched.losses[:n], reference.losses[:n], rtol=1e-5)
         assert batched.final_loss == math.inf
-    else:
-        assert batched.final_loss == pytest.approx(reference.final_loss, rel=1e-5)
+        return
+    assert len(batched.losses) == len(reference.losses) and np.isfinite(batched.losses).all()
+    np.testing.assert_allclose(batched.losses, reference.losses, rtol=1e-5)
+    assert batched.final_loss == pytest.approx(reference.final_loss, rel=1e-5)
 
 
 @pytest.mark.parametrize("optimizer", list(LANES))
