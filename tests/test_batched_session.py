@@ -10,6 +10,7 @@ import tuner
 from tuner.plan import PlanError, Resources
 from tuner.rundir import RunDir
 from tuner.schedule import Schedule
+from tuner.ga import individual_seed
 from tuner.session import Session, full_run_seed
 from tuner.trial import BatchJob, Job, run_job, run_trial
 
@@ -173,3 +174,29 @@ def test_through_ray_batched_and_unbatched_runs_tune_the_same(ray_session, tmp_p
             pytest.approx(results[False].report[optimizer]["final_loss_mean"], rel=1e-9)
     assert all("lanes" in json.loads(p.read_text()) for p in (tmp_path / "True" / "full").rglob("seed-*.json"))
     assert not any("lanes" in json.loads(p.read_text()) for p in (tmp_path / "False" / "full").rglob("seed-*.json"))
+
+
+def test_sized_generations_with_common_seeds_and_elite_init_run_batched_resume_and_match_unbatched(tmp_path):
+    """The improved GA's new rows and options through the session: generation 0 of 8 individuals on one
+    trial seed, then 4; batched (cut after 3 chunks, resumed) and unbatched give the same records."""
+    schedule = Schedule.from_dict({
+        "task": "noisy_bowl", "population": 4, "optimizers": ["Adam"], "lr_scale": 1.0,
+        "generations": [{"noise": 1, "steps": 100, "population": 8}, {"noise": 0.5, "steps": 150}],
+        "ga": {"init": "elite", "step_size": "csa", "covariance": "rank_mu", "trial_seeds": "common"},
+        "full_run": {"steps": 200, "seeds": 2, "time_milestone_s": None}})
+    reference = _session(tmp_path / "ref", schedule, batch=False)
+    drive_session(reference, reference.start(["Adam"]))
+    cut = _session(tmp_path / "cut", schedule, batch=True, workers=2)
+    jobs = cut.start(["Adam"])
+    assert [len(j.jobs) for j in jobs] == [4, 4]  # generation 0's 8 individuals in 2 chunks
+    drive_session(cut, jobs, stop_after=3)
+    resumed = _session(tmp_path / "cut", schedule, batch=True, workers=2)
+    drive_session(resumed, resumed.start(["Adam"]))
+    (tuning, full, tuned), (tuning_ref, full_ref, tuned_ref) = _records(tmp_path / "cut"), _records(tmp_path / "ref")
+    assert tuned == tuned_ref
+    assert sorted(tuning) == sorted(tuning_ref) and len(tuning) == 8 + 4
+    assert {r["seed"] for k, r in tuning.items() if "/g00-" in k} == {individual_seed(3, "Adam", 0, 0)}
+    assert {k: r["hparams"] for k, r in tuning.items()} == {k: r["hparams"] for k, r in tuning_ref.items()}
+    assert {k: r["fitness"] for k, r in tuning.items()} == \
+        pytest.approx({k: r["fitness"] for k, r in tuning_ref.items()}, rel=1e-9)  # batched kernels: last-bit differences
+    assert {k: r["final_loss"] for k, r in full.items()} == pytest.approx({k: r["final_loss"] for k, r in full_ref.items()}, rel=1e-9)

@@ -26,9 +26,10 @@ OPTIONS = {"init": "uniform", "step_size": "csa", "covariance": "rank_mu", "seed
 
 
 def _individual_steps(data: dict) -> int:
-    """Σ population × seeds × steps over the generations, read straight from the YAML."""
+    """Σ population × seeds × steps over the generations (a row's own population where given),
+    read straight from the YAML."""
     seeds = (data.get("ga") or {}).get("seeds", 1)
-    return sum(data["population"] * seeds * row["steps"] for row in data["generations"])
+    return sum(row.get("population", data["population"]) * seeds * row["steps"] for row in data["generations"])
 
 
 @pytest.mark.parametrize("task", ["noisy_bowl", "rosenbrock"])

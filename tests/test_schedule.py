@@ -7,6 +7,7 @@ import pytest
 
 from tuner.ga import GeneticAlgorithm
 from tuner.schedule import Schedule, ScheduleError, bundled, load_schedule, space_for
+from tuner.space import ga_keywords
 
 BAD = Path(__file__).parent / "bad_schedules"
 STANDARD = [3, 3, 3, 3, 2, 1.7, 1.4, 1.2, 0.9, 0.6]
@@ -84,7 +85,7 @@ def test_overrides_replace_fields_and_merge_mappings():
     schedule = load_schedule("noisy_bowl", {"population": 4, "generations": [{"noise": 1.0, "steps": 10}],
                                             "full_run": {"steps": 1000}, "start": {"Adam": {"lr": 0.5}}})
     assert schedule.population == 4
-    assert schedule.generations == ((1.0, 10),)
+    assert [tuple(g[:2]) for g in schedule.generations] == [(1.0, 10)] and schedule.generations[0].population is None
     assert tuple(schedule.full_run) == (1000, 8, 300)  # seeds and milestone kept from the file
     assert schedule.start == {"Adam": {"lr": 0.5}}
     assert load_schedule("noisy_bowl").population == 32  # the bundled file is untouched
@@ -159,3 +160,27 @@ def test_malformed_schedule_raises_one_line_error_naming_file_and_field(path):
     assert message.startswith(f"{path}: ")
     rest = message.removeprefix(f"{path}: ")
     assert rest.startswith((f"{field}:", f"{field},")), f"{message!r} does not name {field!r} first"
+
+
+def test_a_generation_of_its_own_size_counts_in_every_budget_and_round_trips():
+    """The bundled improved schedule: 48 × 2,000 + 11 × 12 × 8,000 individual-steps (by hand), the
+    same budget for the other searchers (144 trials of 8,000 steps), and its GA asks 48 then 12."""
+    from tuner.search import budget, rounds
+
+    schedule = load_schedule("noisy_bowl-improved")
+    assert schedule.generations[0].population == 48 and schedule.generations[1].population is None
+    assert schedule.individual_steps() == 48 * 2000 + 11 * 12 * 8000 == budget(schedule) == 1_152_000
+    searched = load_schedule("noisy_bowl-improved", {"search": {"searcher": "random"}})
+    assert sum(r.size for r in rounds(searched)) == 1_152_000 // 8000
+    data = schedule.to_dict()
+    assert data["generations"][0] == {"noise": 1, "steps": 2000, "population": 48}
+    assert data["generations"][1] == {"noise": 1, "steps": 8000}
+    assert Schedule.from_dict(data) == schedule
+    ga = GeneticAlgorithm(space_for(schedule, "Adam"), schedule.generations, schedule.population, name="Adam",
+                          **ga_keywords(schedule, "Adam"))
+    sizes = []
+    while not ga.done:
+        individuals = ga.ask()
+        sizes.append(len(individuals))
+        ga.tell([float(i.index) for i in individuals])
+    assert sizes == [48] + [12] * 11

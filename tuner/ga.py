@@ -16,6 +16,10 @@ a schedule's `ga:` mapping sets them, tuner/schedule.py):
                        units per hyperparameter; default `default_bounds`), not around the mean;
                        generation 1's mean is its best individual (the better half of a box-wide
                        draw averages to near the box's centre, wherever the optimum lies)
+    init="elite"       as "uniform", and C ← Cov(the best quarter of generation 0) / σ₁² (needs
+                       covariance="rank_mu"): a hyperparameter the good draws spread widely along
+                       (one short trials barely rank, as a decay rate) is searched widely, instead of
+                       at σ₁ from wherever generation 0's best happened to put it
     step_size="csa"    σ_g = noise_g · s_g, where s_g is adapted by CMA-ES's cumulative step-size
                        adaptation (Hansen 2016, eqs. 43–44) with μ_eff = population // 2:
                            p ← (1 − c)·p + √(c(2 − c)·μ_eff) · (mean' − mean) / σ_g
@@ -29,6 +33,12 @@ a schedule's `ga:` mapping sets them, tuner/schedule.py):
                        instead of crossing it; with csa the path is taken in C^−½ coordinates
     seeds=k            each individual trains k times (trial seeds of indices i, i + P, ...,
                        i + (k − 1)·P); its fitness is the mean of the k, +inf if any is not finite
+    trial_seeds="common"  common random numbers: every individual of a generation trains with
+                       the same trial seed(s) (those of indices 0, P, ..., (k − 1)·P), so the task
+                       instance and its noise are the same for all and the ranking compares values
+                       only; the draws still come from each index's own seed
+    generation rows (noise, steps, P_g)  a generation of its own size P_g instead of `population`
+                       (e.g. a broad uniform generation 0 of short trials); the better half is P_g // 2
 
 Evaluation belongs to the caller (a loop, a process pool, Ray), as with pycma's and
 nevergrad's ask/tell. Nothing here imports torch or ray, there is no hidden RNG, and the whole
@@ -36,6 +46,7 @@ state serialises to JSON and restores exactly.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -48,9 +59,10 @@ import numpy as np
 
 SCALES = ("log", "decay")
 FORMAT = "lodo-tune.ga/1"
-INITS = ("mean", "uniform")
+INITS = ("mean", "uniform", "elite")
 STEP_SIZES = ("schedule", "csa")
 COVARIANCES = ("identity", "rank_mu")
+TRIAL_SEEDS = ("individual", "common")
 
 # The largest double below 1: a decay rate never reaches 1, whatever u (1 − ln(1 − x) → ∞).
 _BELOW_ONE = math.nextafter(1.0, 0.0)
@@ -166,15 +178,18 @@ class GeneticAlgorithm:
     ...     ga.tell({i.index: evaluate(i) for i in individuals})
     >>> ga.best()
 
-    `generations` holds (noise std σ, steps) per generation; `start` optionally replaces some
-    defaults as generation 0's mean. `init`, `bounds`, `step_size` and `seeds` are the options
-    beyond Appendix E (module docstring); their defaults give the paper's GA.
+    `generations` holds (noise std σ, steps) per generation, or (σ, steps, size) for a generation
+    of another size than `population` (size None: `population`); `start` optionally replaces some
+    defaults as generation 0's mean. `init`, `bounds`, `step_size`, `seeds`, `covariance` and
+    `trial_seeds` are the options beyond Appendix E (module docstring); their defaults give the
+    paper's GA.
     """
 
     def __init__(self, space: Space, generations: Iterable[tuple[float, int]], population: int,
                  seed: int = 0, name: str = "", start: Mapping[str, float] | None = None, *,
                  init: str = "mean", bounds: Mapping[str, Sequence[float]] | None = None,
-                 step_size: str = "schedule", seeds: int = 1, covariance: str = "identity"):
+                 step_size: str = "schedule", seeds: int = 1, covariance: str = "identity",
+                 trial_seeds: str = "individual"):
         self.space = _dimensions(space)
         self.generations = tuple(self._check_generation(g, i) for i, g in enumerate(generations))
         if not self.generations:
@@ -200,13 +215,19 @@ class GeneticAlgorithm:
         self.start = {k: float(v) for k, v in start.items()}
         if init not in INITS:
             raise ValueError(f"Invalid init: {init!r} (must be one of {', '.join(INITS)})")
+        if init == "elite" and covariance != "rank_mu":
+            raise ValueError(f"Invalid init: 'elite' sets the search shape C, so covariance must be 'rank_mu' "
+                             f"(got {covariance!r})")
         if step_size not in STEP_SIZES:
             raise ValueError(f"Invalid step_size: {step_size!r} (must be one of {', '.join(STEP_SIZES)})")
         if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
             raise ValueError(f"Invalid seeds: {seeds!r} (must be an integer >= 1)")
         if covariance not in COVARIANCES:
             raise ValueError(f"Invalid covariance: {covariance!r} (must be one of {', '.join(COVARIANCES)})")
+        if trial_seeds not in TRIAL_SEEDS:
+            raise ValueError(f"Invalid trial_seeds: {trial_seeds!r} (must be one of {', '.join(TRIAL_SEEDS)})")
         self.init, self.step_size, self.seeds, self.covariance = init, step_size, int(seeds), covariance
+        self.trial_seeds = trial_seeds
         self.bounds = self._check_bounds(bounds or {})
         self.generation = 0
         self.history: list[dict] = []
@@ -236,10 +257,21 @@ class GeneticAlgorithm:
             out[d.name] = (low, high)
         return out
 
+    def size(self, generation: int) -> int:
+        """Individuals in `generation`: its row's own size, else `population`."""
+        row = self.generations[min(generation, len(self.generations) - 1)]
+        return row[2] if len(row) > 2 and row[2] is not None else self.population
+
+    @property
+    def sizes(self) -> list[int]:
+        """Trials per generation (size × seeds), for progress and budgets."""
+        return [self.size(g) * self.seeds for g in range(len(self.generations))]
+
     @property
     def evaluations(self) -> int:
-        """Trials per generation: population × seeds; `tell` takes one fitness per index 0..evaluations − 1."""
-        return self.population * self.seeds
+        """Trials in the current generation: its size × seeds; `tell` takes one fitness per index
+        0..evaluations − 1."""
+        return self.size(self.generation) * self.seeds
 
     @property
     def sigma(self) -> float:
@@ -248,20 +280,27 @@ class GeneticAlgorithm:
 
     def _paper(self) -> bool:
         """All options at their defaults: Appendix E's GA (its history and JSON keys only)."""
-        return (self.init, self.step_size, self.seeds, self.covariance) == ("mean", "schedule", 1, "identity")
+        return (self.init, self.step_size, self.seeds, self.covariance, self.trial_seeds) == \
+            ("mean", "schedule", 1, "identity", "individual")
 
     def _uniform(self) -> bool:
-        return self.init == "uniform" and self.generation == 0
+        return self.init in ("uniform", "elite") and self.generation == 0
 
     @staticmethod
-    def _check_generation(entry, i: int) -> tuple[float, int]:
-        noise, steps = entry
+    def _check_generation(entry, i: int) -> tuple:
+        """(noise, steps) or (noise, steps, size), validated; a size of None is dropped."""
+        if not isinstance(entry, (tuple, list)) or len(entry) not in (2, 3):
+            raise ValueError(f"Invalid generations[{i}]: {entry!r} (must be (noise, steps) or (noise, steps, size))")
+        noise, steps, *rest = entry
+        size = rest[0] if rest else None
+        if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2):
+            raise ValueError(f"Invalid generations[{i}] size: {size!r} (must be an integer >= 2)")
         if isinstance(noise, bool) or not isinstance(noise, (int, float, np.number)) \
                 or not (0.0 <= float(noise) < math.inf):
             raise ValueError(f"Invalid generations[{i}] noise: {noise!r} (must be a finite number >= 0)")
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
             raise ValueError(f"Invalid generations[{i}] steps: {steps!r} (must be a positive integer)")
-        return float(noise), int(steps)
+        return (float(noise), int(steps)) if size is None else (float(noise), int(steps), int(size))
 
     @property
     def done(self) -> bool:
@@ -289,11 +328,11 @@ class GeneticAlgorithm:
         if self.done:
             raise RuntimeError(f"all {len(self.generations)} generations are told; nothing left to ask")
         if self._asked is None:
-            steps = self.generations[self.generation][1]
+            steps, size = self.generations[self.generation][1], self.size(self.generation)
             sigma = self.sigma
             box = [tuple(rescale(v, d.scale) for v in self.bounds[d.name]) for d in self.space]
             asked = []
-            for index in range(self.population):
+            for index in range(size):
                 seed = individual_seed(self.seed, self.name, self.generation, index)
                 rng = np.random.default_rng(seed)
                 if self._uniform():
@@ -306,10 +345,13 @@ class GeneticAlgorithm:
                 hparams = {d.name: unrescale(ui, d.scale) for d, ui in zip(self.space, u)}
                 asked.append(Individual(self.generation, index, seed, hparams, steps))
             for repeat in range(1, self.seeds):
-                for ind in asked[: self.population]:
-                    index = repeat * self.population + ind.index
+                for ind in asked[:size]:
+                    index = repeat * size + ind.index
                     seed = individual_seed(self.seed, self.name, self.generation, index)
                     asked.append(Individual(self.generation, index, seed, dict(ind.hparams), steps))
+            if self.trial_seeds == "common":  # every individual trains on repeat r's seed (index r·size)
+                asked = [dataclasses.replace(ind, seed=individual_seed(self.seed, self.name, self.generation,
+                                                           ind.index // size * size)) for ind in asked]
             self._asked = asked
         return list(self._asked)
 
@@ -335,17 +377,19 @@ class GeneticAlgorithm:
             missing, extra = sorted(expected - set(table)), sorted(set(table) - expected)
             raise ValueError(f"Invalid fitness: indices missing {missing}, unexpected {extra} "
                              f"(must give one value per index 0..{self.evaluations - 1})")
+        size = self.size(self.generation)
         trials = [float(table[i]) for i in range(self.evaluations)]
-        values = [self._averaged([trials[j * self.population + i] for j in range(self.seeds)])
-                  for i in range(self.population)]
+        values = [self._averaged([trials[j * size + i] for j in range(self.seeds)]) for i in range(size)]
         # The rescaled values that were evaluated: a decay clipped at 0 counts as u = 1, not below.
         rescaled = [[rescale(ind.hparams[d.name], d.scale) for d in self.space] for ind in individuals]
 
-        finite = sorted((values[i], i) for i in range(self.population) if math.isfinite(values[i]))
-        selected = [i for _, i in finite[: self.population // 2]]  # the better half; NaN/inf rank last
+        finite = sorted((values[i], i) for i in range(size) if math.isfinite(values[i]))
+        selected = [i for _, i in finite[: size // 2]]  # the better half; NaN/inf rank last
         mean_before, sigma = list(self._mean_u), self.sigma
         if selected and self._uniform():  # the better half of a box-wide draw averages to near its centre
             self._mean_u = list(rescaled[selected[0]])
+            if self.init == "elite" and len(self.generations) > 1:
+                self._elite_covariance([rescaled[i] for i in selected[: max(2, size // 4)]])
         elif selected:
             self._mean_u = [math.fsum(rescaled[i][k] for i in selected) / len(selected)
                             for k in range(len(self.space))]
@@ -356,7 +400,7 @@ class GeneticAlgorithm:
         else:
             warnings.warn(f"GA {self.name or '(unnamed)'} generation {self.generation}: no individual has a "
                           f"finite fitness; keeping the previous mean", RuntimeWarning, stacklevel=2)
-        noise, steps = self.generations[self.generation]
+        noise, steps = self.generations[self.generation][:2]
         names = [d.name for d in self.space]
         entry = {
             "generation": self.generation,
@@ -365,7 +409,7 @@ class GeneticAlgorithm:
             "mean": {d.name: unrescale(u, d.scale) for d, u in zip(self.space, mean_before)},
             "mean_rescaled": dict(zip(names, mean_before)),
             "individuals": [{"index": ind.index, "seed": ind.seed, "hparams": dict(ind.hparams),
-                             "rescaled": dict(zip(names, rescaled[ind.index % self.population])),
+                             "rescaled": dict(zip(names, rescaled[ind.index % size])),
                              "fitness": trials[ind.index]}
                             for ind in individuals],
             "selected": selected,
@@ -398,6 +442,15 @@ class GeneticAlgorithm:
         self._path = [(1.0 - c) * p + gain * float(y) for p, y in zip(self._path, step)]
         norm = math.sqrt(math.fsum(p * p for p in self._path))
         self._step *= math.exp((c / d) * (norm / chi - 1.0))
+
+    def _elite_covariance(self, elite: list[list[float]]) -> None:
+        """init "elite": C ← Cov(best quarter of generation 0) / σ₁², floored at 1e-6·max on the diagonal,
+        so generation 1 searches each direction as widely as the good draws spread along it."""
+        u = np.array(elite)
+        cov = (u - u.mean(axis=0)).T @ (u - u.mean(axis=0)) / len(u)
+        floor = 1e-6 * max(float(np.diag(cov).max()), 1e-300)
+        cov = cov + np.eye(len(cov)) * floor
+        self._cov = (cov / self.generations[1][0] ** 2).tolist() if self.generations[1][0] > 0 else self._cov
 
     def _root(self, power: float) -> np.ndarray:
         """C^power (±½) by eigendecomposition; eigenvalues floored at 1e-12·max so C^−½ exists."""
@@ -440,6 +493,7 @@ class GeneticAlgorithm:
         if not self._paper():  # the paper's GA: its keys only
             state.update(init=self.init, bounds={k: list(v) for k, v in self.bounds.items()},
                          step_size=self.step_size, seeds=self.seeds, covariance=self.covariance,
+                         trial_seeds=self.trial_seeds,
                          step=self._step, path=self._path, cov=self._cov)
         return json.dumps(state, allow_nan=False)
 
@@ -454,7 +508,8 @@ class GeneticAlgorithm:
                  state["population"], seed=state["seed"], name=state["name"], start=state["start"],
                  init=state.get("init", "mean"), bounds=state.get("bounds"),
                  step_size=state.get("step_size", "schedule"), seeds=state.get("seeds", 1),
-                 covariance=state.get("covariance", "identity"))
+                 covariance=state.get("covariance", "identity"),
+                 trial_seeds=state.get("trial_seeds", "individual"))
         ga._step, ga._path = float(state.get("step", 1.0)), [float(p) for p in state.get("path", ga._path)]
         ga._cov = [[float(v) for v in row] for row in state.get("cov", ga._cov)]
         if len(state["mean_rescaled"]) != len(ga.space):

@@ -71,7 +71,7 @@ def _changed(recorded: dict, reference: dict) -> list[str]:
 
 
 def _individual_steps(schedule: dict) -> int:
-    return int(schedule["population"]) * sum(int(g["steps"]) for g in schedule["generations"])
+    return sum(int(g.get("population") or schedule["population"]) * int(g["steps"]) for g in schedule["generations"])
 
 
 def _deviations(recorded: dict, faithful: dict) -> list[str]:

@@ -114,7 +114,7 @@ def ga_means(rd: RunDir, optimizer: str, space, schedule: dict, seed: int, optio
     `options`: the GA's keyword options (`tuner.space.ga_keywords`; none for Appendix E's GA).
     """
     records = rd.individuals(optimizer)
-    ga = GeneticAlgorithm(space, [(g["noise"], g["steps"]) for g in schedule["generations"]],
+    ga = GeneticAlgorithm(space, [(g["noise"], g["steps"], g.get("population")) for g in schedule["generations"]],
                           schedule["population"], seed=seed, name=optimizer, **(options or {}))
     by_key = {(r["generation"], r["index"]): r for r in records}
     while not ga.done:

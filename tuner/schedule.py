@@ -4,6 +4,7 @@
     population: 32                      # individuals per generation (>= 2)
     generations:                        # Table 5: GA noise σ (rescaled space) and steps per individual
       - {noise: 3, steps: 200}
+      - {noise: 2, steps: 200, population: 64}   # optional: this generation's own size (>= 2)
       ...
     optimizers:                         # tuned by default: registry names or user optimizers
       - Adam
@@ -27,12 +28,17 @@
                                         #   uniform (generation 0 uniform in rescaled space over the box of
                                         #   search.bounds, tuner.space: log [default·1e-3, default·1e3] and
                                         #   decay 1 − y, y on [1e-4, 1] unless given; its row's noise is
-                                        #   unused; generation 1 starts at its best)
+                                        #   unused; generation 1 starts at its best) or elite (as uniform,
+                                        #   and the noise's shape starts as the spread of generation 0's
+                                        #   best quarter; needs covariance: rank_mu)
       step_size: csa                    #   schedule (default: σ = the rows' noise) or csa (σ = noise ×
                                         #   a factor adapted by CMA-ES's cumulative step-size adaptation)
       covariance: rank_mu               #   identity (default) or rank_mu (the noise's shape adapted by
                                         #   CMA-ES's rank-μ update, so it stretches along ridges)
       seeds: 2                          #   trials per individual with different seeds, fitness averaged (default 1)
+      trial_seeds: common               #   individual (default: each individual its own trial seed) or
+                                        #   common (common random numbers: one task instance and noise
+                                        #   stream per generation, so selection compares values only)
 
 `schedules/<task>-improved.yaml` use the `ga:` options (benchmarks/RESULTS.md, "Improved GA");
 `Schedule.individual_steps()` is the GA's budget per optimizer.
@@ -53,10 +59,11 @@ from typing import Any, Mapping
 
 import yaml
 
-from tuner.ga import COVARIANCES, INITS, SCALES, STEP_SIZES, Dimension, rescale
+from tuner.ga import COVARIANCES, INITS, SCALES, STEP_SIZES, TRIAL_SEEDS, Dimension, rescale
 
-Generation = namedtuple("Generation", "noise steps")
-"""One row of Table 5; a tuple, so `schedule.generations` goes straight to `GeneticAlgorithm`."""
+Generation = namedtuple("Generation", "noise steps population", defaults=(None,))
+"""One row of Table 5 (population None: the schedule's); a tuple, so `schedule.generations` goes
+straight to `GeneticAlgorithm`."""
 
 FullRun = namedtuple("FullRun", "steps seeds time_milestone_s")
 """The full-length runs after tuning: steps, number of seeds, wall-clock milestone (s) or None."""
@@ -66,9 +73,10 @@ OPTIONAL = ("task", "task_options", "scales", "start", "search", "ga")
 SPEC_KEYS, SPEC_OPTIONAL, HYPERPARAMETER_KEYS = ("name", "optimizer"), ("hyperparameters", "fixed"), ("default", "scale")
 FULL_RUN_KEYS = ("steps", "seeds", "time_milestone_s")
 GENERATION_KEYS = ("noise", "steps")
+GENERATION_OPTIONAL = ("population",)
 SEARCHERS = ("ga", "random", "tpe", "cmaes")
 SEARCH_KEYS = ("searcher", "trials", "steps", "round", "bounds")
-GA_KEYS = ("init", "step_size", "covariance", "seeds")
+GA_KEYS = ("init", "step_size", "covariance", "seeds", "trial_seeds")
 
 
 class ScheduleError(ValueError):
@@ -128,7 +136,9 @@ class Schedule:
         return {
             **({"task": self.task} if self.task is not None else {}),
             "population": self.population,
-            "generations": [{"noise": g.noise, "steps": g.steps} for g in self.generations],
+            "generations": [{"noise": g.noise, "steps": g.steps,
+                             **({"population": g.population} if g.population is not None else {})}
+                            for g in self.generations],
             "optimizers": [specs[name].to_dict() if name in specs else name for name in self.optimizers],
             "full_run": dict(self.full_run._asdict()),
             "lr_scale": self.lr_scale,
@@ -139,10 +149,14 @@ class Schedule:
             **({"ga": copy.deepcopy(self.ga)} if self.ga else {}),
         }
 
+    def size(self, generation: Generation) -> int:
+        """Individuals in a generation: its own `population`, else the schedule's."""
+        return self.population if generation.population is None else generation.population
+
     def individual_steps(self, optimizer_count: int = 1) -> int:
-        """The GA's budget: Σ over generations of population × seeds × steps (per optimizer)."""
+        """The GA's budget: Σ over generations of size × seeds × steps (per optimizer)."""
         seeds = self.ga.get("seeds", 1)
-        return optimizer_count * sum(self.population * seeds * g.steps for g in self.generations)
+        return optimizer_count * sum(self.size(g) * seeds * g.steps for g in self.generations)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>", registry=None, task_names=None) -> "Schedule":
@@ -238,10 +252,13 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
     for i, row in enumerate(generations):
         where = f"generations[{i}]"
         check.mapping(where, row, "must be a mapping {noise, steps}")
-        check.keys(where, row, GENERATION_KEYS)
+        check.keys(where, row, GENERATION_KEYS, GENERATION_OPTIONAL)
         noise = check.number(f"{where}.noise", row["noise"], lambda v: v >= 0, "must be a finite number >= 0")
         steps = check.integer(f"{where}.steps", row["steps"], 1, "must be a positive integer")
-        rows.append(Generation(noise, steps))
+        size = None
+        if row.get("population") is not None:
+            size = check.integer(f"{where}.population", row["population"], 2, "must be an integer >= 2")
+        rows.append(Generation(noise, steps, size))
 
     registry = _registry(registry)
     optimizers = data["optimizers"]
@@ -333,7 +350,7 @@ def _validate_search(check: _Checker, data: Any, population: int, generations: l
                                         "must be an integer >= 2 (a CMA-ES generation)" if minimum == 2
                                         else "must be a positive integer")
     if "trials" not in values and "steps" in values:
-        budget = population * sum(g.steps for g in generations)
+        budget = sum((g.population or population) * g.steps for g in generations)
         if values["steps"] > budget:
             check.fail("search.steps", values["steps"], f"must leave at least one trial in the GA's budget of "
                                                         f"{budget} individual-steps, or give search.trials")
@@ -385,6 +402,10 @@ def _validate_ga(check: _Checker, ga: Any) -> dict[str, Any]:
         options["covariance"] = check.name("ga.covariance", ga["covariance"], list(COVARIANCES), "covariance rules")
     if "seeds" in ga:
         options["seeds"] = check.integer("ga.seeds", ga["seeds"], 1, "must be an integer >= 1")
+    if "trial_seeds" in ga:
+        options["trial_seeds"] = check.name("ga.trial_seeds", ga["trial_seeds"], list(TRIAL_SEEDS), "trial-seed rules")
+    if options.get("init") == "elite" and options.get("covariance") != "rank_mu":
+        check.fail("ga.init", "elite", "needs ga.covariance: rank_mu (it sets the noise's shape, which only rank_mu uses)")
     return options
 
 

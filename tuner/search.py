@@ -57,8 +57,8 @@ def require(searcher: str):
 
 
 def budget(schedule: Schedule) -> int:
-    """The GA schedule's budget in individual-steps: Σ_g population · steps_g."""
-    return schedule.population * sum(g.steps for g in schedule.generations)
+    """The GA schedule's budget in individual-steps: Σ_g population_g · steps_g."""
+    return sum(schedule.size(g) * g.steps for g in schedule.generations)
 
 
 MODEL_ROUND = 8

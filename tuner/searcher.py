@@ -60,7 +60,7 @@ class GASearcher(Searcher):
         if self._mode == "max" and math.isfinite(fitness):
             fitness = -fitness
         self._fitness[index] = fitness
-        if len(self._fitness) == self.ga.population:
+        if len(self._fitness) == self.ga.evaluations:
             self.ga.tell(self._fitness)
             self._fitness, self._next = {}, 0
 

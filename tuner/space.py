@@ -69,6 +69,6 @@ def ga_keywords(schedule: Schedule, optimizer: str, registry=None) -> dict:
     """`GeneticAlgorithm`'s keyword options for `optimizer`: the schedule's `ga:` mapping, plus, for
     the uniform start (`init: uniform`), the box of `bounded_space` (the same as the searchers')."""
     options = ga_options(schedule)
-    if options.get("init") == "uniform":
+    if options.get("init") in ("uniform", "elite"):
         options["bounds"] = {d.name: (d.low, d.high) for d in bounded_space(schedule, optimizer, registry)}
     return options
