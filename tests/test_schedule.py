@@ -162,20 +162,26 @@ def test_malformed_schedule_raises_one_line_error_naming_file_and_field(path):
     assert rest.startswith((f"{field}:", f"{field},")), f"{message!r} does not name {field!r} first"
 
 
+BROAD = {"generations": [{"noise": 1, "steps": 2000, "population": 48}] + [{"noise": n, "steps": 8000} for n in
+                         (1, 0.85, 0.7, 0.6, 0.5, 0.42, 0.35, 0.3, 0.25, 0.2, 0.16)],
+         "ga": {"init": "elite", "trial_seeds": "common"}}  # benchmarks/RESULTS.md, "Second iteration"
+
+
 def test_a_generation_of_its_own_size_counts_in_every_budget_and_round_trips():
-    """The bundled improved schedule: 48 × 2,000 + 11 × 12 × 8,000 individual-steps (by hand), the
-    same budget for the other searchers (144 trials of 8,000 steps), and its GA asks 48 then 12."""
+    """The broad GA of RESULTS.md: 48 × 2,000 + 11 × 12 × 8,000 individual-steps (by hand), the same
+    budget for the other searchers (144 trials of 8,000 steps), and its GA asks 48 then 12."""
     from tuner.search import budget, rounds
 
-    schedule = load_schedule("noisy_bowl-improved")
+    schedule = load_schedule("noisy_bowl-improved", BROAD)
     assert schedule.generations[0].population == 48 and schedule.generations[1].population is None
     assert schedule.individual_steps() == 48 * 2000 + 11 * 12 * 8000 == budget(schedule) == 1_152_000
-    searched = load_schedule("noisy_bowl-improved", {"search": {"searcher": "random"}})
+    searched = load_schedule("noisy_bowl-improved", {**BROAD, "search": {"searcher": "random"}})
     assert sum(r.size for r in rounds(searched)) == 1_152_000 // 8000
     data = schedule.to_dict()
     assert data["generations"][0] == {"noise": 1, "steps": 2000, "population": 48}
     assert data["generations"][1] == {"noise": 1, "steps": 8000}
     assert Schedule.from_dict(data) == schedule
+    assert schedule.ga == {"init": "elite", "step_size": "csa", "covariance": "rank_mu", "trial_seeds": "common"}
     ga = GeneticAlgorithm(space_for(schedule, "Adam"), schedule.generations, schedule.population, name="Adam",
                           **ga_keywords(schedule, "Adam"))
     sizes = []
