@@ -189,14 +189,22 @@ def test_invalid_options_raise_one_line_errors_naming_the_field(kwargs, field):
 
 # --- JSON state with every option -----------------------------------------------------------
 
+JSON_CASES = {  # (generations, population, options): every option, and the sized rows with the newer ones
+    "uniform": ([(3.0, 10), (1.5, 20), (1.5, 30), (1.0, 40)], 5,
+                dict(init="uniform", bounds={"lr": (1e-4, 3.0)}, step_size="csa", seeds=2, covariance="rank_mu")),
+    "elite": ([(1.0, 10, 12), (1.5, 20), (1.0, 30, 6), (0.5, 40)], 4,
+              dict(init="elite", step_size="csa", covariance="rank_mu", trial_seeds="common", seeds=2)),
+}
+
+
+@pytest.mark.parametrize("case", list(JSON_CASES))
 @fast
 @given(seed=st.integers(0, 2**32), told=st.integers(0, 4), data=st.data())
-def test_json_round_trip_with_every_option_is_exact_mid_run_and_continues_identically(seed, told, data):
-    generations = [(3.0, 10), (1.5, 20), (1.5, 30), (1.0, 40)]
-    options = dict(init="uniform", bounds={"lr": (1e-4, 3.0)}, step_size="csa", seeds=2, covariance="rank_mu")
-    ga = GeneticAlgorithm(SPACE, generations, 5, seed=seed, name="Momentum", **options)
+def test_json_round_trip_with_every_option_is_exact_mid_run_and_continues_identically(case, seed, told, data):
+    generations, population, options = JSON_CASES[case]
+    ga = GeneticAlgorithm(SPACE, generations, population, seed=seed, name="Momentum", **options)
     values = st.one_of(st.floats(-1e6, 1e6), st.sampled_from([math.nan, math.inf]))
-    fitness = [data.draw(st.lists(values, min_size=10, max_size=10)) for _ in generations]
+    fitness = [data.draw(st.lists(values, min_size=n, max_size=n)) for n in ga.sizes]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for g in range(told):
@@ -344,25 +352,3 @@ def test_elite_init_needs_the_rank_mu_covariance():
     with pytest.raises(ValueError, match="Invalid init: 'elite'") as error:
         GeneticAlgorithm(SPACE, [(1.0, 10)], 4, init="elite")
     assert "\n" not in str(error.value)
-
-
-@fast
-@given(seed=st.integers(0, 2**32), told=st.integers(0, 3), data=st.data())
-def test_json_round_trip_with_sized_generations_common_seeds_and_elite_init(seed, told, data):
-    generations = [(1.0, 10, 12), (1.5, 20), (1.0, 30, 6)]
-    options = dict(init="elite", step_size="csa", covariance="rank_mu", trial_seeds="common", seeds=2)
-    ga = GeneticAlgorithm(SPACE, generations, 4, seed=seed, name="Adam", **options)
-    values = st.one_of(st.floats(-1e6, 1e6), st.sampled_from([math.nan, math.inf]))
-    fitness = [data.draw(st.lists(values, min_size=2 * n, max_size=2 * n)) for n in (12, 4, 6)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for g in range(told):
-            ga.tell(fitness[g])
-        text = ga.to_json()
-        _strict_json(text)
-        restored = GeneticAlgorithm.from_json(text)
-        assert restored.to_json() == text
-        for g in range(told, len(generations)):
-            assert restored.ask() == ga.ask()
-            ga.tell(fitness[g]), restored.tell(fitness[g])
-    assert restored.to_json() == ga.to_json() and restored.done
