@@ -352,3 +352,18 @@ def test_elite_init_needs_the_rank_mu_covariance():
     with pytest.raises(ValueError, match="Invalid init: 'elite'") as error:
         GeneticAlgorithm(SPACE, [(1.0, 10)], 4, init="elite")
     assert "\n" not in str(error.value)
+
+
+def test_a_degenerate_generation_cannot_overflow_the_step_size():
+    """All fitness equal (ties by index) in every generation, 12 individuals in 3 dimensions: the best
+    quarter alone (3 draws) spans a plane, so the elite shape takes n + 1 = 4; CSA changes σ by at most
+    a factor e per generation (purecma's bound), so σ stays finite (hypothesis found the overflow)."""
+    ga = GeneticAlgorithm(SPACE, [(1.0, 10, 12), (1.5, 20), (1.0, 30, 6), (0.5, 40)], 4, seed=4,
+                          init="elite", step_size="csa", covariance="rank_mu", trial_seeds="common", seeds=2)
+    sigmas = []
+    while not ga.done:
+        before = ga._step
+        ga.tell([0.0] * ga.evaluations)
+        sigmas.append(ga.sigma)
+        assert math.isfinite(ga._step) and ga._step <= before * math.e * (1 + 1e-12)
+    assert np.linalg.matrix_rank(np.array(ga._cov)) == 3

@@ -16,14 +16,15 @@ a schedule's `ga:` mapping sets them, tuner/schedule.py):
                        units per hyperparameter; default `default_bounds`), not around the mean;
                        generation 1's mean is its best individual (the better half of a box-wide
                        draw averages to near the box's centre, wherever the optimum lies)
-    init="elite"       as "uniform", and C ← Cov(the best quarter of generation 0) / σ₁² (needs
+    init="elite"       as "uniform", and C ← Cov(the best quarter of generation 0, at least n + 1
+                       of its better half) / σ₁² (needs
                        covariance="rank_mu"): a hyperparameter the good draws spread widely along
-                       (one short trials barely rank, as a decay rate) is searched widely, instead of
+                       (one that short trials barely rank, as a decay rate) is searched widely, instead of
                        at σ₁ from wherever generation 0's best happened to put it
     step_size="csa"    σ_g = noise_g · s_g, where s_g is adapted by CMA-ES's cumulative step-size
                        adaptation (Hansen 2016, eqs. 43–44) with μ_eff = population // 2:
                            p ← (1 − c)·p + √(c(2 − c)·μ_eff) · (mean' − mean) / σ_g
-                           s ← s · exp((c / d)(‖p‖ / E‖N(0, I)‖ − 1))
+                           s ← s · exp(min(1, (c / d)(‖p‖ / E‖N(0, I)‖ − 1)))
                        c = (μ_eff + 2) / (n + μ_eff + 5), d = 1 + 2·max(0, √((μ_eff − 1)/(n + 1)) − 1) + c;
                        σ grows while selection keeps moving the mean one way, shrinks when it dithers
     covariance="rank_mu"  individuals at mean + σ·C^½·z, C adapted by CMA-ES's rank-μ update with
@@ -389,7 +390,8 @@ class GeneticAlgorithm:
         if selected and self._uniform():  # the better half of a box-wide draw averages to near its centre
             self._mean_u = list(rescaled[selected[0]])
             if self.init == "elite" and len(self.generations) > 1:
-                self._elite_covariance([rescaled[i] for i in selected[: max(2, size // 4)]])
+                # the best quarter, but at least n + 1 draws: fewer span less than n dimensions
+                self._elite_covariance([rescaled[i] for i in selected[: max(len(self.space) + 1, size // 4)]])
         elif selected:
             self._mean_u = [math.fsum(rescaled[i][k] for i in selected) / len(selected)
                             for k in range(len(self.space))]
@@ -441,7 +443,7 @@ class GeneticAlgorithm:
         step = self._root(-0.5) @ ((np.array(self._mean_u) - np.array(mean_before)) / sigma)
         self._path = [(1.0 - c) * p + gain * float(y) for p, y in zip(self._path, step)]
         norm = math.sqrt(math.fsum(p * p for p in self._path))
-        self._step *= math.exp((c / d) * (norm / chi - 1.0))
+        self._step *= math.exp(min(1.0, (c / d) * (norm / chi - 1.0)))  # at most ×e per generation, as purecma
 
     def _elite_covariance(self, elite: list[list[float]]) -> None:
         """init "elite": C ← Cov(best quarter of generation 0) / σ₁², floored at 1e-6·max on the diagonal,
