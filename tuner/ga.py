@@ -47,7 +47,6 @@ state serialises to JSON and restores exactly.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -332,6 +331,11 @@ class GeneticAlgorithm:
             steps, size = self.generations[self.generation][1], self.size(self.generation)
             sigma = self.sigma
             box = [tuple(rescale(v, d.scale) for v in self.bounds[d.name]) for d in self.space]
+            common = self.trial_seeds == "common"  # repeat r of every individual trains on index r·size's seed
+
+            def trial_seed(index: int) -> int:
+                return individual_seed(self.seed, self.name, self.generation, index // size * size if common else index)
+
             asked = []
             for index in range(size):
                 seed = individual_seed(self.seed, self.name, self.generation, index)
@@ -344,15 +348,11 @@ class GeneticAlgorithm:
                         z = self._root(+0.5) @ z
                     u = [m + sigma * float(zi) for m, zi in zip(self._mean_u, z)]
                 hparams = {d.name: unrescale(ui, d.scale) for d, ui in zip(self.space, u)}
-                asked.append(Individual(self.generation, index, seed, hparams, steps))
+                asked.append(Individual(self.generation, index, trial_seed(index), hparams, steps))
             for repeat in range(1, self.seeds):
                 for ind in asked[:size]:
                     index = repeat * size + ind.index
-                    seed = individual_seed(self.seed, self.name, self.generation, index)
-                    asked.append(Individual(self.generation, index, seed, dict(ind.hparams), steps))
-            if self.trial_seeds == "common":  # every individual trains on repeat r's seed (index r·size)
-                asked = [dataclasses.replace(ind, seed=individual_seed(self.seed, self.name, self.generation,
-                                                           ind.index // size * size)) for ind in asked]
+                    asked.append(Individual(self.generation, index, trial_seed(index), dict(ind.hparams), steps))
             self._asked = asked
         return list(self._asked)
 
@@ -448,8 +448,8 @@ class GeneticAlgorithm:
     def _elite_covariance(self, elite: list[list[float]]) -> None:
         """init "elite": C ← Cov(best quarter of generation 0) / σ₁², floored at 1e-6·max on the diagonal,
         so generation 1 searches each direction as widely as the good draws spread along it."""
-        u = np.array(elite)
-        cov = (u - u.mean(axis=0)).T @ (u - u.mean(axis=0)) / len(u)
+        y = np.array(elite) - np.mean(elite, axis=0)
+        cov = y.T @ y / len(y)
         floor = 1e-6 * max(float(np.diag(cov).max()), 1e-300)
         cov = cov + np.eye(len(cov)) * floor
         self._cov = (cov / self.generations[1][0] ** 2).tolist() if self.generations[1][0] > 0 else self._cov

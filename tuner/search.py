@@ -140,6 +140,11 @@ class OptunaSearch:
             return optuna.samplers.CmaEsSampler(seed=seed, popsize=self.population)
 
     @property
+    def sizes(self) -> list[int]:
+        """Trials per round (as `GeneticAlgorithm.sizes`: trials per generation)."""
+        return [r.size for r in self.generations]
+
+    @property
     def done(self) -> bool:
         return self.generation >= len(self.generations)
 

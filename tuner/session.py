@@ -199,7 +199,7 @@ class Session:
         ga, partial = self.gas[optimizer], self.partial.get(optimizer, {})
         values = [i["fitness"] for h in ga.history for i in h["individuals"]] + list(partial.values())
         finite = [v for v in values if math.isfinite(v)]
-        sizes = ga.sizes if hasattr(ga, "sizes") else [g.size for g in ga.generations]  # trials per generation/round
+        sizes = ga.sizes  # trials per generation (GA) or round (OptunaSearch)
         done_steps = sum(h["steps"] * len(h["individuals"]) for h in ga.history)
         if not ga.done:
             done_steps += len(partial) * ga.generations[ga.generation][1]
