@@ -109,3 +109,33 @@ def test_trials_get_their_declared_gpu_share_and_distinct_devices(ray_session):
     assert len(who) == 4  # 2 GPUs / 0.5 per trial: two trials share each GPU, each sees only its own
     assert collections.Counter(tuple(w["gpu_ids"]) for w in who) == {("0",): 2, ("1",): 2}
     assert collections.Counter(w["cuda_visible_devices"] for w in who) == {"0": 2, "1": 2}
+
+
+def _full(optimizer: str, steps: int, index: int = 0, task: str = "noisy_bowl") -> Job:
+    return Job(("full", optimizer, index), task, optimizer, {}, steps, index, kind="full")
+
+
+def test_queued_full_runs_go_longest_first_by_each_optimizers_measured_rate():
+    from tuner.executor import Costs, _enqueue
+
+    costs = Costs()
+    costs.add(Job(("tuning", "Adam", 0, 0), "noisy_bowl", "Adam", {}, 1000, 0), 1.0)       # 1 ms per step
+    costs.add(Job(("tuning", "LODO", 0, 0), "noisy_bowl", "LODO", {}, 1000, 0), 10.0)      # 10 ms per step
+    assert costs.estimate(_full("Adam", 5000)) == pytest.approx(5.0)
+    assert costs.estimate(_full("LODO", 100)) == pytest.approx(1.0)
+    assert costs.estimate(_full("Yogi", 100)) == math.inf                                # never measured
+    costs.add(_full("Yogi", 100), None)  # a result without seconds teaches nothing
+    assert costs.estimate(_full("Yogi", 100)) == math.inf
+
+    pending = collections.deque()
+    tuning = Job(("tuning", "Momentum", 3, 0), "noisy_bowl", "Momentum", {}, 1000, 0)
+    _enqueue(pending, [_full("Adam", 2000, 0), _full("Adam", 2000, 1)], costs.estimate)  # 2 s each
+    _enqueue(pending, [_full("LODO", 1000)], costs.estimate)                              # 10 s
+    _enqueue(pending, [_full("Adam", 500, 2), tuning, _full("Yogi", 10)], costs.estimate)  # 0.5 s, ahead, unknown
+    assert [job.key for job, _, _ in pending] == [
+        tuning.key, ("full", "Yogi", 0), ("full", "LODO", 0), ("full", "Adam", 0), ("full", "Adam", 1),
+        ("full", "Adam", 2)]  # the GA's job first, then the longest full runs (ties in arrival order)
+
+    plain = collections.deque()  # without an estimate: first in, first out behind the tuning jobs
+    _enqueue(plain, [_full("Adam", 500), _full("LODO", 1000), tuning])
+    assert [job.key for job, _, _ in plain] == [tuning.key, ("full", "Adam", 0), ("full", "LODO", 0)]

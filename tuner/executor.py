@@ -7,7 +7,10 @@ up to `queue_depth` calls queued on each actor so none idles between individuals
 back only summaries (fitness, seconds, a decimated curve), never 100k raw losses. A long job (at
 least `LONG_JOB` individual-steps: a batched chunk, a full run) goes only to an idle actor: queued
 behind another long job it would wait minutes while another worker frees up (measured on the main
-job, benchmarks/RESULTS.md), and a round trip between long jobs costs nothing.
+job, benchmarks/RESULTS.md), and a round trip between long jobs costs nothing. Queued full runs go
+longest first (Graham's LPT rule), their length estimated from the seconds per lane-step each
+(task, optimizer) has taken so far (`Costs`; never measured: first), so an expensive optimizer's
+full runs are not what the run waits for at the end while the other workers idle.
 
 Failures come in two kinds, told apart by exception type, never by message:
 - the individual's own: its task or optimizer raised, or its loss went NaN/inf. Not retried; the
@@ -151,6 +154,7 @@ class Executor:
         self.requested, self.actors = workers, []
         self.optimizer_specs = tuple(optimizer_specs)  # lodo.OptimizerSpecs each actor registers
         self.compute_seconds = self.busy_wall = 0.0
+        self.costs = Costs()  # seconds per lane-step so far, per (task, optimizer): orders the queued full runs
         self.resubmitted = self.size = 0
         self.retry_causes: collections.Counter = collections.Counter()  # error type -> retries
 
@@ -226,7 +230,8 @@ class Executor:
 
         environmental = environmental_errors()
         self.start()
-        pending = collections.deque((j, [], None) for j in jobs)  # (job, causes so far, actor it failed on)
+        pending: collections.deque = collections.deque()  # (job, causes so far, actor it failed on)
+        _enqueue(pending, jobs, self.costs.estimate)
         delayed: list = []   # heap of (due, seq, job, causes, actor): retries waiting out their back-off
         inflight: dict = {}  # ref -> (job, actor, causes)
         probes: dict = {}    # ref -> actor: a `ready` call to an actor that failed; no jobs until it answers
@@ -304,9 +309,10 @@ class Executor:
             if causes:
                 result["retries"] = [{k: v for k, v in c.items() if k != "worker"} for c in causes]
             self.compute_seconds += result.get("seconds", 0.0)
+            self.costs.add(job, result.get("seconds"))
             more = on_result(job, result)
             if more:
-                _enqueue(pending, more)
+                _enqueue(pending, more, self.costs.estimate)
         self.busy_wall += time.perf_counter() - t0
 
     def _retried(self, job: Job, attempt: int, cause: dict) -> None:
@@ -344,12 +350,44 @@ def _label(job: Job) -> str:
     return f"{job.optimizer} job {key}"
 
 
-def _enqueue(pending: collections.deque, jobs) -> None:
+class Costs:
+    """Seconds per lane-step of each (task, optimizer), summed over its finished jobs; a queued job's
+    estimated wall = that rate × lanes × steps (+inf for a pair never measured, e.g. an optimizer
+    whose full runs start with given values, so the unknown go first). Lanes of a 32-lane tuning
+    chunk run cheaper per step than an 8-lane full run's, but alike for every optimizer, so the
+    estimates order the queue even where they are off in absolute terms."""
+
+    def __init__(self):
+        self.seconds: dict[tuple, float] = collections.defaultdict(float)
+        self.lane_steps: dict[tuple, int] = collections.defaultdict(int)
+
+    def add(self, job, seconds) -> None:
+        if seconds is not None and math.isfinite(seconds) and seconds > 0:
+            key = (job.task, job.optimizer)
+            self.seconds[key] += float(seconds)
+            self.lane_steps[key] += len(getattr(job, "jobs", (job,))) * job.steps
+
+    def estimate(self, job) -> float:
+        key = (job.task, job.optimizer)
+        if not self.lane_steps.get(key):
+            return math.inf
+        return self.seconds[key] / self.lane_steps[key] * len(getattr(job, "jobs", (job,))) * job.steps
+
+
+def _enqueue(pending: collections.deque, jobs, estimate: Callable[[object], float] | None = None) -> None:
     """Queue `jobs`: a GA generation's ahead of the queued full runs (which unlock nothing), so a
-    tuning chain never waits behind long full runs; otherwise first in, first out."""
+    tuning chain never waits behind long full runs, in arrival order; full runs behind them, the
+    longest `estimate` first (ties, and without `estimate` all, in arrival order): list scheduling's
+    LPT rule, so the run does not end on one worker with one long chunk while the others idle."""
     for job in jobs:
         if job.kind == "full":
-            pending.append((job, [], None))
+            if estimate is None:
+                pending.append((job, [], None))
+                continue
+            cost = estimate(job)
+            at = next((i for i, (queued, _, _) in enumerate(pending)
+                       if queued.kind == "full" and estimate(queued) < cost), len(pending))
+            pending.insert(at, (job, [], None))
             continue
         at = next((i for i, (queued, _, _) in enumerate(pending) if queued.kind == "full"), len(pending))
         pending.insert(at, (job, [], None))
