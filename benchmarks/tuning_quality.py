@@ -1,5 +1,6 @@
 """Tuning quality at equal budget (issue 19): each searcher tunes each scalable optimizer on the
-noisy bowl with the faithful GA's budget, then 8 full runs of 100k steps score what it found.
+noisy bowl (or `--task rosenbrock`) with the faithful GA's budget, then 8 full runs (100k steps on
+the bowl, the schedule's full-run length elsewhere) score what it found.
 
     searchers:  ga        the faithful Appendix-E GA (schedules/noisy_bowl.yaml, Table 5)
                 ga-improved  schedules/noisy_bowl-improved.yaml, when that schedule exists
@@ -18,6 +19,8 @@ again with the same flags to continue it. Ray is started once (--workers slots) 
 
     .venv/bin/python benchmarks/tuning_quality.py --out runs/tuning_quality --workers 1 \\
         --optimizers Adam,Momentum,RMSprop,Yogi --searchers ga,random,tpe,cmaes --seeds 0,1,2
+    .venv/bin/python benchmarks/tuning_quality.py --task rosenbrock --out runs/tuning_quality_rosenbrock \\
+        --workers 1 --optimizers Adam,Momentum,RMSprop,Yogi --searchers ga,ga-improved,random,tpe,cmaes
 """
 from __future__ import annotations
 
@@ -39,14 +42,13 @@ from tuner.executor import init_ray  # noqa: E402
 from tuner.rundir import RunDir, atomic_write_json, read_json  # noqa: E402
 from tuner.schedule import bundled, load_schedule  # noqa: E402
 
-TASK = "noisy_bowl"
 SCALABLE = ("Adam", "Momentum", "RMSprop", "Yogi", "L-BFGS", "O-LBFGS", "LODO")
 SEARCHERS = ("ga", "ga-improved", "random", "tpe", "cmaes")
 
 
 def _schedule(args, searcher: str):
     """The schedule a searcher tunes with: the faithful GA's (its budget for Optuna's samplers) or the improved GA's."""
-    name = args.improved if searcher == "ga-improved" else args.schedule
+    name = (args.improved or f"{args.task}-improved") if searcher == "ga-improved" else (args.schedule or args.task)
     full = {"steps": args.full_steps, "seeds": args.full_seeds, "time_milestone_s": None}
     overrides = {"full_run": full}
     if searcher not in ("ga", "ga-improved"):
@@ -65,13 +67,13 @@ def run_cell(args, optimizer: str, searcher: str, seed: int | None) -> dict:
     resources = tuner.Resources(workers=args.workers, address=args.address)
     schedule = _schedule(args, "ga" if searcher == "paper" else searcher)
     if searcher == "paper":
-        hparams = {optimizer: dict(lodo.paper_hyperparameters(TASK)[optimizer])}
+        hparams = {optimizer: dict(lodo.paper_hyperparameters(args.task)[optimizer])}
     elif "hyperparameters" in info:
         hparams = {optimizer: info["hyperparameters"]}
     else:
         tune_dir = cell / "tune"
         t0 = time.perf_counter()
-        result = tuner.tune(TASK, optimizers=[optimizer], schedule=schedule, seed=seed, run_dir=tune_dir,
+        result = tuner.tune(args.task, optimizers=[optimizer], schedule=schedule, seed=seed, run_dir=tune_dir,
                             resume=(tune_dir / "manifest.json").is_file(), resources=resources)
         records = RunDir(tune_dir).individuals(optimizer)
         info = {"optimizer": optimizer, "searcher": searcher, "seed": seed, "schedule": schedule.source,
@@ -83,7 +85,7 @@ def run_cell(args, optimizer: str, searcher: str, seed: int | None) -> dict:
     if "full_loss" not in info:
         full_dir = cell / "full"
         t0 = time.perf_counter()
-        report = tuner.evaluate(TASK, hparams, steps=args.full_steps, seeds=args.full_seeds, schedule=schedule,
+        report = tuner.evaluate(args.task, hparams, steps=args.full_steps, seeds=args.full_seeds, schedule=schedule,
                                 seed=0, run_dir=full_dir, resume=(full_dir / "manifest.json").is_file(),
                                 resources=resources)[optimizer]
         info.update(optimizer=optimizer, searcher=searcher, seed=seed, hyperparameters=hparams[optimizer],
@@ -99,7 +101,7 @@ def _fmt(x, digits=2) -> str:
 
 def table(args, optimizers, searchers, seeds) -> str:
     """The markdown table of every cell measured so far under --out (missing cells say so)."""
-    paper = RESULTS[TASK].rows
+    paper = RESULTS[args.task].rows if args.task in RESULTS else {}
     header = ["optimizer", "searcher", "full-run loss: mean ± std over seeds (min–max)", "seeds",
               "Table 1", "Table 6 in our code", "individual-steps", "tuning wall s (mean)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -132,21 +134,24 @@ def main(argv=None) -> int:
     p.add_argument("--searchers", default=",".join(SEARCHERS),
                    help="ga, ga-improved (skipped when its schedule does not exist), random, tpe, cmaes")
     p.add_argument("--seeds", default="0,1,2", help="searcher seeds (tuner seeds), comma-separated")
-    p.add_argument("--full-steps", type=int, default=100_000)
+    p.add_argument("--task", default="noisy_bowl", help="noisy_bowl or rosenbrock (any task with a schedule)")
+    p.add_argument("--full-steps", type=int, default=None, help="default: the schedule's full-run length")
     p.add_argument("--full-seeds", type=int, default=8)
     p.add_argument("--no-paper", action="store_true", help="skip the Table 6 cells")
-    p.add_argument("--schedule", default="noisy_bowl", help="the faithful GA's schedule (its budget is everyone's)")
-    p.add_argument("--improved", default="noisy_bowl-improved", help="the improved GA's schedule")
+    p.add_argument("--schedule", default=None, help="the faithful GA's schedule (its budget is everyone's; default: the task's)")
+    p.add_argument("--improved", default=None, help="the improved GA's schedule (default: <task>-improved)")
     p.add_argument("--workers", type=int, default=None, help="Ray worker slots (default: all cores)")
     p.add_argument("--address", default=None, help="join this Ray cluster")
     args = p.parse_args(argv)
+    if args.full_steps is None:
+        args.full_steps = load_schedule(args.schedule or args.task).full_run.steps
     optimizers = [o for o in args.optimizers.split(",") if o]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     searchers = [s for s in args.searchers.split(",") if s]
     unknown = [s for s in searchers if s not in SEARCHERS]
     if unknown:
         p.error(f"--searchers: unknown {unknown[0]!r} (valid: {', '.join(SEARCHERS)})")
-    improved = args.improved
+    improved = args.improved or f"{args.task}-improved"
     if "ga-improved" in searchers and not (improved in bundled() or Path(improved).is_file()):
         print(f"ga-improved skipped: no schedule {improved!r}", file=sys.stderr)
         searchers.remove("ga-improved")
