@@ -95,8 +95,13 @@ def run_cell(args, optimizer: str, searcher: str, seed: int | None) -> dict:
     return info
 
 
-def _fmt(x, digits=2) -> str:
-    return "—" if x is None else ("diverged" if not math.isfinite(x) else f"{x:.{digits}f}")
+def _num(x: float) -> str:
+    """Two decimals, or three significant digits below 0.1 (Rosenbrock's losses are ~1e-4)."""
+    return f"{x:.2f}" if x == 0 or abs(x) >= 0.1 else f"{x:.2e}"
+
+
+def _fmt(x) -> str:
+    return "—" if x is None else ("diverged" if not math.isfinite(x) else _num(x))
 
 
 def table(args, optimizers, searchers, seeds) -> str:
@@ -115,7 +120,7 @@ def table(args, optimizers, searchers, seeds) -> str:
             if not done:
                 value = "not measured yet"
             else:
-                value = (f"{np.mean(finite):.2f} ± {np.std(finite):.2f} ({min(finite):.2f}–{max(finite):.2f})"
+                value = (f"{_num(np.mean(finite))} ± {_num(np.std(finite))} ({_num(min(finite))}–{_num(max(finite))})"
                          if finite else "diverged") + (f", {len(losses) - len(finite)} diverged"
                                                        if finite and len(finite) < len(losses) else "")
             steps = sorted({c["individual_steps"] for c in done if "individual_steps" in c})

@@ -2,6 +2,7 @@
 cells' run directories hold, and a second invocation skips the finished cells."""
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,14 @@ def test_tiny_benchmark_fills_its_cells_and_skips_them_when_run_again(ray_sessio
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("cell.json")}
     assert bench.main(argv) == 0  # everything on disk: nothing runs again
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_the_table_keeps_small_losses_readable_and_defaults_follow_the_task():
+    bench = _benchmark()
+    assert [bench._num(v) for v in (15.274, 0.0, 0.5, 6.54e-5, -3e-3)] == ["15.27", "0.00", "0.50", "6.54e-05", "-3.00e-03"]
+    assert bench._fmt(None) == "—" and bench._fmt(math.inf) == "diverged"
+    # --task rosenbrock: the faithful GA's schedule is rosenbrock's, the improved one rosenbrock-improved
+    args = bench.argparse.Namespace(task="rosenbrock", schedule=None, improved=None, full_steps=200, full_seeds=8)
+    assert bench._schedule(args, "ga").task == "rosenbrock"
+    assert bench._schedule(args, "ga-improved").source.startswith("schedules/rosenbrock-improved.yaml")
+    assert bench._schedule(args, "tpe").search.searcher == "tpe"
