@@ -46,9 +46,15 @@ SCALABLE = ("Adam", "Momentum", "RMSprop", "Yogi", "L-BFGS", "O-LBFGS", "LODO")
 SEARCHERS = ("ga", "ga-improved", "random", "tpe", "cmaes")
 
 
+def _names(args) -> tuple[str, str]:
+    """The faithful and the improved GA's schedules: --schedule / --improved, else the task's own."""
+    return args.schedule or args.task, args.improved or f"{args.task}-improved"
+
+
 def _schedule(args, searcher: str):
     """The schedule a searcher tunes with: the faithful GA's (its budget for Optuna's samplers) or the improved GA's."""
-    name = (args.improved or f"{args.task}-improved") if searcher == "ga-improved" else (args.schedule or args.task)
+    faithful, improved = _names(args)
+    name = improved if searcher == "ga-improved" else faithful
     full = {"steps": args.full_steps, "seeds": args.full_seeds, "time_milestone_s": None}
     overrides = {"full_run": full}
     if searcher not in ("ga", "ga-improved"):
@@ -149,14 +155,14 @@ def main(argv=None) -> int:
     p.add_argument("--address", default=None, help="join this Ray cluster")
     args = p.parse_args(argv)
     if args.full_steps is None:
-        args.full_steps = load_schedule(args.schedule or args.task).full_run.steps
+        args.full_steps = load_schedule(_names(args)[0]).full_run.steps
     optimizers = [o for o in args.optimizers.split(",") if o]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     searchers = [s for s in args.searchers.split(",") if s]
     unknown = [s for s in searchers if s not in SEARCHERS]
     if unknown:
         p.error(f"--searchers: unknown {unknown[0]!r} (valid: {', '.join(SEARCHERS)})")
-    improved = args.improved or f"{args.task}-improved"
+    improved = _names(args)[1]
     if "ga-improved" in searchers and not (improved in bundled() or Path(improved).is_file()):
         print(f"ga-improved skipped: no schedule {improved!r}", file=sys.stderr)
         searchers.remove("ga-improved")

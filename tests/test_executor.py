@@ -136,6 +136,6 @@ def test_queued_full_runs_go_longest_first_by_each_optimizers_measured_rate():
         tuning.key, ("full", "Yogi", 0), ("full", "LODO", 0), ("full", "Adam", 0), ("full", "Adam", 1),
         ("full", "Adam", 2)]  # the GA's job first, then the longest full runs (ties in arrival order)
 
-    plain = collections.deque()  # without an estimate: first in, first out behind the tuning jobs
-    _enqueue(plain, [_full("Adam", 500), _full("LODO", 1000), tuning])
+    plain = collections.deque()  # equal estimates: first in, first out behind the tuning jobs
+    _enqueue(plain, [_full("Adam", 500), _full("LODO", 1000), tuning], lambda job: 0.0)
     assert [job.key for job, _, _ in plain] == [tuning.key, ("full", "Adam", 0), ("full", "LODO", 0)]

@@ -333,9 +333,14 @@ class Executor:
 LONG_JOB = 20_000  # individual-steps (lanes × steps) from which a job is sent to idle actors only
 
 
+def _lane_steps(job) -> int:
+    """Individual-steps of `job`: lanes × steps (a Job is one lane)."""
+    return len(getattr(job, "jobs", (job,))) * job.steps
+
+
 def _long(job) -> bool:
     """Whether `job` (a Job or a BatchJob) is long enough to wait for an idle actor rather than queue behind a busy one."""
-    return len(getattr(job, "jobs", (job,))) * job.steps >= LONG_JOB
+    return _lane_steps(job) >= LONG_JOB
 
 
 def _label(job: Job) -> str:
@@ -365,29 +370,25 @@ class Costs:
         if seconds is not None and math.isfinite(seconds) and seconds > 0:
             key = (job.task, job.optimizer)
             self.seconds[key] += float(seconds)
-            self.lane_steps[key] += len(getattr(job, "jobs", (job,))) * job.steps
+            self.lane_steps[key] += _lane_steps(job)
 
     def estimate(self, job) -> float:
         key = (job.task, job.optimizer)
         if not self.lane_steps.get(key):
             return math.inf
-        return self.seconds[key] / self.lane_steps[key] * len(getattr(job, "jobs", (job,))) * job.steps
+        return self.seconds[key] / self.lane_steps[key] * _lane_steps(job)
 
 
-def _enqueue(pending: collections.deque, jobs, estimate: Callable[[object], float] | None = None) -> None:
+def _enqueue(pending: collections.deque, jobs, estimate: Callable[[object], float]) -> None:
     """Queue `jobs`: a GA generation's ahead of the queued full runs (which unlock nothing), so a
     tuning chain never waits behind long full runs, in arrival order; full runs behind them, the
-    longest `estimate` first (ties, and without `estimate` all, in arrival order): list scheduling's
-    LPT rule, so the run does not end on one worker with one long chunk while the others idle."""
+    longest `estimate` first (ties in arrival order): list scheduling's LPT rule, so the run does
+    not end on one worker with one long chunk while the others idle."""
     for job in jobs:
         if job.kind == "full":
-            if estimate is None:
-                pending.append((job, [], None))
-                continue
             cost = estimate(job)
             at = next((i for i, (queued, _, _) in enumerate(pending)
                        if queued.kind == "full" and estimate(queued) < cost), len(pending))
-            pending.insert(at, (job, [], None))
-            continue
-        at = next((i for i, (queued, _, _) in enumerate(pending) if queued.kind == "full"), len(pending))
+        else:
+            at = next((i for i, (queued, _, _) in enumerate(pending) if queued.kind == "full"), len(pending))
         pending.insert(at, (job, [], None))
