@@ -296,10 +296,17 @@ class LBFGS(BatchedOptimizer):
         g ← ∇f(x);  s ← −1e-10·g with no pair yet, else −η_t·B_t g  (two-loop, last `memory` pairs, η_t = lr·τ/(τ + t))
         x ← x + s;  y ← ∇f(x) − g  (same sample);  keep (s, y) if sᵀy > 0
 
-    Each lane keeps its own pairs, newest last, in (P, memory, n) buffers aligned at the newest
+    Each lane keeps its own pairs, newest last, in a (P, memory, n) window aligned at the newest
     slot; a lane with fewer pairs has zero slots (ρ = 0) at the old end, which the two-loop passes
     through unchanged, exactly as if it looped over that lane's pairs only.
     γ = sᵀy/yᵀy of the newest pair.
+
+    The window slides along a buffer of 2·memory slots (a new pair goes in after the newest, the
+    window moves one slot on; once per `memory` iterations it is copied back to the start), with
+    each pair's sᵀy and yᵀy kept from when it came in: no per-iteration copy or product of the
+    whole memory. The two-loop is dispatch-bound (≈ 10 small ops per pair), so it runs on views
+    bound once per iteration and one scratch row; every number is the same product and sum as
+    the plain form's, bit for bit (tests/test_population.py).
     """
 
     name = "L-BFGS"
@@ -308,13 +315,26 @@ class LBFGS(BatchedOptimizer):
     def __init__(self, x: torch.Tensor, hparams: dict[str, torch.Tensor], memory: int = 48):
         super().__init__(x, hparams)
         lanes, n = x.shape
-        self.s_mem, self.y_mem = x.new_zeros(lanes, int(memory), n), x.new_zeros(lanes, int(memory), n)
+        self.memory, self.start = int(memory), 0  # the window is slots [start, start + memory) of the buffers
+        self._s, self._y = x.new_zeros(lanes, 2 * self.memory, n), x.new_zeros(lanes, 2 * self.memory, n)
+        self._sy, self._yy = x.new_zeros(lanes, 2 * self.memory), x.new_zeros(lanes, 2 * self.memory)
         self.count = torch.zeros(lanes, dtype=torch.int64, device=x.device)
+
+    def _window(self, key: str) -> torch.Tensor:
+        return getattr(self, key)[:, self.start : self.start + self.memory]
+
+    @property
+    def s_mem(self) -> torch.Tensor:
+        """(P, memory, n): each lane's s pairs, oldest first, zero slots before its first pair."""
+        return self._window("_s")
+
+    @property
+    def y_mem(self) -> torch.Tensor:
+        return self._window("_y")
 
     def step(self, x, closure):
         loss, g = closure()
-        sy, yy = (self.s_mem * self.y_mem).sum(-1), (self.y_mem * self.y_mem).sum(-1)  # (P, memory)
-        memory = self.s_mem.shape[1]
+        sy, yy, memory = self._window("_sy"), self._window("_yy"), self.memory
         valid = torch.arange(memory, device=x.device) >= memory - self.count.view(-1, 1)
         rho = torch.where(valid, 1.0 / sy, 0.0)
         gamma = self.initial_scaling(sy, yy, valid).view(-1, 1)
@@ -323,32 +343,49 @@ class LBFGS(BatchedOptimizer):
         x.add_(s)
         _, g_new = closure()
         y = g_new - g
-        accept = ((s * y).sum(-1) > 0).view(-1, 1, 1)
-        self.s_mem = torch.where(accept, torch.cat([self.s_mem[:, 1:], s.unsqueeze(1)], 1), self.s_mem)
-        self.y_mem = torch.where(accept, torch.cat([self.y_mem[:, 1:], y.unsqueeze(1)], 1), self.y_mem)
-        self.count = torch.clamp(self.count + accept.view(-1), max=memory)
+        self._push(s, y, (s * y).sum(-1))
         self.t += 1
         return loss
+
+    def _push(self, s, y, sy):
+        """Append (s, y) to every lane whose sᵀy > 0; the other lanes keep their pairs as they were."""
+        accept, new = sy > 0, self.start + self.memory
+        self._s[:, new], self._y[:, new], self._sy[:, new], self._yy[:, new] = s, y, sy, (y * y).sum(-1)
+        old = slice(self.start, new)
+        self.start += 1
+        if not bool(accept.all()):  # a rejecting lane's window moves with the others: shift its pairs along
+            lanes = (~accept).nonzero().view(-1)
+            for key in ("_s", "_y", "_sy", "_yy"):
+                buffer = getattr(self, key)
+                buffer[lanes, self.start : new + 1] = buffer[lanes, old]
+        if self.start == self.memory:
+            for key in ("_s", "_y", "_sy", "_yy"):
+                buffer = getattr(self, key)
+                buffer[:, : self.memory] = buffer[:, self.memory :]
+            self.start = 0
+        self.count = torch.clamp(self.count + accept, max=self.memory)
 
     def initial_scaling(self, sy, yy, valid):
         return torch.where(valid[:, -1], sy[:, -1] / yy[:, -1], 1.0)
 
     def _two_loop(self, g, rho, gamma):
         """B·g: q ← g; newest→oldest αᵢ = ρᵢ sᵢᵀq, q ← q − αᵢ yᵢ; r ← γq; oldest→newest βᵢ = ρᵢ yᵢᵀr, r ← r + (αᵢ − βᵢ) sᵢ."""
-        q, memory = g.clone(), self.s_mem.shape[1]
-        alpha = [None] * memory
-        for i in reversed(range(memory)):
-            alpha[i] = rho[:, i : i + 1] * (self.s_mem[:, i] * q).sum(-1, keepdim=True)
-            q.sub_(alpha[i] * self.y_mem[:, i])
+        S, Y, R = self.s_mem.unbind(1), self.y_mem.unbind(1), rho.unsqueeze(-1).unbind(1)
+        q, scratch = g.clone(), torch.empty_like(g)
+        alpha = [None] * self.memory
+        for i in reversed(range(self.memory)):
+            alpha[i] = R[i] * torch.mul(S[i], q, out=scratch).sum(-1, keepdim=True)
+            q.sub_(torch.mul(alpha[i], Y[i], out=scratch))
         r = gamma * q
-        for i in range(memory):
-            beta = rho[:, i : i + 1] * (self.y_mem[:, i] * r).sum(-1, keepdim=True)
-            r.add_((alpha[i] - beta) * self.s_mem[:, i])
+        for i in range(self.memory):
+            beta = R[i] * torch.mul(Y[i], r, out=scratch).sum(-1, keepdim=True)
+            r.add_(torch.mul(alpha[i] - beta, S[i], out=scratch))
         return r
 
     def keep(self, index):
         super().keep(index)
-        self.s_mem, self.y_mem, self.count = self.s_mem[index], self.y_mem[index], self.count[index]
+        for key in ("_s", "_y", "_sy", "_yy", "count"):
+            setattr(self, key, getattr(self, key)[index])
 
     def lane_state(self, row: int) -> dict:
         """t and lane `row`'s (s, y) pairs with their count."""
@@ -357,8 +394,9 @@ class LBFGS(BatchedOptimizer):
 
     def load_lane_state(self, row: int, state: dict) -> None:
         super().load_lane_state(row, state)
-        for key in ("s_mem", "y_mem", "count"):
-            getattr(self, key)[row] = state[key]
+        self.s_mem[row], self.y_mem[row], self.count[row] = state["s_mem"], state["y_mem"], state["count"]
+        self._window("_sy")[row] = (self.s_mem[row] * self.y_mem[row]).sum(-1)
+        self._window("_yy")[row] = (self.y_mem[row] * self.y_mem[row]).sum(-1)
 
 
 class OLBFGS(LBFGS):
@@ -370,6 +408,8 @@ class OLBFGS(LBFGS):
         """Per lane, the mean over its own pairs' slots (a contiguous slice: the unbatched reduction, bit
         for bit; a masked sum over all slots rounds differently, which Rosenbrock amplifies to 1e-4)."""
         ratio, memory = sy / yy, sy.shape[1]
+        if bool((self.count == memory).all()):  # every memory full (after the first `memory` pairs): one row-wise mean
+            return ratio.mean(-1)
         return torch.stack([ratio[lane, memory - c:].mean() if c else ratio.new_ones(())
                             for lane, c in enumerate(self.count.tolist())])
 

@@ -21,7 +21,8 @@ from tuner.trial import (LANE, BatchJob, CheckpointError, Job, batchable, finger
                          load_checkpoint, run_batched_trial, run_job, run_trial)
 
 STEPS = 2000  # full runs of 2000 evaluations: checks every 100, σ (LODO) every 200 optimizer steps
-LANES = {"Adam": [{"lr": 0.05}, {"lr": 0.2}, {"lr": 0.01}], "LODO": [{}, {"lr": 0.5}, {"meta_lr": 0.003}]}
+LANES = {"Adam": [{"lr": 0.05}, {"lr": 0.2}, {"lr": 0.01}], "LODO": [{}, {"lr": 0.5}, {"meta_lr": 0.003}],
+         "L-BFGS": [{"lr": 0.5}, {"lr": 1.3, "tau": 1e4}, {"lr": 0.1, "tau": 100.0}]}
 
 
 def _jobs(tmp_path, optimizer, seeds=(11, 12, 13), hparams=None) -> tuple[Job, ...]:
@@ -49,17 +50,18 @@ def _same(lane: dict, reference: dict) -> None:
     assert lane.get("sigma") == reference.get("sigma")
 
 
-@pytest.mark.parametrize("optimizer", ["Adam", "LODO"])
+@pytest.mark.parametrize("optimizer", ["Adam", "LODO", "L-BFGS"])
 def test_an_interrupted_batched_full_run_resumes_every_lane_bit_identically(tmp_path, monkeypatch, optimizer):
     jobs = _jobs(tmp_path, optimizer)
     reference = run_job(BatchJob(_jobs(tmp_path / "reference", optimizer)))["batch"]  # never interrupted
-    _interrupt(monkeypatch, jobs, 1250)
+    evaluations = 2 if optimizer == "L-BFGS" else 1  # per sample: L-BFGS evaluates each sample twice
+    _interrupt(monkeypatch, jobs, 1250 // evaluations)
     for job in jobs:  # each lane's own checkpoint, of the last check before the interruption
         assert load_checkpoint(job.checkpoint, fingerprint("noisy_bowl", optimizer, job.hparams, STEPS, job.seed,
                                                            {"dim": 10}, form=LANE))["recorded"] == 1200
     calls = interrupt_after(monkeypatch, BatchedNoisyBowl, STEPS)  # counts the resumed run's steps
     resumed = run_job(BatchJob(jobs), checkpoint_every_s=0)["batch"]
-    assert calls["n"] == STEPS - 1200  # it continued; it did not start over
+    assert calls["n"] == (STEPS - 1200) // evaluations  # it continued; it did not start over
     for lane, ref in zip(resumed, reference):
         _same(lane, ref)
     if optimizer == "LODO":
