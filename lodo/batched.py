@@ -306,7 +306,8 @@ class LBFGS(BatchedOptimizer):
     each pair's sᵀy and yᵀy kept from when it came in: no per-iteration copy or product of the
     whole memory. The two-loop is dispatch-bound (≈ 10 small ops per pair), so it runs on views
     bound once per iteration and one scratch row; every number is the same product and sum as
-    the plain form's, bit for bit (tests/test_population.py).
+    the plain form's (memory shifted and sᵀy recomputed every iteration), bit for bit
+    (tests/test_batched_lbfgs.py; benchmarks/batched_baseline.py times the two).
     """
 
     name = "L-BFGS"
