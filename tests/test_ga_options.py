@@ -194,6 +194,8 @@ JSON_CASES = {  # (generations, population, options): every option, and the size
                 dict(init="uniform", bounds={"lr": (1e-4, 3.0)}, step_size="csa", seeds=2, covariance="rank_mu")),
     "elite": ([(1.0, 10, 12), (1.5, 20), (1.0, 30, 6), (0.5, 40)], 4,
               dict(init="elite", step_size="csa", covariance="rank_mu", trial_seeds="common", seeds=2)),
+    "finalists": ([(1.0, 10, 6), (1.5, 20), (0.5, 20), (0.0, 80, 3)], 4,
+                  dict(init="uniform", step_size="csa", covariance="rank_mu", final="finalists")),
 }
 
 
@@ -208,7 +210,7 @@ def test_json_round_trip_with_every_option_is_exact_mid_run_and_continues_identi
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for g in range(told):
-            ga.tell(fitness[g])
+            ga.tell(fitness[g][: ga.evaluations])
         text = ga.to_json()
         _strict_json(text)
         restored = GeneticAlgorithm.from_json(text)
@@ -216,7 +218,8 @@ def test_json_round_trip_with_every_option_is_exact_mid_run_and_continues_identi
         assert (restored.sigma, restored._path, restored._cov) == (ga.sigma, ga._path, ga._cov)
         for g in range(told, len(generations)):
             assert restored.ask() == ga.ask()
-            ga.tell(fitness[g]), restored.tell(fitness[g])
+            told_now = fitness[g][: ga.evaluations]  # the finalists may be fewer than the row's size
+            ga.tell(told_now), restored.tell(told_now)
     assert restored.to_json() == ga.to_json() and restored.done
 
 
@@ -367,3 +370,71 @@ def test_a_degenerate_generation_cannot_overflow_the_step_size():
         sigmas.append(ga.sigma)
         assert math.isfinite(ga._step) and ga._step <= before * math.e * (1 + 1e-12)
     assert np.linalg.matrix_rank(np.array(ga._cov)) == 3
+
+
+# --- final: finalists -----------------------------------------------------------------------
+
+def _told(ga: GeneticAlgorithm, fitness_of) -> None:
+    """Tell every generation but the last, each individual's fitness `fitness_of(generation, hparams)`."""
+    while ga.generation < len(ga.generations) - 1:
+        ga.tell([fitness_of(ind.generation, ind.hparams) for ind in ga.ask()])
+
+
+def test_the_finalists_are_the_mean_and_the_best_distinct_individuals_of_the_long_generations():
+    ga = GeneticAlgorithm(SPACE, [(1.0, 10, 8), (0.8, 50), (0.5, 50), (0.0, 400, 4)], 6, seed=3, final="finalists",
+                          step_size="csa")
+    distance = lambda hp: abs(math.log(hp["lr"]) - math.log(0.05)) + abs(hp["beta1"] - 0.5)  # noqa: E731
+    # generation 0's trials are short: its fitness values are far lower but must not compete
+    _told(ga, lambda g, hp: distance(hp) - (100.0 if g == 0 else 0.0))
+    mean = ga.mean
+    finalists = ga.ask()
+    long_ones = sorted((distance(i["hparams"]), h["generation"], i["index"]) for h in ga.history[1:]
+                       for i in h["individuals"])
+    expected = [mean] + [ga.history[g]["individuals"][i]["hparams"] for _, g, i in long_ones[:3]]
+    assert [f.hparams for f in finalists] == expected
+    assert [f.steps for f in finalists] == [400] * 4 and [f.index for f in finalists] == [0, 1, 2, 3]
+    assert [f.seed for f in finalists] == [individual_seed(3, "", 3, i) for i in range(4)]
+
+
+def test_the_best_finalist_is_tuned_exactly_as_trained_and_a_tie_keeps_the_mean():
+    ga = GeneticAlgorithm(SPACE, [(1.0, 20), (0.0, 100, 3)], 4, seed=1, final="finalists")
+    _told(ga, lambda g, hp: hp["lr"])
+    finalists = ga.ask()
+    ga.tell([5.0, 2.0, math.nan])
+    assert ga.done and ga.best() == finalists[1].hparams  # the values trained, not their rescaled round trip
+    assert ga.mean == pytest.approx(finalists[1].hparams, rel=1e-12)
+    assert ga.history[-1]["selected"] == [1]
+    tie = GeneticAlgorithm(SPACE, [(1.0, 20), (0.0, 100, 3)], 4, seed=1, final="finalists")
+    _told(tie, lambda g, hp: hp["lr"])
+    tie.tell([2.0, 2.0, 3.0])
+    assert tie.best() == finalists[0].hparams  # the mean, index 0, wins ties
+
+
+def test_finalists_with_no_finite_fitness_keep_the_mean_and_too_few_candidates_shrink_the_generation():
+    ga = GeneticAlgorithm(SPACE, [(1.0, 20), (0.0, 100, 8)], 4, seed=2, final="finalists")
+    ga.tell([1.0, math.inf, math.nan, 2.0])  # two finite individuals: with the mean (theirs) all there is
+    assert ga.evaluations == len(ga.ask()) == 3
+    mean = ga.mean
+    with pytest.warns(RuntimeWarning, match="no individual has a finite fitness"):
+        ga.tell([math.inf, math.nan, math.inf])
+    assert ga.best() == mean
+
+
+def test_finalists_repeat_with_seeds_and_average_them():
+    ga = GeneticAlgorithm(SPACE, [(1.0, 20), (0.0, 100, 2)], 4, seed=5, final="finalists", seeds=2)
+    _told(ga, lambda g, hp: hp["lr"])
+    finalists = ga.ask()
+    assert len(finalists) == 4 and finalists[2].hparams == finalists[0].hparams
+    ga.tell([3.0, 2.0, 0.0, 2.5])  # mean 1.5, best individual 2.25
+    assert ga.best() == finalists[0].hparams
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(final="best"), "Invalid final: 'best'"),
+    (dict(final="finalists", generations=[(1.0, 10)]), "needs at least 2 generations"),
+])
+def test_invalid_final_options_raise_one_line_errors(kwargs, message):
+    generations = kwargs.pop("generations", [(1.0, 10), (0.0, 50)])
+    with pytest.raises(ValueError, match=message) as error:
+        GeneticAlgorithm(SPACE, generations, 4, **kwargs)
+    assert "\n" not in str(error.value)

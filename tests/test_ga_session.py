@@ -136,3 +136,29 @@ def test_a_user_task_is_tuned_with_the_improved_options(tmp_path):
     assert [len(h["individuals"]) for h in history] == [8, 8]  # 4 individuals × 2 seeds
     assert all(math.isfinite(v) for h in history for v in h["fitness"])
     assert session.raw["Adam"] == session.gas["Adam"].best()
+
+
+def test_a_session_with_finalists_tunes_the_best_finalist_and_resumes_bit_identically(tmp_path):
+    """Two generations of 4, then 3 finalists trained 4× longer: the session's tuned values are the
+    hand-driven GA's best finalist, and an interrupted session resumes to the same values."""
+    schedule = Schedule.from_dict({"task": "noisy_bowl", "population": 4,
+                                   "generations": [{"noise": 1.0, "steps": 60}, {"noise": 0.5, "steps": 60},
+                                                   {"noise": 0, "steps": 240, "population": 3}],
+                                   "optimizers": ["Momentum"], "full_run": {"steps": 50, "seeds": 1, "time_milestone_s": None},
+                                   "lr_scale": 1.0, "ga": {"final": "finalists"}})
+    ga = GeneticAlgorithm(space_for(schedule, "Momentum"), schedule.generations, 4, seed=1, name="Momentum",
+                          final="finalists")
+    while not ga.done:
+        ga.tell({i.index: run_trial("noisy_bowl", "Momentum", i.hparams, i.steps, i.seed).final_loss for i in ga.ask()})
+    finalists = ga.history[-1]["individuals"]
+    assert [f["hparams"] for f in finalists][0] == ga.history[-2]["next_mean"] and len(finalists) == 3
+    assert ga.best() == min(finalists, key=lambda f: f["fitness"])["hparams"]
+    straight = _session(tmp_path / "straight", schedule)
+    drive_session(straight, straight.start(schedule.optimizers))
+    assert straight.raw["Momentum"] == pytest.approx(ga.best(), rel=1e-12)
+    assert json.loads((tmp_path / "straight" / "tuned.json").read_text())["raw"]["Momentum"] == straight.raw["Momentum"]
+    first = _session(tmp_path / "cut", schedule)
+    drive_session(first, first.start(schedule.optimizers), stop_after=9)  # 4 + 4 chunks, then 1 of 3 finalists
+    resumed = _session(tmp_path / "cut", schedule)
+    drive_session(resumed, resumed.start(schedule.optimizers))
+    assert (resumed.reused, resumed.ran) == (9, 2) and resumed.raw == straight.raw

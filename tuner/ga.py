@@ -40,6 +40,13 @@ a schedule's `ga:` mapping sets them, tuner/schedule.py):
                        only; the draws still come from each index's own seed
     generation rows (noise, steps, P_g)  a generation of its own size P_g instead of `population`
                        (e.g. a broad uniform generation 0 of short trials); the better half is P_g // 2
+    final="finalists"  the last generation row is not drawn: its P_g individuals are the current
+                       mean and the P_g − 1 best distinct individuals of the earlier generations
+                       whose trials were as long as the second-to-last's (so their fitness values
+                       compare), each trained that row's steps (typically several times longer);
+                       the tuned values are the finalist of lowest fitness (ties: the mean), which
+                       becomes the final mean. For values whose worth shows only in long runs
+                       (a step decay τ that short trials cannot tell from none); its noise is unused
 
 Evaluation belongs to the caller (a loop, a process pool, Ray), as with pycma's and
 nevergrad's ask/tell. Nothing here imports torch or ray, there is no hidden RNG, and the whole
@@ -63,6 +70,7 @@ INITS = ("mean", "uniform", "elite")
 STEP_SIZES = ("schedule", "csa")
 COVARIANCES = ("identity", "rank_mu")
 TRIAL_SEEDS = ("individual", "common")
+FINALS = ("mean", "finalists")
 
 # The largest double below 1: a decay rate never reaches 1, whatever u (1 − ln(1 − x) → ∞).
 _BELOW_ONE = math.nextafter(1.0, 0.0)
@@ -180,16 +188,16 @@ class GeneticAlgorithm:
 
     `generations` holds (noise std σ, steps) per generation, or (σ, steps, size) for a generation
     of another size than `population` (size None: `population`); `start` optionally replaces some
-    defaults as generation 0's mean. `init`, `bounds`, `step_size`, `seeds`, `covariance` and
-    `trial_seeds` are the options beyond Appendix E (module docstring); their defaults give the
-    paper's GA.
+    defaults as generation 0's mean. `init`, `bounds`, `step_size`, `seeds`, `covariance`,
+    `trial_seeds` and `final` are the options beyond Appendix E (module docstring); their defaults
+    give the paper's GA.
     """
 
     def __init__(self, space: Space, generations: Iterable[tuple[float, int]], population: int,
                  seed: int = 0, name: str = "", start: Mapping[str, float] | None = None, *,
                  init: str = "mean", bounds: Mapping[str, Sequence[float]] | None = None,
                  step_size: str = "schedule", seeds: int = 1, covariance: str = "identity",
-                 trial_seeds: str = "individual"):
+                 trial_seeds: str = "individual", final: str = "mean"):
         self.space = _dimensions(space)
         self.generations = tuple(self._check_generation(g, i) for i, g in enumerate(generations))
         if not self.generations:
@@ -226,8 +234,12 @@ class GeneticAlgorithm:
             raise ValueError(f"Invalid covariance: {covariance!r} (must be one of {', '.join(COVARIANCES)})")
         if trial_seeds not in TRIAL_SEEDS:
             raise ValueError(f"Invalid trial_seeds: {trial_seeds!r} (must be one of {', '.join(TRIAL_SEEDS)})")
+        if final not in FINALS:
+            raise ValueError(f"Invalid final: {final!r} (must be one of {', '.join(FINALS)})")
+        if final == "finalists" and len(self.generations) < 2:
+            raise ValueError("Invalid final: 'finalists' needs at least 2 generations (the last one is the finalists')")
         self.init, self.step_size, self.seeds, self.covariance = init, step_size, int(seeds), covariance
-        self.trial_seeds = trial_seeds
+        self.trial_seeds, self.final = trial_seeds, final
         self.bounds = self._check_bounds(bounds or {})
         self.generation = 0
         self.history: list[dict] = []
@@ -269,9 +281,9 @@ class GeneticAlgorithm:
 
     @property
     def evaluations(self) -> int:
-        """Trials in the current generation: its size × seeds; `tell` takes one fitness per index
-        0..evaluations − 1."""
-        return self.size(self.generation) * self.seeds
+        """Trials in the current generation: its size × seeds (the finalists: as many as there are
+        distinct candidates, at most its size); `tell` takes one fitness per index 0..evaluations − 1."""
+        return len(self.ask()) if self._finals() else self.size(self.generation) * self.seeds
 
     @property
     def sigma(self) -> float:
@@ -280,11 +292,30 @@ class GeneticAlgorithm:
 
     def _paper(self) -> bool:
         """All options at their defaults: Appendix E's GA (its history and JSON keys only)."""
-        return (self.init, self.step_size, self.seeds, self.covariance, self.trial_seeds) == \
-            ("mean", "schedule", 1, "identity", "individual")
+        return (self.init, self.step_size, self.seeds, self.covariance, self.trial_seeds, self.final) == \
+            ("mean", "schedule", 1, "identity", "individual", "mean")
 
     def _uniform(self) -> bool:
         return self.init in ("uniform", "elite") and self.generation == 0
+
+    def _finals(self) -> bool:
+        """The current generation is the finalists' (final "finalists", last row)."""
+        return self.final == "finalists" and self.generation == len(self.generations) - 1
+
+    def _finalists(self, size: int) -> list[dict[str, float]]:
+        """The current mean, then the best distinct individuals (by fitness; ties by generation, index)
+        of the told generations whose trials had the second-to-last row's length: `size` at most."""
+        steps = self.generations[-2][1]
+        pool = sorted((fitness, h["generation"], i, h["individuals"][i]["hparams"])
+                      for h in self.history if h["steps"] == steps
+                      for i, fitness in enumerate(h["fitness"]))
+        chosen = [self.mean]
+        for fitness, _, _, hparams in pool:
+            if len(chosen) == size:
+                break
+            if math.isfinite(fitness) and hparams not in chosen:
+                chosen.append(dict(hparams))
+        return chosen
 
     @staticmethod
     def _check_generation(entry, i: int) -> tuple:
@@ -337,9 +368,14 @@ class GeneticAlgorithm:
                 return individual_seed(self.seed, self.name, self.generation, index // size * size if common else index)
 
             asked = []
+            finalists = self._finalists(size) if self._finals() else None
+            size = size if finalists is None else len(finalists)
             for index in range(size):
                 seed = individual_seed(self.seed, self.name, self.generation, index)
                 rng = np.random.default_rng(seed)
+                if finalists is not None:
+                    asked.append(Individual(self.generation, index, trial_seed(index), dict(finalists[index]), steps))
+                    continue
                 if self._uniform():
                     u = [lo + (hi - lo) * float(r) for (lo, hi), r in zip(box, rng.random(len(self.space)))]
                 else:
@@ -378,16 +414,19 @@ class GeneticAlgorithm:
             missing, extra = sorted(expected - set(table)), sorted(set(table) - expected)
             raise ValueError(f"Invalid fitness: indices missing {missing}, unexpected {extra} "
                              f"(must give one value per index 0..{self.evaluations - 1})")
-        size = self.size(self.generation)
+        size = len(individuals) // self.seeds
         trials = [float(table[i]) for i in range(self.evaluations)]
         values = [self._averaged([trials[j * size + i] for j in range(self.seeds)]) for i in range(size)]
         # The rescaled values that were evaluated: a decay clipped at 0 counts as u = 1, not below.
         rescaled = [[rescale(ind.hparams[d.name], d.scale) for d in self.space] for ind in individuals]
 
         finite = sorted((values[i], i) for i in range(size) if math.isfinite(values[i]))
-        selected = [i for _, i in finite[: size // 2]]  # the better half; NaN/inf rank last
+        finals = self._finals()
+        selected = [i for _, i in finite[: 1 if finals else size // 2]]  # the better half (finalists: the best); NaN/inf rank last
         mean_before, sigma = list(self._mean_u), self.sigma
-        if selected and self._uniform():  # the better half of a box-wide draw averages to near its centre
+        if selected and finals:
+            self._mean_u = list(rescaled[selected[0]])
+        elif selected and self._uniform():  # the better half of a box-wide draw averages to near its centre
             self._mean_u = list(rescaled[selected[0]])
             if self.init == "elite" and len(self.generations) > 1:
                 # the best quarter, but at least n + 1 draws: fewer span less than n dimensions
@@ -421,6 +460,8 @@ class GeneticAlgorithm:
         }
         if not self._paper():  # the paper's GA: its keys only
             entry.update(sigma=sigma, next_sigma=None, fitness=values)
+        if finals:  # the tuned values as trained (the mean above is their rescaled round trip)
+            entry["best"] = dict(individuals[selected[0]].hparams) if selected else entry["next_mean"]
         self.history.append(entry)
         self.generation += 1
         self._asked = None
@@ -469,10 +510,13 @@ class GeneticAlgorithm:
         self._cov = ((cov + cov.T) / 2).tolist()
 
     def best(self) -> dict[str, float]:
-        """The tuned values: the final generation mean (as in the paper), on the original scale.
+        """The tuned values: the final generation mean (as in the paper), on the original scale;
+        with final "finalists", once told, the best finalist's values exactly as trained.
 
         Before the last `tell` this is the current mean.
         """
+        if self.done and self.final == "finalists":
+            return dict(self.history[-1]["best"])
         return self.mean
 
     def to_json(self) -> str:
@@ -495,7 +539,7 @@ class GeneticAlgorithm:
         if not self._paper():  # the paper's GA: its keys only
             state.update(init=self.init, bounds={k: list(v) for k, v in self.bounds.items()},
                          step_size=self.step_size, seeds=self.seeds, covariance=self.covariance,
-                         trial_seeds=self.trial_seeds,
+                         trial_seeds=self.trial_seeds, final=self.final,
                          step=self._step, path=self._path, cov=self._cov)
         return json.dumps(state, allow_nan=False)
 
@@ -511,7 +555,7 @@ class GeneticAlgorithm:
                  init=state.get("init", "mean"), bounds=state.get("bounds"),
                  step_size=state.get("step_size", "schedule"), seeds=state.get("seeds", 1),
                  covariance=state.get("covariance", "identity"),
-                 trial_seeds=state.get("trial_seeds", "individual"))
+                 trial_seeds=state.get("trial_seeds", "individual"), final=state.get("final", "mean"))
         ga._step, ga._path = float(state.get("step", 1.0)), [float(p) for p in state.get("path", ga._path)]
         ga._cov = [[float(v) for v in row] for row in state.get("cov", ga._cov)]
         if len(state["mean_rescaled"]) != len(ga.space):

@@ -39,6 +39,11 @@
       trial_seeds: common               #   individual (default: each individual its own trial seed) or
                                         #   common (common random numbers: one task instance and noise
                                         #   stream per generation, so selection compares values only)
+      final: finalists                  #   mean (default: the tuned values are the final mean) or
+                                        #   finalists (the last generation row is not drawn: its
+                                        #   population are the mean and the best distinct individuals
+                                        #   of the earlier generations as long as the second-to-last,
+                                        #   trained that row's steps; the best of them is tuned)
 
 `schedules/<task>-improved.yaml` use the `ga:` options (benchmarks/RESULTS.md, "Improved GA");
 `Schedule.individual_steps()` is the GA's budget per optimizer.
@@ -59,7 +64,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from tuner.ga import COVARIANCES, INITS, SCALES, STEP_SIZES, TRIAL_SEEDS, Dimension, rescale
+from tuner.ga import COVARIANCES, FINALS, INITS, SCALES, STEP_SIZES, TRIAL_SEEDS, Dimension, rescale
 
 Generation = namedtuple("Generation", "noise steps population", defaults=(None,))
 """One row of Table 5 (population None: the schedule's); a tuple, so `schedule.generations` goes
@@ -76,7 +81,7 @@ GENERATION_KEYS = ("noise", "steps")
 GENERATION_OPTIONAL = ("population",)
 SEARCHERS = ("ga", "random", "tpe", "cmaes")
 SEARCH_KEYS = ("searcher", "trials", "steps", "round", "bounds")
-GA_KEYS = ("init", "step_size", "covariance", "seeds", "trial_seeds")
+GA_KEYS = ("init", "step_size", "covariance", "seeds", "trial_seeds", "final")
 
 
 class ScheduleError(ValueError):
@@ -322,6 +327,8 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
     search = _validate_search(check, data.get("search"), population, rows, names, known,
                               lambda o: [h.name for h in hyperparameters(o)], scale_of)
     ga = _validate_ga(check, _optional(data, "ga"))
+    if ga.get("final") == "finalists" and len(rows) < 2:
+        check.fail("ga.final", "finalists", "needs at least 2 generations (the last one is the finalists')")
 
     return Schedule(
         task=task, population=population, generations=tuple(rows), optimizers=tuple(names), optimizer_specs=specs,
@@ -404,6 +411,8 @@ def _validate_ga(check: _Checker, ga: Any) -> dict[str, Any]:
         options["seeds"] = check.integer("ga.seeds", ga["seeds"], 1, "must be an integer >= 1")
     if "trial_seeds" in ga:
         options["trial_seeds"] = check.name("ga.trial_seeds", ga["trial_seeds"], list(TRIAL_SEEDS), "trial-seed rules")
+    if "final" in ga:
+        options["final"] = check.name("ga.final", ga["final"], list(FINALS), "final rules")
     if options.get("init") == "elite" and options.get("covariance") != "rank_mu":
         check.fail("ga.init", "elite", "needs ga.covariance: rank_mu (it sets the noise's shape, which only rank_mu uses)")
     return options
