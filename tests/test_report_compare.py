@@ -78,6 +78,9 @@ def test_a_changed_schedule_is_not_table5_and_says_why(tmp_path):
     assert ("Schedule: my schedule.yaml (not Table 5: population 4 (Table 5: 32); 2 generations, 80 "
             "individual-steps (Table 5: 10, 800,000))." in text)
     assert row(text, "Momentum", after="## Where")[2:] == ["GA", "my schedule.yaml", "no"]
+    twice = schedule({"population": 4, "generations": [{"noise": 1, "steps": 10}] * 2, "ga": {"seeds": 2}})
+    rd = make_run(tmp_path / "seeds", {}, {"Momentum": {"lr": 1.0, "momentum": 0.5}}, sched=twice, schedule_source="x.yaml")
+    assert "2 generations, 160 individual-steps" in report.write_report(rd.path).read_text()  # 2 trials per individual
 
 
 def test_values_not_tuned_say_where_they_came_from(tmp_path):

@@ -71,7 +71,9 @@ def _changed(recorded: dict, reference: dict) -> list[str]:
 
 
 def _individual_steps(schedule: dict) -> int:
-    return sum(int(g.get("population") or schedule["population"]) * int(g["steps"]) for g in schedule["generations"])
+    """Σ P_g × seeds × steps_g, as `Schedule.individual_steps` (a recorded schedule is a plain dict)."""
+    seeds = int((schedule.get("ga") or {}).get("seeds", 1))
+    return sum(int(g.get("population") or schedule["population"]) * seeds * int(g["steps"]) for g in schedule["generations"])
 
 
 def _deviations(recorded: dict, faithful: dict) -> list[str]:
