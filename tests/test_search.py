@@ -106,6 +106,15 @@ def test_the_budget_is_the_ga_schedules_individual_steps_as_whole_trials():
     assert sum(r.size * r.steps for r in rounds(noisy_bowl)) <= budget(noisy_bowl)
 
 
+def test_the_improved_schedules_budget_counts_seeds_and_its_trials_skip_the_finalists_length():
+    rosenbrock = load_schedule("rosenbrock-improved", {"search": {"searcher": "tpe"}})  # 15 × 16 × 2 seeds × 200
+    assert budget(rosenbrock) == 15 * 16 * 2 * 200 == 96_000
+    assert sum(r.size for r in rounds(rosenbrock)) == 480 and {r.steps for r in rounds(rosenbrock)} == {200}
+    bowl = load_schedule("noisy_bowl-improved", {"search": {"searcher": "tpe"}})  # ends in 4 finalists × 50,000
+    assert budget(bowl) == 48 * 2000 + 9 * 12 * 8000 + 4 * 50_000
+    assert {r.steps for r in rounds(bowl)} == {8000} and sum(r.size for r in rounds(bowl)) == budget(bowl) // 8000
+
+
 # -- CMA-ES adapts -------------------------------------------------------------------------------
 def test_cmaes_rounds_are_generations_whose_spread_shrinks_on_a_quadratic():
     space = [Bounded("lr", 1.0, "log", 1e-3, 10.0), Bounded("beta", 0.9, "decay", 0.0, 0.9999)]

@@ -19,8 +19,8 @@
     start: {Adam: {lr: 0.01}}           # optional GA starting values (default: the registry defaults)
     search:                             # optional: another searcher than the GA (tuner.search, tuner.space)
       searcher: tpe                     # ga (default), random, tpe or cmaes
-      trials: 100                       # default: the GA's budget Σ population·steps_g // steps
-      steps: 8000                       # steps per trial; default: the last generation's
+      trials: 100                       # default: the GA's budget Σ population·seeds·steps_g // steps
+      steps: 8000                       # steps per trial; default: the last generation's (finalists: the one before)
       round: 8                          # trials asked, run and told together; default: 8 (TPE, CMA-ES), population (random)
       bounds: {lr: [1.0e-3, 10], L-BFGS: {tau: [10, 1.0e7]}}   # [low, high] of the value, all or one optimizer
     ga:                                 # optional GA options beyond Appendix E (default: the paper's GA)
@@ -559,8 +559,8 @@ lr_scale: 1                      # multiplies the tuned lr before the full runs
 # start: {Adam: {lr: 0.01}}      # generation-0 values instead of the defaults
 # search:                        # another searcher than the GA, same budget (individual-steps)
 #   searcher: tpe                # ga (default), random, tpe, cmaes (these three: pip install "lodo-tune[search]")
-#   trials: 20                   # default: Σ population·steps of the generations above // steps
-#   steps: 800                   # steps per trial; default: the last generation's
+#   trials: 20                   # default: Σ population·seeds·steps of the generations above // steps
+#   steps: 800                   # steps per trial; default: the last generation's (finalists: the one before)
 #   round: 8                     # trials run and told together (CMA-ES: its population); default: 8 (TPE, CMA-ES), population (random)
 #   bounds: {lr: [1.0e-4, 1]}    # [low, high] per hyperparameter (or {Adam: {lr: [...]}}); default:
 #                                # log: [default/1000, default·1000], decay: [0, 0.9999]

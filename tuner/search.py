@@ -57,8 +57,15 @@ def require(searcher: str):
 
 
 def budget(schedule: Schedule) -> int:
-    """The GA schedule's budget in individual-steps: Σ_g population_g · steps_g."""
-    return sum(schedule.size(g) * g.steps for g in schedule.generations)
+    """The GA schedule's budget in individual-steps: Σ_g population_g · seeds · steps_g."""
+    return schedule.individual_steps()
+
+
+def trial_steps(schedule: Schedule) -> int:
+    """The GA's trial length a searcher's trials default to: the last generation's, or with
+    `ga: final: finalists` the second-to-last's (the finalists retrain; they do not search)."""
+    rows = schedule.generations
+    return rows[-2].steps if schedule.ga.get("final") == "finalists" else rows[-1].steps
 
 
 MODEL_ROUND = 8
@@ -69,10 +76,10 @@ fill a batched trial per worker on a small machine (benchmarks/RESULTS.md, tunin
 
 def rounds(schedule: Schedule) -> tuple[Round, ...]:
     """The rounds a non-GA searcher runs: `search.trials` trials (default budget // steps, whole
-    trials) of `search.steps` steps (default: the last generation's), R = `search.round` at a time
+    trials) of `search.steps` steps (default: `trial_steps`), R = `search.round` at a time
     (default: the population for random search, MODEL_ROUND for TPE and CMA-ES)."""
     s = schedule.search
-    steps = s.steps or schedule.generations[-1].steps
+    steps = s.steps or trial_steps(schedule)
     trials = s.trials or budget(schedule) // steps
     size = min(s.round or (MODEL_ROUND if s.searcher in ("tpe", "cmaes") else schedule.population), trials)
     full, rest = divmod(trials, size)
