@@ -312,6 +312,7 @@ class LBFGS(BatchedOptimizer):
 
     name = "L-BFGS"
     first_step = 1e-10
+    _buffers = ("_s", "_y", "_sy", "_yy")  # (P, 2·memory, ...) each: the pairs and their sᵀy, yᵀy
 
     def __init__(self, x: torch.Tensor, hparams: dict[str, torch.Tensor], memory: int = 48):
         super().__init__(x, hparams)
@@ -356,11 +357,11 @@ class LBFGS(BatchedOptimizer):
         self.start += 1
         if not bool(accept.all()):  # a rejecting lane's window moves with the others: shift its pairs along
             lanes = (~accept).nonzero().view(-1)
-            for key in ("_s", "_y", "_sy", "_yy"):
+            for key in self._buffers:
                 buffer = getattr(self, key)
                 buffer[lanes, self.start : new + 1] = buffer[lanes, old]
         if self.start == self.memory:
-            for key in ("_s", "_y", "_sy", "_yy"):
+            for key in self._buffers:
                 buffer = getattr(self, key)
                 buffer[:, : self.memory] = buffer[:, self.memory :]
             self.start = 0
@@ -385,7 +386,7 @@ class LBFGS(BatchedOptimizer):
 
     def keep(self, index):
         super().keep(index)
-        for key in ("_s", "_y", "_sy", "_yy", "count"):
+        for key in self._buffers + ("count",):
             setattr(self, key, getattr(self, key)[index])
 
     def lane_state(self, row: int) -> dict:

@@ -424,19 +424,17 @@ class GeneticAlgorithm:
         finals = self._finals()
         selected = [i for _, i in finite[: 1 if finals else size // 2]]  # the better half (finalists: the best); NaN/inf rank last
         mean_before, sigma = list(self._mean_u), self.sigma
-        if selected and finals:
+        if selected and (finals or self._uniform()):  # the best finalist; a box-wide draw's better half averages near its centre
             self._mean_u = list(rescaled[selected[0]])
-        elif selected and self._uniform():  # the better half of a box-wide draw averages to near its centre
-            self._mean_u = list(rescaled[selected[0]])
-            if self.init == "elite" and len(self.generations) > 1:
+            if self._uniform() and self.init == "elite" and len(self.generations) > 1:
                 # the best quarter, but at least n + 1 draws: fewer span less than n dimensions
                 self._elite_covariance([rescaled[i] for i in selected[: max(len(self.space) + 1, size // 4)]])
         elif selected:
             self._mean_u = [math.fsum(rescaled[i][k] for i in selected) / len(selected)
                             for k in range(len(self.space))]
-            if self.step_size == "csa" and not self._uniform() and sigma > 0:
+            if self.step_size == "csa" and sigma > 0:  # (generation 0 of a uniform start took the branch above)
                 self._adapt(mean_before, sigma, len(selected))
-            if self.covariance == "rank_mu" and not self._uniform() and sigma > 0:
+            if self.covariance == "rank_mu" and sigma > 0:
                 self._adapt_covariance(mean_before, sigma, [rescaled[i] for i in selected])
         else:
             warnings.warn(f"GA {self.name or '(unnamed)'} generation {self.generation}: no individual has a "
