@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import tasks
-from lodo.l2l import L2LBGDBGD, L2LNet, load_net, preprocess
+from lodo.l2l import L2LBGDBGD, L2LNet, load_net, lstm_cell, preprocess
 from tuner import meta_train as mt
 
 
@@ -84,6 +85,27 @@ def test_checkpoint_argument_loads_that_file(tmp_path):
 def test_invalid_checkpoint_path_raises_one_line_error(tmp_path):
     with pytest.raises(ValueError, match="Invalid checkpoint"):
         L2LBGDBGD([torch.zeros(3, requires_grad=True)], checkpoint=tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-14), (torch.float32, 1e-6)])
+def test_lstm_cell_equals_torchs_lstm_cell_in_values_and_gradients(dtype, tol):
+    """lstm_cell (tanh through σ) against nn.LSTMCell itself, saturated gates included: outputs and
+    the gradients in inputs and weights (meta-training backpropagates through it)."""
+    gen = torch.Generator().manual_seed(0)
+    cell = nn.LSTMCell(7, 5).to(dtype)
+    x, h = (torch.randn(64, k, dtype=dtype, generator=gen).requires_grad_() for k in (7, 5))
+    c = (8 * torch.randn(64, 5, dtype=dtype, generator=gen)).requires_grad_()  # |c| up to ~25: tanh saturates
+    with torch.no_grad():
+        cell.weight_ih.mul_(4)  # pre-activations of ±10 and more: σ and tanh saturate as well
+    ours, theirs = lstm_cell(x, h, c, cell), cell(x, (h, c))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    inputs = (x, h, c, *cell.parameters())
+    weights = torch.randn(64, 5, dtype=dtype, generator=gen), torch.randn(64, 5, dtype=dtype, generator=gen)
+    grads_ours = torch.autograd.grad(sum((w * o).sum() for w, o in zip(weights, ours)), inputs)
+    grads_theirs = torch.autograd.grad(sum((w * o).sum() for w, o in zip(weights, theirs)), inputs)
+    for a, b in zip(grads_ours, grads_theirs):
+        torch.testing.assert_close(a, b, rtol=tol, atol=50 * tol)
 
 
 def test_step_is_the_lstm_applied_coordinatewise_to_the_gradient():
