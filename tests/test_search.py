@@ -107,8 +107,10 @@ def test_the_budget_is_the_ga_schedules_individual_steps_as_whole_trials():
 
 
 def test_the_improved_schedules_budget_counts_seeds_and_its_trials_skip_the_finalists_length():
-    rosenbrock = load_schedule("rosenbrock-improved", {"search": {"searcher": "tpe"}})  # 15 × 16 × 2 seeds × 200
-    assert budget(rosenbrock) == 15 * 16 * 2 * 200 == 96_000
+    rosenbrock = load_schedule("rosenbrock-improved", {"search": {"searcher": "tpe"}})  # 30 × 16 × 200
+    assert budget(rosenbrock) == 30 * 16 * 200 == 96_000
+    seeded = load_schedule("rosenbrock-improved", {"search": {"searcher": "tpe"}, "ga": {"seeds": 2}})
+    assert budget(seeded) == 2 * 96_000  # each individual's seeds are trials of its own
     assert sum(r.size for r in rounds(rosenbrock)) == 480 and {r.steps for r in rounds(rosenbrock)} == {200}
     bowl = load_schedule("noisy_bowl-improved", {"search": {"searcher": "tpe"}})  # ends in 4 finalists × 50,000
     assert budget(bowl) == 48 * 2000 + 9 * 12 * 8000 + 4 * 50_000

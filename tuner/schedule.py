@@ -35,7 +35,10 @@
                                         #   a factor adapted by CMA-ES's cumulative step-size adaptation)
       covariance: rank_mu               #   identity (default) or rank_mu (the noise's shape adapted by
                                         #   CMA-ES's rank-μ update, so it stretches along ridges)
-      seeds: 2                          #   trials per individual with different seeds, fitness averaged (default 1)
+      seeds: 2                          #   trials per individual with different seeds, fitness averaged (default 1);
+                                        #   a seed draws the task's instance and noise and the optimizer's own
+                                        #   random numbers (LODO's initial G), so on a noise-free task such as
+                                        #   rosenbrock a deterministic optimizer's seeds repeat one trial
       trial_seeds: common               #   individual (default: each individual its own trial seed) or
                                         #   common (common random numbers: one task instance and noise
                                         #   stream per generation, so selection compares values only)
