@@ -61,12 +61,15 @@ def lstm_cell(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, cell: nn.LSTMCe
         (i, f, g, o) = W_ih x + b_ih + W_hh h + b_hh        (the four gates' pre-activations)
         c' = σ(f) ⊙ c + σ(i) ⊙ tanh(g)        h' = σ(o) ⊙ tanh(c')        tanh(z) = 2σ(2z) − 1
 
-    Equal to nn.LSTMCell to rounding (≈ 1e-16 absolute), about twice as fast on CPU in float64,
-    where torch's tanh costs ≈ 5× its σ per element: one σ over all four gates (g's pre-activation
-    doubled in place, which is exact) replaces three σ and two tanh on strided chunks.
-    Differentiable like nn.LSTMCell (meta-training unrolls through it)."""
-    gates = torch.addmm(cell.bias_ih, x, cell.weight_ih.t())
-    gates.addmm_(h, cell.weight_hh.t()).add_(cell.bias_hh)
+    Equal to nn.LSTMCell to rounding (≈ 1e-16 absolute) and faster on CPU in float64, where torch's
+    tanh costs ≈ 5× its σ per element: one σ over all four gates (g's pre-activation doubled in
+    place, which is exact) replaces three σ and two tanh on strided chunks (L2LNet's step at 800
+    coordinates: 1.85 → 1.09 ms, benchmarks/RESULTS.md). Differentiable like nn.LSTMCell
+    (meta-training unrolls through it)."""
+    gates = x @ cell.weight_ih.t() if cell.bias_ih is None else torch.addmm(cell.bias_ih, x, cell.weight_ih.t())
+    gates.addmm_(h, cell.weight_hh.t())
+    if cell.bias_hh is not None:
+        gates.add_(cell.bias_hh)
     hidden = cell.hidden_size
     gates[:, 2 * hidden:3 * hidden].mul_(2.0)
     i, f, g2, o = torch.sigmoid(gates).chunk(4, 1)  # g2 = σ(2g)

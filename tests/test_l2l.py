@@ -87,12 +87,13 @@ def test_invalid_checkpoint_path_raises_one_line_error(tmp_path):
         L2LBGDBGD([torch.zeros(3, requires_grad=True)], checkpoint=tmp_path / "missing.pt")
 
 
-@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-14), (torch.float32, 1e-6)])
-def test_lstm_cell_equals_torchs_lstm_cell_in_values_and_gradients(dtype, tol):
+@pytest.mark.parametrize("dtype, tol, bias", [(torch.float64, 1e-14, True), (torch.float32, 1e-6, True),
+                                             (torch.float64, 1e-14, False)])
+def test_lstm_cell_equals_torchs_lstm_cell_in_values_and_gradients(dtype, tol, bias):
     """lstm_cell (tanh through σ) against nn.LSTMCell itself, saturated gates included: outputs and
     the gradients in inputs and weights (meta-training backpropagates through it)."""
     gen = torch.Generator().manual_seed(0)
-    cell = nn.LSTMCell(7, 5).to(dtype)
+    cell = nn.LSTMCell(7, 5, bias=bias).to(dtype)
     x, h = (torch.randn(64, k, dtype=dtype, generator=gen).requires_grad_() for k in (7, 5))
     c = (8 * torch.randn(64, 5, dtype=dtype, generator=gen)).requires_grad_()  # |c| up to ~25: tanh saturates
     with torch.no_grad():
