@@ -16,7 +16,7 @@ from cli import main
 from tuner.plan import PlanError, Resources, make_plan
 from tuner.rundir import RunDir, RunDirError
 from tuner.schedule import Schedule, ScheduleError, load_schedule
-from tuner.search import WORST, OptunaSearch, Round, budget, rounds
+from tuner.search import WORST, OptunaSearch, Round, rounds
 from tuner.session import Session
 from tuner.space import Bounded, bounded_space, default_bounds, from_unit
 from tuner.trial import run_trial
@@ -96,25 +96,25 @@ def test_random_search_samples_the_box_log_uniformly():
 # -- the budget ----------------------------------------------------------------------------------
 def test_the_budget_is_the_ga_schedules_individual_steps_as_whole_trials():
     noisy_bowl = load_schedule("noisy_bowl", {"search": {"searcher": "tpe"}})
-    assert budget(noisy_bowl) == 32 * (4 * 1000 + 2 * 1500 + 2000 + 3000 + 5000 + 8000) == 800_000
+    assert noisy_bowl.individual_steps() == 32 * (4 * 1000 + 2 * 1500 + 2000 + 3000 + 5000 + 8000) == 800_000
     assert rounds(noisy_bowl) == (Round(8, 8000),) * 12 + (Round(4, 8000),)        # Table 5: 100 trials
     random = load_schedule("noisy_bowl", {"search": {"searcher": "random"}})
     assert rounds(random) == (Round(32, 8000),) * 3 + (Round(4, 8000),)            # random: the population
     shorter = load_schedule("noisy_bowl", {"search": {"steps": 3000, "round": 50}})
     assert rounds(shorter) == (Round(50, 3000),) * 5 + (Round(16, 3000),)          # 800,000 // 3000 = 266
     assert rounds(load_schedule("noisy_bowl", {"search": {"trials": 10}})) == (Round(10, 8000),)
-    assert sum(r.size * r.steps for r in rounds(noisy_bowl)) <= budget(noisy_bowl)
+    assert sum(r.size * r.steps for r in rounds(noisy_bowl)) <= noisy_bowl.individual_steps()
 
 
 def test_the_improved_schedules_budget_counts_seeds_and_its_trials_skip_the_finalists_length():
     rosenbrock = load_schedule("rosenbrock-improved", {"search": {"searcher": "tpe"}})  # 30 × 16 × 200
-    assert budget(rosenbrock) == 30 * 16 * 200 == 96_000
+    assert rosenbrock.individual_steps() == 30 * 16 * 200 == 96_000
     seeded = load_schedule("rosenbrock-improved", {"search": {"searcher": "tpe"}, "ga": {"seeds": 2}})
-    assert budget(seeded) == 2 * 96_000  # each individual's seeds are trials of its own
+    assert seeded.individual_steps() == 2 * 96_000  # each individual's seeds are trials of its own
     assert sum(r.size for r in rounds(rosenbrock)) == 480 and {r.steps for r in rounds(rosenbrock)} == {200}
     bowl = load_schedule("noisy_bowl-improved", {"search": {"searcher": "tpe"}})  # ends in 4 finalists × 50,000
-    assert budget(bowl) == 48 * 2000 + 9 * 12 * 8000 + 4 * 50_000
-    assert {r.steps for r in rounds(bowl)} == {8000} and sum(r.size for r in rounds(bowl)) == budget(bowl) // 8000
+    assert bowl.individual_steps() == 48 * 2000 + 9 * 12 * 8000 + 4 * 50_000
+    assert {r.steps for r in rounds(bowl)} == {8000} and sum(r.size for r in rounds(bowl)) == bowl.individual_steps() // 8000
 
 
 # -- CMA-ES adapts -------------------------------------------------------------------------------

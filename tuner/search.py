@@ -1,8 +1,8 @@
 """Other searchers than the GA: random search, TPE and CMA-ES, Optuna's samplers behind the GA's
 ask/tell interface, so the session, run directory, resume, batching and reports treat them alike.
 
-    budget     = Σ_g population · steps_g            the GA schedule's individual-steps
-    trials     = budget // steps                     steps: the last generation's (noisy_bowl: 800,000 / 8,000 = 100)
+    budget     = Σ_g population_g · seeds · steps_g  the GA schedule's individual-steps (Schedule.individual_steps)
+    trials     = budget // steps                     steps: `trial_steps`, the GA's trial length (noisy_bowl: 800,000 / 8,000 = 100)
     rounds     = trials in rounds of R (default: the population for random search, 8 for TPE and
                  CMA-ES, which learn only between rounds; the last one may be smaller),
                  asked together, evaluated in parallel, told together
@@ -56,11 +56,6 @@ def require(searcher: str):
     return modules[0]
 
 
-def budget(schedule: Schedule) -> int:
-    """The GA schedule's budget in individual-steps: Σ_g population_g · seeds · steps_g."""
-    return schedule.individual_steps()
-
-
 def trial_steps(schedule: Schedule) -> int:
     """The GA's trial length a searcher's trials default to: the last generation's, or with
     `ga: final: finalists` the second-to-last's (the finalists retrain; they do not search)."""
@@ -80,7 +75,7 @@ def rounds(schedule: Schedule) -> tuple[Round, ...]:
     (default: the population for random search, MODEL_ROUND for TPE and CMA-ES)."""
     s = schedule.search
     steps = s.steps or trial_steps(schedule)
-    trials = s.trials or budget(schedule) // steps
+    trials = s.trials or schedule.individual_steps() // steps  # the GA's budget: Σ_g P_g · seeds · steps_g
     size = min(s.round or (MODEL_ROUND if s.searcher in ("tpe", "cmaes") else schedule.population), trials)
     full, rest = divmod(trials, size)
     return tuple(Round(size, steps) for _ in range(full)) + ((Round(rest, steps),) if rest else ())
