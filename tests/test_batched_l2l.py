@@ -26,9 +26,13 @@ def test_each_lane_equals_its_unbatched_trial_bit_for_bit_over_thousands_of_step
         assert result.final_loss == reference.final_loss and not result.diverged
 
 
-def test_exact_gradients_are_the_unbatched_autograd_gradients_bit_for_bit():
+@pytest.mark.parametrize("batched_products", [None, False])
+def test_exact_gradients_are_the_unbatched_autograd_gradients_bit_for_bit(batched_products):
+    """Both forms of the exact path: the batched products where the BLAS rounds them as the per-lane
+    ones (None: checked at the first call), and the per-lane loop it falls back to (False)."""
     batched = tasks.batched.create("noisy_bowl", [1, 2], dim=30)
     batched.exact_gradients = True
+    batched._batched_products_exact = batched_products
     batched.sample()
     batched.x.copy_(torch.randn(2, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
     loss, grad = batched.loss_and_grad()
