@@ -524,8 +524,10 @@ def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[di
     """Run len(seeds) trials of `optimizer_name` on `task_name` as one program; one TrialResult per lane.
 
     Lane i is `run_trial(task_name, optimizer_name, hparams_list[i], steps, seeds[i], task_options,
-    observe_every=observe_every)`: the same losses (to rounding: ~1e-15 relative; L-BFGS on the bowl
-    ~1e-7), the same divergence rule, fitness, σ and trajectory. A lane's numbers do not depend on
+    observe_every=observe_every)`: the same losses (the first-order updates round as torch's, so on the
+    bowl a lane's losses differ only by the closed-form gradient's rounding, ~1e-15 relative, L-BFGS
+    ~1e-7; RMSprop and L2LBGDBGD, chaotic in their gradients, bit for bit), the same divergence rule,
+    fitness, σ and trajectory. A lane's numbers do not depend on
     the other lanes of its batch, bit for bit (tests/test_population.py). The loop is run_trial's,
     with (P,) losses::
 
