@@ -115,7 +115,7 @@ class RMSprop(BatchedOptimizer):
     Op for op torch's single-tensor RMSprop: x ← x − lr·b is its fused `add_(b, alpha=-lr)`, and a lane
     with μ = 0 takes torch's other branch, x ← x + (−lr·g)/(√v + ε), rounded as torch rounds it.
     At a small ρ (Table 6's 0.049) RMSprop is chaotic on the bowl: a last-bit change in a gradient
-    grows to 10 % of the loss within 3,000 steps, so it asks for `exact_gradients` as L2LBGDBGD does."""
+    grows to 12 % of the loss within 3,000 steps, so it asks for `exact_gradients` as L2LBGDBGD does."""
 
     name = "RMSprop"
     _lane_state = ("v", "b")
