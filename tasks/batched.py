@@ -124,10 +124,12 @@ class BatchedNoisyBowl(BatchedTask):
         That is checked on the first call against the per-lane ops; where the BLAS rounds
         otherwise, the per-lane loop stays (2–4× slower from P = 8 on). The loss stays a per-lane
         dot: no batched reduction rounds as the BLAS dot does."""
-        if self._batched_products_exact is None:
+        if self._batched_products_exact is None:  # the first call: both forms, the check, and its answer
             batched, looped = self._batched_products(d), self._looped_products(d)
             self._batched_products_exact = all(torch.equal(b, l) for b, l in zip(batched, looped))
-        w, aTd = self._batched_products(d) if self._batched_products_exact else self._looped_products(d)
+            w, aTd = looped
+        else:
+            w, aTd = self._batched_products(d) if self._batched_products_exact else self._looped_products(d)
         loss = torch.stack([torch.dot(d_i, w_i) for d_i, w_i in zip(d, w)]) if len(d) else d.new_empty(0)
         return loss, w.add_(aTd)
 
