@@ -127,6 +127,10 @@ SIGMA_EVERY = 200      # σ every ≥ 200 optimizer steps: ~1.5 % of a LODO run 
 SIGMA_POINTS = 200     # ... and at most ~200 σ points in a full run (and in its record)
 TRAJECTORY_SIZE = 2    # tasks with this many parameters in all record their trajectory
 CURVE_POINTS = 100     # a record's decimated loss curve
+#: the grad mode of a batched trial's stepping loop: nothing in it needs autograd (the tasks give
+#: closed-form gradients), and inference mode dispatches each of a step's few hundred small kernels
+#: faster than no_grad (benchmarks/trial_loop.py swaps it back to measure; same numbers either way)
+STEP_MODE = torch.inference_mode
 
 
 def observe_every_for(steps: int) -> int:
@@ -675,7 +679,7 @@ def _run_lanes(task_name, optimizer_name, hparams_list, steps, seeds, task_optio
 
     saving = any(paths)
     start = saved_at = time.perf_counter()
-    with torch.no_grad():
+    with STEP_MODE():
         while recorded < steps and running:
             task.sample()
             opt.step(task.x, closure)
