@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from tuner.ga import GeneticAlgorithm, default_bounds, rescale, unrescale  # noqa: E402
-from tuner.schedule import load_schedule, space_for  # noqa: E402
+from tuner.schedule import load_schedule, space_for, trial_hparams  # noqa: E402
 from tuner.space import ga_keywords  # noqa: E402
 from tuner.trial import run_batched_trial  # noqa: E402
 
@@ -60,7 +60,8 @@ def tune_ga(schedule, optimizer, seed, bounds):
     spent = 0
     while not ga.done:
         asked = ga.ask()
-        fitness = evaluate(schedule.task, optimizer, [i.hparams for i in asked], asked[0].steps, [i.seed for i in asked])
+        hparams = [trial_hparams(schedule, optimizer, i.hparams, i.steps) for i in asked]  # as the session runs them
+        fitness = evaluate(schedule.task, optimizer, hparams, asked[0].steps, [i.seed for i in asked])
         spent += len(asked) * asked[0].steps
         ga.tell({i.index: f for i, f in zip(asked, fitness)})
     return ga.best(), spent, [h.get("sigma", h["noise"]) for h in ga.history]
@@ -73,9 +74,10 @@ def tune_random(schedule, optimizer, seed, bounds, trials, steps, chunk=25):
     candidates = [{d.name: unrescale(lo + (hi - lo) * rng.random(), d.scale) for d, (lo, hi) in zip(space, box)}
                   for _ in range(trials)]
     seeds = [int(s) for s in rng.integers(0, 2**31, trials)]
+    run = [trial_hparams(schedule, optimizer, c, steps) for c in candidates]
     fitness = []
     for a in range(0, trials, chunk):
-        fitness += evaluate(schedule.task, optimizer, candidates[a:a + chunk], steps, seeds[a:a + chunk])
+        fitness += evaluate(schedule.task, optimizer, run[a:a + chunk], steps, seeds[a:a + chunk])
     best = min(range(trials), key=lambda i: (fitness[i] if math.isfinite(fitness[i]) else math.inf, i))
     return candidates[best], trials * steps, []
 

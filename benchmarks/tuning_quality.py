@@ -25,6 +25,7 @@ again with the same flags to continue it. Ray is started once (--workers slots) 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -56,7 +57,7 @@ def _schedule(args, searcher: str):
     faithful, improved = _names(args)
     name = improved if searcher == "ga-improved" else faithful
     full = {"steps": args.full_steps, "seeds": args.full_seeds, "time_milestone_s": None}
-    overrides = {"full_run": full}
+    overrides = {"full_run": full, **json.loads(getattr(args, "set", None) or "{}")}
     if searcher not in ("ga", "ga-improved"):
         overrides["search"] = {"searcher": searcher}
     return load_schedule(name, overrides)
@@ -151,6 +152,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-paper", action="store_true", help="skip the Table 6 cells")
     p.add_argument("--schedule", default=None, help="the faithful GA's schedule (its budget is everyone's; default: the task's)")
     p.add_argument("--improved", default=None, help="the improved GA's schedule (default: <task>-improved)")
+    p.add_argument("--set", default="{}", help="JSON overrides of every searcher's schedule, e.g. "
+                   "'{\"horizon\": {\"L-BFGS\": [\"tau\"]}}' (use another --out: cells are kept by name)")
     p.add_argument("--workers", type=int, default=None, help="Ray worker slots (default: all cores)")
     p.add_argument("--address", default=None, help="join this Ray cluster")
     args = p.parse_args(argv)

@@ -85,7 +85,8 @@ def _deviations(recorded: dict, faithful: dict) -> list[str]:
         out.append(f"{len(recorded['generations'])} generations, {_individual_steps(recorded):,} individual-steps "
                    f"(Table 5: {len(faithful['generations'])}, {_individual_steps(faithful):,})")
     for key, what in (("start", "start values (Appendix E starts at the defaults)"),
-                      ("scales", "scale overrides"), ("ga", "GA options (ga:)")):
+                      ("scales", "scale overrides"), ("ga", "GA options (ga:)"),
+                      ("horizon", "horizon-scaled hyperparameters (horizon:)")):
         if not _same(recorded, faithful, key):
             out.append(what)
     return out

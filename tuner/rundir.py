@@ -3,7 +3,9 @@
 Layout (one file per record, so a crash can only lose the record being written)::
 
     manifest.json                   task, schedule (full dict), schedule_source, seed, optimizers, versions, created
-    tuning/<optimizer>/g03-i17.json one finished GA individual (hparams, steps, seed, fitness, curve)
+    tuning/<optimizer>/g03-i17.json one finished GA individual (hparams: the searcher's values, steps, seed,
+                                    fitness, curve; trial_hparams: what the trial ran, where a schedule's
+                                    `horizon` scaled them)
     tuning/<optimizer>/state.json   the GA's mean after its last complete generation
     errors/<optimizer>/g03-i17.txt  traceback of an individual whose trial raised (fitness +inf)
     errors/<optimizer>/full-seed-2.txt  traceback of a full run that raised

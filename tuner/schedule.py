@@ -17,6 +17,9 @@
     task_options: {}                    # optional, passed to tasks.create
     scales: {RMSprop: {rho: log}}       # optional per-hyperparameter scale overrides
     start: {Adam: {lr: 0.01}}           # optional GA starting values (default: the registry defaults)
+    horizon: {L-BFGS: [tau]}            # optional: hyperparameters counted in steps (a schedule's time
+                                        #   constant), searched as their value at the full run's length: a
+                                        #   trial of S steps runs value·S/full_run.steps (log scale only)
     search:                             # optional: another searcher than the GA (tuner.search, tuner.space)
       searcher: tpe                     # ga (default), random, tpe or cmaes
       trials: 100                       # default: the GA's budget Σ population·seeds·steps_g // steps
@@ -77,7 +80,7 @@ FullRun = namedtuple("FullRun", "steps seeds time_milestone_s")
 """The full-length runs after tuning: steps, number of seeds, wall-clock milestone (s) or None."""
 
 REQUIRED = ("population", "generations", "optimizers", "full_run", "lr_scale")
-OPTIONAL = ("task", "task_options", "scales", "start", "search", "ga")
+OPTIONAL = ("task", "task_options", "scales", "start", "horizon", "search", "ga")
 SPEC_KEYS, SPEC_OPTIONAL, HYPERPARAMETER_KEYS = ("name", "optimizer"), ("hyperparameters", "fixed"), ("default", "scale")
 FULL_RUN_KEYS = ("steps", "seeds", "time_milestone_s")
 GENERATION_KEYS = ("noise", "steps")
@@ -137,6 +140,7 @@ class Schedule:
     source: str = field(default="<dict>", compare=False)
     optimizer_specs: dict[str, Any] = field(default_factory=dict)
     ga: dict[str, Any] = field(default_factory=dict)   # GeneticAlgorithm's keyword options (`_validate_ga`)
+    horizon: dict[str, tuple[str, ...]] = field(default_factory=dict)  # optimizer -> its step-counted hyperparameters
 
     def to_dict(self) -> dict:
         """Plain data in the YAML layout (for run manifests); `Schedule.from_dict` reads it back."""
@@ -155,6 +159,7 @@ class Schedule:
             "start": copy.deepcopy(self.start),
             **({"search": self.search.to_dict()} if self.search.to_dict() else {}),
             **({"ga": copy.deepcopy(self.ga)} if self.ga else {}),
+            **({"horizon": {o: list(names) for o, names in self.horizon.items()}} if self.horizon else {}),
         }
 
     def size(self, generation: Generation) -> int:
@@ -327,6 +332,19 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
                 check.fail(where, value, allowed)
 
     scale_of = lambda o, hp: scales.get(o, {}).get(hp, next(h.scale for h in hyperparameters(o) if h.name == hp))  # noqa: E731
+    horizon = check.mapping("horizon", _optional(data, "horizon"), "must be a mapping optimizer -> [hyperparameter, ...]")
+    for optimizer, entries in horizon.items():
+        where = f"horizon.{optimizer}"
+        check.name(where, optimizer, known, "optimizers")
+        if not isinstance(entries, list):
+            check.fail(where, entries, "must be a list of hyperparameter names")
+        hp_names = [h.name for h in hyperparameters(optimizer)]
+        for i, hp in enumerate(entries):
+            check.name(f"{where}[{i}]", hp, hp_names, f"hyperparameters of {optimizer}")
+            if scale_of(optimizer, hp) != "log":
+                check.fail(f"{where}[{i}]", hp, "must be a log-scale hyperparameter (a positive number of steps)")
+        if len(set(entries)) != len(entries):
+            check.fail(where, entries, "must not repeat a hyperparameter")
     search = _validate_search(check, data.get("search"), population, rows, names, known,
                               lambda o: [h.name for h in hyperparameters(o)], scale_of)
     ga = _validate_ga(check, _optional(data, "ga"))
@@ -338,7 +356,7 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
         full_run=full_run, lr_scale=lr_scale, task_options=dict(task_options),
         scales={o: dict(e) for o, e in scales.items()},
         start={o: {k: float(v) for k, v in e.items()} for o, e in start.items()},
-        search=search, source=source, ga=ga)
+        search=search, source=source, ga=ga, horizon={o: tuple(e) for o, e in horizon.items() if e})
 
 
 def _validate_search(check: _Checker, data: Any, population: int, generations: list[Generation],
@@ -535,6 +553,23 @@ def space_for(schedule: Schedule, optimizer: str, registry=None) -> list[Dimensi
             for h in (spec.hyperparameters if spec else registry.hyperparameters(optimizer))]
 
 
+def trial_hparams(schedule: Schedule, optimizer: str, hparams: Mapping[str, float], steps: int) -> dict[str, float]:
+    """What a trial of `steps` steps runs for the searcher's `hparams`: each of `optimizer`'s
+    `horizon` hyperparameters scaled by steps / full_run.steps, the rest as given.
+
+    A time constant in steps (L-BFGS's τ in η_t = lr·τ/(τ + t)) shapes a run by its ratio to the run's
+    length, so a short trial cannot rank the values a long run needs (short-horizon bias: at 8,000
+    steps every τ ≥ 3·10⁴ scores alike, while at 100k steps τ = 10⁶ scores 9.46, 10⁵ 10.20 and 3·10⁴
+    13.90; benchmarks/RESULTS.md, "A horizon for τ"). Searched as its value at the full
+    run's length and run at each trial's share of it, the searcher compares schedules of one shape,
+    and the tuned value is the full runs' as it stands."""
+    names = schedule.horizon.get(optimizer, ())
+    if not names:
+        return dict(hparams)
+    share = steps / schedule.full_run.steps
+    return {k: (v * share if k in names else v) for k, v in hparams.items()}
+
+
 TEMPLATE = '''\
 # A tuning schedule (Table 5's shape, docs/paper.md §4). Edit, then:
 #   lodo-tune --task path/to/file.py:Name --schedule THIS_FILE
@@ -560,6 +595,8 @@ lr_scale: 1                      # multiplies the tuned lr before the full runs
 # task_options: {}               # keyword options of the task (its factory's arguments)
 # scales: {Adam: {beta2: log}}   # per-hyperparameter scale overrides
 # start: {Adam: {lr: 0.01}}      # generation-0 values instead of the defaults
+# horizon: {L-BFGS: [tau]}       # step-counted hyperparameters: searched at the full run's length, a trial
+#                                # of S steps runs value·S/full_run.steps
 # search:                        # another searcher than the GA, same budget (individual-steps)
 #   searcher: tpe                # ga (default), random, tpe, cmaes (these three: pip install "lodo-tune[search]")
 #   trials: 20                   # default: Σ population·seeds·steps of the generations above // steps

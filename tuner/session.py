@@ -17,7 +17,7 @@ from tuner.trial import BatchJob, Job, batchable
 from tuner.ga import GeneticAlgorithm
 from tuner.results import summarise_full
 from tuner.rundir import RunDir, RunDirError
-from tuner.schedule import Schedule, space_for
+from tuner.schedule import Schedule, space_for, trial_hparams
 from tuner.search import OptunaSearch, rounds
 from tuner.space import bounded_space, ga_keywords
 
@@ -60,6 +60,7 @@ class Session:
         self.full_reused = self.full_ran = 0
         self.full_left: dict[str, int] = {}             # optimizer -> full runs still to finish
         self.generation_started: dict[str, float] = {}  # optimizer -> when its jobs were issued (run log)
+        self.searched: dict[tuple, dict[str, float]] = {}  # a tuning job's key -> its individual's values
 
     def start(self, optimizers, given: Mapping[str, Mapping[str, float]] | None = None) -> list[Job]:
         """The first jobs: each optimizer's GA, or (with `given` hyperparameters) its full runs."""
@@ -131,10 +132,17 @@ class Session:
             self._emit(optimizer)
             if missing:
                 self.generation_started[optimizer] = time.perf_counter()
-                return self._batched([self._job(("tuning", optimizer, ind.generation, ind.index), optimizer,
-                                                ind.hparams, ind.steps, ind.seed) for ind in missing])
+                return self._batched([self._tuning_job(optimizer, ind) for ind in missing])
             self._tell(optimizer, fitness)
         return self._record_tuned(optimizer, ga.best())
+
+    def _tuning_job(self, optimizer: str, ind) -> Job:
+        """Individual `ind`'s trial: its values as the trial runs them (`trial_hparams`: the schedule's
+        `horizon` hyperparameters at the trial's share of the full run's length)."""
+        key = ("tuning", optimizer, ind.generation, ind.index)
+        self.searched[key] = dict(ind.hparams)
+        return self._job(key, optimizer, trial_hparams(self.schedule, optimizer, ind.hparams, ind.steps),
+                         ind.steps, ind.seed)
 
     def _tell(self, optimizer: str, fitness: dict[int, float]) -> None:
         ga = self.gas[optimizer]
@@ -162,9 +170,12 @@ class Session:
     def _tuning_result(self, job: Job, result: dict) -> list[Job]:
         _, optimizer, generation, index = job.key
         fitness = math.inf if "error" in result else float(result["final_loss"])
-        record = {"generation": generation, "index": index, "seed": job.seed, "hparams": job.hparams,
+        searched = self.searched.pop(job.key, job.hparams)
+        record = {"generation": generation, "index": index, "seed": job.seed, "hparams": searched,
                   "steps": job.steps, "fitness": fitness, "seconds": result.get("seconds"),
                   "diverged": result.get("diverged", False), "curve": result.get("curve")}
+        if job.hparams != searched:  # `horizon`: what the trial ran differs from the searcher's values
+            record["trial_hparams"] = job.hparams
         if "error" in result:
             self._record_error(optimizer, self.rd.individual_path(optimizer, generation, index).stem, result, record)
         self._record_retries(result, record)
