@@ -60,7 +60,6 @@ class Session:
         self.full_reused = self.full_ran = 0
         self.full_left: dict[str, int] = {}             # optimizer -> full runs still to finish
         self.generation_started: dict[str, float] = {}  # optimizer -> when its jobs were issued (run log)
-        self.searched: dict[tuple, dict[str, float]] = {}  # a tuning job's key -> its individual's values
 
     def start(self, optimizers, given: Mapping[str, Mapping[str, float]] | None = None) -> list[Job]:
         """The first jobs: each optimizer's GA, or (with `given` hyperparameters) its full runs."""
@@ -139,10 +138,8 @@ class Session:
     def _tuning_job(self, optimizer: str, ind) -> Job:
         """Individual `ind`'s trial: its values as the trial runs them (`trial_hparams`: the schedule's
         `horizon` hyperparameters at the trial's share of the full run's length)."""
-        key = ("tuning", optimizer, ind.generation, ind.index)
-        self.searched[key] = dict(ind.hparams)
-        return self._job(key, optimizer, trial_hparams(self.schedule, optimizer, ind.hparams, ind.steps),
-                         ind.steps, ind.seed)
+        return self._job(("tuning", optimizer, ind.generation, ind.index), optimizer,
+                         trial_hparams(self.schedule, optimizer, ind.hparams, ind.steps), ind.steps, ind.seed)
 
     def _tell(self, optimizer: str, fitness: dict[int, float]) -> None:
         ga = self.gas[optimizer]
@@ -170,7 +167,8 @@ class Session:
     def _tuning_result(self, job: Job, result: dict) -> list[Job]:
         _, optimizer, generation, index = job.key
         fitness = math.inf if "error" in result else float(result["final_loss"])
-        searched = self.searched.pop(job.key, job.hparams)
+        asked = self.gas[optimizer].ask()  # the same list until the generation is told (GA and OptunaSearch)
+        searched = next(ind.hparams for ind in asked if ind.index == index)
         record = {"generation": generation, "index": index, "seed": job.seed, "hparams": searched,
                   "steps": job.steps, "fitness": fitness, "seconds": result.get("seconds"),
                   "diverged": result.get("diverged", False), "curve": result.get("curve")}
@@ -184,7 +182,7 @@ class Session:
         fit = self.partial[optimizer]
         fit[index] = fitness
         self._emit(optimizer)
-        if len(fit) < len(self.gas[optimizer].ask()):  # the generation's trials (a GA's population × seeds, a round's size)
+        if len(fit) < len(asked):  # the generation's trials (a GA's population × seeds, a round's size)
             return []
         generation = self.gas[optimizer].generation
         self._tell(optimizer, fit)
