@@ -121,7 +121,10 @@ def main(argv=None):
                     f.write(json.dumps(row) + "\n")
         if len(finals) > 1 and all(map(math.isfinite, finals)):
             mean = statistics.fmean(finals)
-            print(f"# {label} {optimizer}: mean {mean:.4g}, range {min(finals):.4g}–{max(finals):.4g} "
+            # median and geometric mean too: on rosenbrock one seed in twenty can dominate the mean
+            geometric = statistics.geometric_mean(finals) if min(finals) > 0 else float("nan")
+            print(f"# {label} {optimizer}: mean {mean:.4g}, median {statistics.median(finals):.4g}, "
+                  f"geometric mean {geometric:.4g}, range {min(finals):.4g}–{max(finals):.4g} "
                   f"(spread {(max(finals) - min(finals)) / mean:.1%})", flush=True)
 
 

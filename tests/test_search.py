@@ -107,8 +107,8 @@ def test_the_budget_is_the_ga_schedules_individual_steps_as_whole_trials():
 
 
 def test_the_improved_schedules_budget_counts_seeds_and_its_trials_skip_the_finalists_length():
-    rosenbrock = load_schedule("rosenbrock-improved", {"search": {"searcher": "tpe"}})  # 30 × 16 × 200
-    assert rosenbrock.individual_steps() == 30 * 16 * 200 == 96_000
+    rosenbrock = load_schedule("rosenbrock-improved", {"search": {"searcher": "tpe"}})  # 20 × 24 × 200
+    assert rosenbrock.individual_steps() == 20 * 24 * 200 == 96_000
     seeded = load_schedule("rosenbrock-improved", {"search": {"searcher": "tpe"}, "ga": {"seeds": 2}})
     assert seeded.individual_steps() == 2 * 96_000  # each individual's seeds are trials of its own
     assert sum(r.size for r in rounds(rosenbrock)) == 480 and {r.steps for r in rounds(rosenbrock)} == {200}
