@@ -196,6 +196,8 @@ JSON_CASES = {  # (generations, population, options): every option, and the size
               dict(init="elite", step_size="csa", covariance="rank_mu", trial_seeds="common", seeds=2)),
     "finalists": ([(1.0, 10, 6), (1.5, 20), (0.5, 20), (0.0, 80, 3)], 4,
                   dict(init="uniform", step_size="csa", covariance="rank_mu", final="finalists")),
+    "weighted": ([(1.0, 10), (0.8, 20), (0.5, 30), (0.4, 30), (0.3, 40)], 8,
+                 dict(step_size="csa", covariance="rank_mu", recombination="weighted")),
 }
 
 
@@ -438,3 +440,49 @@ def test_invalid_final_options_raise_one_line_errors(kwargs, message):
     with pytest.raises(ValueError, match=message) as error:
         GeneticAlgorithm(SPACE, generations, 4, **kwargs)
     assert "\n" not in str(error.value)
+
+
+# --- weighted recombination -------------------------------------------------------------------
+
+def test_weighted_recombination_is_cmaes_log_weighted_mean_and_rank_mu_sum():
+    """Hansen 2016 eq. 49 written out: w_i ∝ ln(μ + ½) − ln i over the better half, best first;
+    C ← (1 − c_μ)C + c_μ Σ w_i y_i y_iᵀ with μ_eff = 1/Σw² in c_μ; σ's factor by CSA with μ_eff."""
+    ga = GeneticAlgorithm(SPACE, [(0.7, 10), (0.5, 10)], 8, seed=3, name="Adam",
+                          step_size="csa", covariance="rank_mu", recombination="weighted")
+    asked = ga.ask()
+    fitness = [5.0, 1.0, 7.0, 3.0, math.nan, 2.0, 8.0, 4.0]  # better half, best first: 1, 5, 3, 7
+    mean0 = np.array([u_of(1e-3, "log"), u_of(0.9, "decay"), u_of(0.0, "decay")])
+    u = np.array([[u_of(i.hparams[n], s) for n, _, s in SPACE] for i in asked])
+    order = [1, 5, 3, 7]
+    raw = np.array([math.log(4.5) - math.log(k) for k in (1, 2, 3, 4)])
+    w = raw / raw.sum()
+    ga.tell(fitness)
+    assert np.allclose(list(ga.mean_rescaled.values()), (w[:, None] * u[order]).sum(0), rtol=0, atol=1e-12)
+    mu_eff, n = 1 / (w ** 2).sum(), 3
+    c_mu = min(1.0, 2 * (mu_eff - 2 + 1 / mu_eff) / ((n + 2) ** 2 + mu_eff))
+    y = (u[order] - mean0) / 0.7
+    expected_cov = (1 - c_mu) * np.eye(3) + c_mu * sum(wi * np.outer(yi, yi) for wi, yi in zip(w, y))
+    assert np.allclose(ga._cov, expected_cov, rtol=1e-12, atol=1e-15)
+    c = (mu_eff + 2) / (n + mu_eff + 5)
+    d = 1 + 2 * max(0.0, math.sqrt((mu_eff - 1) / (n + 1)) - 1) + c
+    path = math.sqrt(c * (2 - c) * mu_eff) * ((w[:, None] * u[order]).sum(0) - mean0) / 0.7  # C = I before
+    chi = math.sqrt(n) * (1 - 1 / (4 * n) + 1 / (21 * n * n))
+    assert ga.sigma == pytest.approx(0.5 * math.exp(min(1.0, c / d * (np.linalg.norm(path) / chi - 1))), rel=1e-12)
+
+
+def test_weighted_recombination_pulls_the_mean_towards_the_best_more_than_equal_weights():
+    runs = {}
+    for recombination in ("equal", "weighted"):
+        ga = GeneticAlgorithm(SPACE, [(1.0, 10), (1.0, 10)], 8, seed=0, recombination=recombination)
+        asked = ga.ask()
+        ga.tell([float(k) for k in range(8)])  # individual 0 is the best
+        best = np.array([u_of(asked[0].hparams[n], s) for n, _, s in SPACE])
+        runs[recombination] = np.linalg.norm(np.array(list(ga.mean_rescaled.values())) - best)
+    assert runs["weighted"] < runs["equal"]
+
+
+def test_invalid_recombination_raises_a_one_line_error():
+    with pytest.raises(ValueError, match="Invalid recombination: 'best'") as error:
+        GeneticAlgorithm(SPACE, [(1.0, 10)], 4, recombination="best")
+    assert "\n" not in str(error.value)
+

@@ -22,13 +22,13 @@ a schedule's `ga:` mapping sets them, tuner/schedule.py):
                        (one that short trials barely rank, as a decay rate) is searched widely, instead of
                        at σ₁ from wherever generation 0's best happened to put it
     step_size="csa"    σ_g = noise_g · s_g, where s_g is adapted by CMA-ES's cumulative step-size
-                       adaptation (Hansen 2016, eqs. 43–44) with μ_eff = population // 2:
+                       adaptation (Hansen 2016, eqs. 43–44) with μ_eff = μ = population // 2 (weighted recombination: 1 / Σ w_i²):
                            p ← (1 − c)·p + √(c(2 − c)·μ_eff) · (mean' − mean) / σ_g
                            s ← s · exp(min(1, (c / d)(‖p‖ / E‖N(0, I)‖ − 1)))
                        c = (μ_eff + 2) / (n + μ_eff + 5), d = 1 + 2·max(0, √((μ_eff − 1)/(n + 1)) − 1) + c;
                        σ grows while selection keeps moving the mean one way, shrinks when it dithers
     covariance="rank_mu"  individuals at mean + σ·C^½·z, C adapted by CMA-ES's rank-μ update with
-                       equal weights (Hansen 2016, eq. 30): y_i = (u_i − mean)/σ over the better half,
+                       equal weights (or recombination's; Hansen 2016, eq. 30): y_i = (u_i − mean)/σ over the better half,
                            C ← (1 − c_μ)·C + c_μ · (1/μ) Σ y_i y_iᵀ,  c_μ = min(1, 2(μ − 2 + 1/μ) / ((n + 2)² + μ))
                        so σ stretches along a ridge (Momentum's lr/(1 − momentum), Adam's lr/beta1)
                        instead of crossing it; with csa the path is taken in C^−½ coordinates
@@ -38,6 +38,10 @@ a schedule's `ga:` mapping sets them, tuner/schedule.py):
                        the same trial seed(s) (those of indices 0, P, ..., (k − 1)·P), so the task
                        instance and its noise are the same for all and the ranking compares values
                        only; the draws still come from each index's own seed
+    recombination="weighted"  the next mean is CMA-ES's weighted mean of the better half (Hansen 2016,
+                       eq. 49): w_i ∝ ln(μ + ½) − ln i for the i-th best, Σ w_i = 1, so the best
+                       individuals pull harder; CSA and rank-μ then use μ_eff = 1 / Σ w_i² and the
+                       rank-μ sum Σ w_i y_i y_iᵀ. Equal weights (the default) are Appendix E's rule
     generation rows (noise, steps, P_g)  a generation of its own size P_g instead of `population`
                        (e.g. a broad uniform generation 0 of short trials); the better half is P_g // 2
     final="finalists"  the last generation row is not drawn: its P_g individuals are the current
@@ -71,6 +75,7 @@ STEP_SIZES = ("schedule", "csa")
 COVARIANCES = ("identity", "rank_mu")
 TRIAL_SEEDS = ("individual", "common")
 FINALS = ("mean", "finalists")
+RECOMBINATIONS = ("equal", "weighted")
 
 # The largest double below 1: a decay rate never reaches 1, whatever u (1 − ln(1 − x) → ∞).
 _BELOW_ONE = math.nextafter(1.0, 0.0)
@@ -189,7 +194,7 @@ class GeneticAlgorithm:
     `generations` holds (noise std σ, steps) per generation, or (σ, steps, size) for a generation
     of another size than `population` (size None: `population`); `start` optionally replaces some
     defaults as generation 0's mean. `init`, `bounds`, `step_size`, `seeds`, `covariance`,
-    `trial_seeds` and `final` are the options beyond Appendix E (module docstring); their defaults
+    `trial_seeds`, `final` and `recombination` are the options beyond Appendix E (module docstring); their defaults
     give the paper's GA.
     """
 
@@ -197,7 +202,7 @@ class GeneticAlgorithm:
                  seed: int = 0, name: str = "", start: Mapping[str, float] | None = None, *,
                  init: str = "mean", bounds: Mapping[str, Sequence[float]] | None = None,
                  step_size: str = "schedule", seeds: int = 1, covariance: str = "identity",
-                 trial_seeds: str = "individual", final: str = "mean"):
+                 trial_seeds: str = "individual", final: str = "mean", recombination: str = "equal"):
         self.space = _dimensions(space)
         self.generations = tuple(self._check_generation(g, i) for i, g in enumerate(generations))
         if not self.generations:
@@ -236,10 +241,12 @@ class GeneticAlgorithm:
             raise ValueError(f"Invalid trial_seeds: {trial_seeds!r} (must be one of {', '.join(TRIAL_SEEDS)})")
         if final not in FINALS:
             raise ValueError(f"Invalid final: {final!r} (must be one of {', '.join(FINALS)})")
+        if recombination not in RECOMBINATIONS:
+            raise ValueError(f"Invalid recombination: {recombination!r} (must be one of {', '.join(RECOMBINATIONS)})")
         if final == "finalists" and len(self.generations) < 2:
             raise ValueError("Invalid final: 'finalists' needs at least 2 generations (the last one is the finalists')")
         self.init, self.step_size, self.seeds, self.covariance = init, step_size, int(seeds), covariance
-        self.trial_seeds, self.final = trial_seeds, final
+        self.trial_seeds, self.final, self.recombination = trial_seeds, final, recombination
         self.bounds = self._check_bounds(bounds or {})
         self.generation = 0
         self.history: list[dict] = []
@@ -292,8 +299,8 @@ class GeneticAlgorithm:
 
     def _paper(self) -> bool:
         """All options at their defaults: Appendix E's GA (its history and JSON keys only)."""
-        return (self.init, self.step_size, self.seeds, self.covariance, self.trial_seeds, self.final) == \
-            ("mean", "schedule", 1, "identity", "individual", "mean")
+        return (self.init, self.step_size, self.seeds, self.covariance, self.trial_seeds, self.final,
+                self.recombination) == ("mean", "schedule", 1, "identity", "individual", "mean", "equal")
 
     def _uniform(self) -> bool:
         return self.init in ("uniform", "elite") and self.generation == 0
@@ -430,12 +437,19 @@ class GeneticAlgorithm:
                 # the best quarter, but at least n + 1 draws: fewer span less than n dimensions
                 self._elite_covariance([rescaled[i] for i in selected[: max(len(self.space) + 1, size // 4)]])
         elif selected:
-            self._mean_u = [math.fsum(rescaled[i][k] for i in selected) / len(selected)
-                            for k in range(len(self.space))]
+            weights = self._weights(len(selected))  # None: equal (Appendix E's mean, computed as it always was)
+            if weights is None:
+                self._mean_u = [math.fsum(rescaled[i][k] for i in selected) / len(selected)
+                                for k in range(len(self.space))]
+                mu_eff = len(selected)
+            else:
+                self._mean_u = [math.fsum(w * rescaled[i][k] for w, i in zip(weights, selected))
+                                for k in range(len(self.space))]
+                mu_eff = 1.0 / math.fsum(w * w for w in weights)
             if self.step_size == "csa" and sigma > 0:  # (generation 0 of a uniform start took the branch above)
-                self._adapt(mean_before, sigma, len(selected))
+                self._adapt(mean_before, sigma, mu_eff)
             if self.covariance == "rank_mu" and sigma > 0:
-                self._adapt_covariance(mean_before, sigma, [rescaled[i] for i in selected])
+                self._adapt_covariance(mean_before, sigma, [rescaled[i] for i in selected], weights, mu_eff)
         else:
             warnings.warn(f"GA {self.name or '(unnamed)'} generation {self.generation}: no individual has a "
                           f"finite fitness; keeping the previous mean", RuntimeWarning, stacklevel=2)
@@ -467,13 +481,21 @@ class GeneticAlgorithm:
             entry["next_sigma"] = self.sigma if not self.done else noise * self._step
         return self.mean
 
+    def _weights(self, mu: int) -> list[float] | None:
+        """CMA-ES's log weights of the μ selected, best first, summing to 1; None for equal weights."""
+        if self.recombination == "equal":
+            return None
+        raw = [math.log(mu + 0.5) - math.log(i) for i in range(1, mu + 1)]
+        total = math.fsum(raw)
+        return [w / total for w in raw]
+
     @staticmethod
     def _averaged(trials: list[float]) -> float:
         """An individual's fitness: the mean of its trials, +inf unless all are finite."""
         return math.fsum(trials) / len(trials) if all(math.isfinite(v) for v in trials) else math.inf
 
-    def _adapt(self, mean_before: list[float], sigma: float, mu: int) -> None:
-        """CMA-ES's cumulative step-size adaptation (module docstring), equal weights: μ_eff = μ."""
+    def _adapt(self, mean_before: list[float], sigma: float, mu: float) -> None:
+        """CMA-ES's cumulative step-size adaptation (module docstring); `mu` is μ_eff (μ for equal weights)."""
         n = len(self.space)
         c = (mu + 2.0) / (n + mu + 5.0)
         d = 1.0 + 2.0 * max(0.0, math.sqrt((mu - 1.0) / (n + 1.0)) - 1.0) + c
@@ -499,12 +521,15 @@ class GeneticAlgorithm:
         values = np.maximum(values, 1e-12 * max(float(values.max()), 1e-300))
         return (vectors * values**power) @ vectors.T
 
-    def _adapt_covariance(self, mean_before: list[float], sigma: float, chosen: list[list[float]]) -> None:
-        """CMA-ES's rank-μ update with equal weights (module docstring)."""
-        n, mu = len(self.space), len(chosen)
+    def _adapt_covariance(self, mean_before: list[float], sigma: float, chosen: list[list[float]],
+                          weights: list[float] | None, mu: float) -> None:
+        """CMA-ES's rank-μ update (module docstring): C ← (1 − c_μ)·C + c_μ·Σ w_i y_i y_iᵀ, `mu` = μ_eff
+        (weights None: equal, 1/μ each)."""
+        n = len(self.space)
         c_mu = min(1.0, 2.0 * (mu - 2.0 + 1.0 / mu) / ((n + 2.0) ** 2 + mu))
         y = (np.array(chosen) - np.array(mean_before)) / sigma
-        cov = (1.0 - c_mu) * np.array(self._cov) + c_mu * (y.T @ y) / mu
+        spread = (y.T @ y) / mu if weights is None else (y.T * np.array(weights)) @ y
+        cov = (1.0 - c_mu) * np.array(self._cov) + c_mu * spread
         self._cov = ((cov + cov.T) / 2).tolist()
 
     def best(self) -> dict[str, float]:
@@ -537,7 +562,7 @@ class GeneticAlgorithm:
         if not self._paper():  # the paper's GA: its keys only
             state.update(init=self.init, bounds={k: list(v) for k, v in self.bounds.items()},
                          step_size=self.step_size, seeds=self.seeds, covariance=self.covariance,
-                         trial_seeds=self.trial_seeds, final=self.final,
+                         trial_seeds=self.trial_seeds, final=self.final, recombination=self.recombination,
                          step=self._step, path=self._path, cov=self._cov)
         return json.dumps(state, allow_nan=False)
 
@@ -553,7 +578,8 @@ class GeneticAlgorithm:
                  init=state.get("init", "mean"), bounds=state.get("bounds"),
                  step_size=state.get("step_size", "schedule"), seeds=state.get("seeds", 1),
                  covariance=state.get("covariance", "identity"),
-                 trial_seeds=state.get("trial_seeds", "individual"), final=state.get("final", "mean"))
+                 trial_seeds=state.get("trial_seeds", "individual"), final=state.get("final", "mean"),
+                 recombination=state.get("recombination", "equal"))
         ga._step, ga._path = float(state.get("step", 1.0)), [float(p) for p in state.get("path", ga._path)]
         ga._cov = [[float(v) for v in row] for row in state.get("cov", ga._cov)]
         if len(state["mean_rescaled"]) != len(ga.space):

@@ -50,6 +50,8 @@
                                         #   population are the mean and the best distinct individuals
                                         #   of the earlier generations as long as the second-to-last,
                                         #   trained that row's steps; the best of them is tuned)
+      recombination: weighted           #   equal (default: the next mean is the better half's mean) or
+                                        #   weighted (CMA-ES's log weights, the best pulling hardest)
 
 `schedules/<task>-improved.yaml` use the `ga:` options (benchmarks/RESULTS.md, "Improved GA");
 `Schedule.individual_steps()` is the GA's budget per optimizer.
@@ -70,7 +72,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from tuner.ga import COVARIANCES, FINALS, INITS, SCALES, STEP_SIZES, TRIAL_SEEDS, Dimension, rescale
+from tuner.ga import COVARIANCES, FINALS, INITS, RECOMBINATIONS, SCALES, STEP_SIZES, TRIAL_SEEDS, Dimension, rescale
 
 Generation = namedtuple("Generation", "noise steps population", defaults=(None,))
 """One row of Table 5 (population None: the schedule's); a tuple, so `schedule.generations` goes
@@ -87,7 +89,7 @@ GENERATION_KEYS = ("noise", "steps")
 GENERATION_OPTIONAL = ("population",)
 SEARCHERS = ("ga", "random", "tpe", "cmaes")
 SEARCH_KEYS = ("searcher", "trials", "steps", "round", "bounds")
-GA_KEYS = ("init", "step_size", "covariance", "seeds", "trial_seeds", "final")
+GA_KEYS = ("init", "step_size", "covariance", "seeds", "trial_seeds", "final", "recombination")
 
 
 class ScheduleError(ValueError):
@@ -434,6 +436,9 @@ def _validate_ga(check: _Checker, ga: Any) -> dict[str, Any]:
         options["trial_seeds"] = check.name("ga.trial_seeds", ga["trial_seeds"], list(TRIAL_SEEDS), "trial-seed rules")
     if "final" in ga:
         options["final"] = check.name("ga.final", ga["final"], list(FINALS), "final rules")
+    if "recombination" in ga:
+        options["recombination"] = check.name("ga.recombination", ga["recombination"], list(RECOMBINATIONS),
+                                              "recombination rules")
     if options.get("init") == "elite" and options.get("covariance") != "rank_mu":
         check.fail("ga.init", "elite", "needs ga.covariance: rank_mu (it sets the noise's shape, which only rank_mu uses)")
     return options
