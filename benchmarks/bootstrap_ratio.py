@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         a = np.array([v for v in ga.values() if math.isfinite(v)])
         b = np.array([v for v in other.values() if math.isfinite(v)])
         if not len(a) or not len(b):
-            raise SystemExit(f"error: no finite losses for {optimizer} in {args.ga if not len(a) else args.cells}")
+            p.error(f"no finite losses for {optimizer} in {args.ga if not len(a) else args.cells}")  # exit 2
         ratio, low, high = interval(a, b)
         print(f"{optimizer}: GA / {args.cells.name} mean loss {ratio:.2f} (5–95 %: {low:.2f}–{high:.2f}; "
               f"seeds {len(a)} / {len(b)})")
