@@ -42,6 +42,50 @@ def test_the_field_round_trips_through_the_manifest_and_is_absent_when_unused():
     assert "horizon" not in load_schedule("noisy_bowl").to_dict()  # older run directories' manifests stay equal
 
 
+def test_a_power_scales_a_trial_by_its_share_of_the_run_to_that_power():
+    """{hyperparameter: p}: a trial of S steps runs value·(S/full)^p; a listed one is p = 1, bit for bit."""
+    schedule = _schedule(horizon={"L-BFGS": ["tau"], "Momentum": {"lr": -0.25}})
+    assert schedule.horizon == {"L-BFGS": {"tau": 1.0}, "Momentum": {"lr": -0.25}}
+    run = trial_hparams(schedule, "Momentum", {"lr": 0.3, "momentum": 0.5}, 80)
+    assert run == {"lr": pytest.approx(0.3 * 25 ** 0.25, rel=1e-15), "momentum": 0.5}  # (80/2000)^-¼ = 25^¼
+    assert trial_hparams(schedule, "Momentum", {"lr": 0.3, "momentum": 0.5}, FULL) == {"lr": 0.3, "momentum": 0.5}
+    assert trial_hparams(schedule, "L-BFGS", {"lr": 0.5, "tau": 1e4}, 80)["tau"] == 1e4 * (80 / FULL)  # exactly as before
+    as_mapping = _schedule(horizon={"L-BFGS": {"tau": 1}})
+    assert as_mapping == _schedule() and as_mapping.to_dict()["horizon"] == {"L-BFGS": ["tau"]}
+
+
+def test_a_power_round_trips_through_the_manifest():
+    schedule = _schedule(horizon={"L-BFGS": ["tau"], "Momentum": {"lr": -0.25}})
+    assert schedule.to_dict()["horizon"] == {"L-BFGS": ["tau"], "Momentum": {"lr": -0.25}}
+    assert Schedule.from_dict(json.loads(json.dumps(schedule.to_dict()))) == schedule
+
+
+@pytest.mark.parametrize("horizon, field", [({"Momentum": {"lr": 0}}, "horizon.Momentum.lr"),
+                                            ({"Momentum": {"lr": "half"}}, "horizon.Momentum.lr"),
+                                            ({"Momentum": {"lr": float("inf")}}, "horizon.Momentum.lr"),
+                                            ({"Momentum": {"momentum": -0.5}}, "horizon.Momentum.momentum"),
+                                            ({"Momentum": {"beta": -0.5}}, "horizon.Momentum.beta"),
+                                            ({"Momentum": 0.5}, "horizon.Momentum")])
+def test_a_bad_power_names_its_field(horizon, field):
+    with pytest.raises(ScheduleError) as error:
+        _schedule(horizon=horizon)
+    assert f": {field}: " in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_session_records_the_powered_value_a_trial_ran(tmp_path):
+    schedule = _schedule(horizon={"Momentum": {"lr": -0.5}},
+                         search={"searcher": "random", "trials": 4, "steps": 100, "bounds": {"lr": [1e-3, 0.3]}})
+    session = _session(tmp_path / "run", schedule)
+    drive_session(session, session.start(["Momentum"]))
+    records = session.rd.individuals("Momentum")
+    assert len(records) == 4
+    for rec in records:
+        assert rec["trial_hparams"]["lr"] == pytest.approx(rec["hparams"]["lr"] * (100 / FULL) ** -0.5, rel=1e-15)
+        assert rec["trial_hparams"]["momentum"] == rec["hparams"]["momentum"]
+        assert rec["fitness"] == pytest.approx(run_trial("noisy_bowl", "Momentum", rec["trial_hparams"], 100,
+                                                         rec["seed"]).final_loss, rel=1e-9)
+
+
 @pytest.mark.parametrize("horizon, field", [({"L-BFGS": ["memory"]}, "horizon.L-BFGS[0]"),
                                             ({"Momentum": ["momentum"]}, "horizon.Momentum[0]"),
                                             ({"L-BFGS": ["tau", "tau"]}, "horizon.L-BFGS"),
@@ -104,7 +148,7 @@ def test_another_searcher_runs_the_scaled_value_too(tmp_path):
 
 def test_the_improved_bowl_schedule_scales_the_l_bfgs_familys_tau_and_the_report_says_so():
     schedule = load_schedule("noisy_bowl-improved")
-    assert schedule.horizon == {"L-BFGS": ("tau",), "O-LBFGS": ("tau",)}
+    assert schedule.horizon == {"L-BFGS": {"tau": 1.0}, "O-LBFGS": {"tau": 1.0}, "LODO": {"meta_lr": -0.25}}
     manifest = {"task": "noisy_bowl", "schedule": schedule.to_dict(), "schedule_source": "noisy_bowl-improved"}
     assert schedule_info(manifest).label == "schedules/noisy_bowl-improved.yaml"
     assert any("horizon" in d for d in schedule_info(manifest).deviations)

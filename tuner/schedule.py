@@ -17,9 +17,11 @@
     task_options: {}                    # optional, passed to tasks.create
     scales: {RMSprop: {rho: log}}       # optional per-hyperparameter scale overrides
     start: {Adam: {lr: 0.01}}           # optional GA starting values (default: the registry defaults)
-    horizon: {L-BFGS: [tau]}            # optional: hyperparameters counted in steps (a schedule's time
-                                        #   constant), searched as their value at the full run's length: a
-                                        #   trial of S steps runs value·S/full_run.steps (log scale only)
+    horizon: {L-BFGS: [tau]}            # optional: hyperparameters whose best value depends on the run's
+                                        #   length, searched as their value at the full run's length. Listed:
+                                        #   counted in steps (a time constant), a trial of S steps runs
+                                        #   value·S/full_run.steps; {LODO: {meta_lr: -0.25}}: a trial runs
+                                        #   value·(S/full_run.steps)^p, p measured (log scale only)
     search:                             # optional: another searcher than the GA (tuner.search, tuner.space)
       searcher: tpe                     # ga (default), random, tpe or cmaes
       trials: 100                       # default: the GA's budget Σ population·seeds·steps_g // steps
@@ -142,7 +144,7 @@ class Schedule:
     source: str = field(default="<dict>", compare=False)
     optimizer_specs: dict[str, Any] = field(default_factory=dict)
     ga: dict[str, Any] = field(default_factory=dict)   # GeneticAlgorithm's keyword options (`_validate_ga`)
-    horizon: dict[str, tuple[str, ...]] = field(default_factory=dict)  # optimizer -> its step-counted hyperparameters
+    horizon: dict[str, dict[str, float]] = field(default_factory=dict)  # optimizer -> {hyperparameter: power p}
 
     def to_dict(self) -> dict:
         """Plain data in the YAML layout (for run manifests); `Schedule.from_dict` reads it back."""
@@ -161,7 +163,7 @@ class Schedule:
             "start": copy.deepcopy(self.start),
             **({"search": self.search.to_dict()} if self.search.to_dict() else {}),
             **({"ga": copy.deepcopy(self.ga)} if self.ga else {}),
-            **({"horizon": {o: list(names) for o, names in self.horizon.items()}} if self.horizon else {}),
+            **({"horizon": {o: _horizon_entry(powers) for o, powers in self.horizon.items()}} if self.horizon else {}),
         }
 
     def size(self, generation: Generation) -> int:
@@ -334,19 +336,30 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
                 check.fail(where, value, allowed)
 
     scale_of = lambda o, hp: scales.get(o, {}).get(hp, next(h.scale for h in hyperparameters(o) if h.name == hp))  # noqa: E731
-    horizon = check.mapping("horizon", _optional(data, "horizon"), "must be a mapping optimizer -> [hyperparameter, ...]")
+    horizon = check.mapping("horizon", _optional(data, "horizon"),
+                            "must be a mapping optimizer -> [hyperparameter, ...] or {hyperparameter: power}")
+    powers: dict[str, dict[str, float]] = {}
     for optimizer, entries in horizon.items():
         where = f"horizon.{optimizer}"
         check.name(where, optimizer, known, "optimizers")
-        if not isinstance(entries, list):
-            check.fail(where, entries, "must be a list of hyperparameter names")
         hp_names = [h.name for h in hyperparameters(optimizer)]
-        for i, hp in enumerate(entries):
-            check.name(f"{where}[{i}]", hp, hp_names, f"hyperparameters of {optimizer}")
+        if isinstance(entries, list):  # step counts: power 1
+            if len(set(map(str, entries))) != len(entries):
+                check.fail(where, entries, "must not repeat a hyperparameter")
+            pairs = [(f"{where}[{i}]", hp, 1.0) for i, hp in enumerate(entries)]
+        elif isinstance(entries, dict):
+            check.mapping(where, entries)
+            pairs = [(f"{where}.{hp}", hp, check.number(f"{where}.{hp}", p, lambda v: v != 0, "must be a nonzero "
+                                                        "finite number: the power of the trial's share of the run"))
+                     for hp, p in entries.items()]
+        else:
+            check.fail(where, entries, "must be a list of hyperparameter names or a mapping hyperparameter -> power")
+        for at, hp, _ in pairs:
+            check.name(at, hp, hp_names, f"hyperparameters of {optimizer}")
             if scale_of(optimizer, hp) != "log":
-                check.fail(f"{where}[{i}]", hp, "must be a log-scale hyperparameter (a positive number of steps)")
-        if len(set(entries)) != len(entries):
-            check.fail(where, entries, "must not repeat a hyperparameter")
+                check.fail(at, hp, "must be a log-scale hyperparameter (a positive value)")
+        if pairs:
+            powers[optimizer] = {hp: p for _, hp, p in pairs}
     search = _validate_search(check, data.get("search"), population, rows, names, known,
                               lambda o: [h.name for h in hyperparameters(o)], scale_of)
     ga = _validate_ga(check, _optional(data, "ga"))
@@ -358,7 +371,13 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
         full_run=full_run, lr_scale=lr_scale, task_options=dict(task_options),
         scales={o: dict(e) for o, e in scales.items()},
         start={o: {k: float(v) for k, v in e.items()} for o, e in start.items()},
-        search=search, source=source, ga=ga, horizon={o: tuple(e) for o, e in horizon.items() if e})
+        search=search, source=source, ga=ga, horizon=powers)
+
+
+def _horizon_entry(powers: dict[str, float]) -> list[str] | dict[str, float]:
+    """An optimizer's `horizon` in the YAML layout: a list when every power is 1 (step counts, the form
+    run manifests have held since the field came in), else the mapping hyperparameter -> power."""
+    return list(powers) if all(p == 1.0 for p in powers.values()) else dict(powers)
 
 
 def _validate_search(check: _Checker, data: Any, population: int, generations: list[Generation],
@@ -560,19 +579,22 @@ def space_for(schedule: Schedule, optimizer: str, registry=None) -> list[Dimensi
 
 def trial_hparams(schedule: Schedule, optimizer: str, hparams: Mapping[str, float], steps: int) -> dict[str, float]:
     """What a trial of `steps` steps runs for the searcher's `hparams`: each of `optimizer`'s
-    `horizon` hyperparameters scaled by steps / full_run.steps, the rest as given.
+    `horizon` hyperparameters times (steps / full_run.steps)^p (p = 1 for a listed step count), the
+    rest as given.
 
     A time constant in steps (L-BFGS's τ in η_t = lr·τ/(τ + t)) shapes a run by its ratio to the run's
     length, so a short trial cannot rank the values a long run needs (short-horizon bias: at 8,000
     steps every τ ≥ 3·10⁴ scores alike, while at 100k steps τ = 10⁶ scores 9.46, 10⁵ 10.20 and 3·10⁴
     13.90; benchmarks/RESULTS.md, "A horizon for τ"). Searched as its value at the full
     run's length and run at each trial's share of it, the searcher compares schedules of one shape,
-    and the tuned value is the full runs' as it stands."""
-    names = schedule.horizon.get(optimizer, ())
-    if not names:
+    and the tuned value is the full runs' as it stands. A value whose best setting moves with the
+    run's length by a measured power law takes that power: LODO's meta_lr is best near 0.001 over
+    8,000 steps and near 0.0006 over 100k (p ≈ −0.25; benchmarks/RESULTS.md, "A horizon for meta_lr")."""
+    powers = schedule.horizon.get(optimizer, {})
+    if not powers:
         return dict(hparams)
     share = steps / schedule.full_run.steps
-    return {k: (v * share if k in names else v) for k, v in hparams.items()}
+    return {k: (v * share ** powers[k] if k in powers else v) for k, v in hparams.items()}
 
 
 TEMPLATE = '''\
@@ -601,7 +623,7 @@ lr_scale: 1                      # multiplies the tuned lr before the full runs
 # scales: {Adam: {beta2: log}}   # per-hyperparameter scale overrides
 # start: {Adam: {lr: 0.01}}      # generation-0 values instead of the defaults
 # horizon: {L-BFGS: [tau]}       # step-counted hyperparameters: searched at the full run's length, a trial
-#                                # of S steps runs value·S/full_run.steps
+#                                # of S steps runs value·S/full_run.steps ({Adam: {lr: -0.5}}: value·(S/full)^p)
 # search:                        # another searcher than the GA, same budget (individual-steps)
 #   searcher: tpe                # ga (default), random, tpe, cmaes (these three: pip install "lodo-tune[search]")
 #   trials: 20                   # default: Σ population·seeds·steps of the generations above // steps
