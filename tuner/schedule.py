@@ -348,10 +348,9 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
                 check.fail(where, entries, "must not repeat a hyperparameter")
             pairs = [(f"{where}[{i}]", hp, 1.0) for i, hp in enumerate(entries)]
         elif isinstance(entries, dict):
-            check.mapping(where, entries)
-            pairs = [(f"{where}.{hp}", hp, check.number(f"{where}.{hp}", p, lambda v: v != 0, "must be a nonzero "
-                                                        "finite number: the power of the trial's share of the run"))
-                     for hp, p in entries.items()]
+            power = "must be a nonzero finite number: the power of the trial's share of the run"
+            pairs = [(f"{where}.{hp}", hp, check.number(f"{where}.{hp}", p, lambda v: v != 0, power))
+                     for hp, p in check.mapping(where, entries).items()]
         else:
             check.fail(where, entries, "must be a list of hyperparameter names or a mapping hyperparameter -> power")
         for at, hp, _ in pairs:
@@ -588,8 +587,9 @@ def trial_hparams(schedule: Schedule, optimizer: str, hparams: Mapping[str, floa
     13.90; benchmarks/RESULTS.md, "A horizon for τ"). Searched as its value at the full
     run's length and run at each trial's share of it, the searcher compares schedules of one shape,
     and the tuned value is the full runs' as it stands. A value whose best setting moves with the
-    run's length by a measured power law takes that power: LODO's meta_lr is best near 0.001 over
-    8,000 steps and near 0.0006 over 100k (p ≈ −0.25; benchmarks/RESULTS.md, "A horizon for meta_lr")."""
+    run's length by a measured power law takes that power: LODO's meta_lr is best near 0.0011 over
+    8,000 steps and near 0.0006 over 100k (measured p ≈ −0.22; `noisy_bowl-improved` uses −¼;
+    benchmarks/RESULTS.md, "A horizon for meta_lr")."""
     powers = schedule.horizon.get(optimizer, {})
     if not powers:
         return dict(hparams)
