@@ -180,6 +180,7 @@ def test_several_seeds_per_individual_share_hparams_and_their_fitness_is_the_mea
 @pytest.mark.parametrize("kwargs, field", [
     (dict(init="broad"), "init"), (dict(step_size="1/5"), "step_size"), (dict(seeds=0), "seeds"),
     (dict(seeds=1.5), "seeds"), (dict(seeds=True), "seeds"), (dict(covariance="full"), "covariance"),
+    (dict(boundary="reflect"), "boundary"),
 ])
 def test_invalid_options_raise_one_line_errors_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"Invalid {field}") as error:
@@ -198,6 +199,8 @@ JSON_CASES = {  # (generations, population, options): every option, and the size
                   dict(init="uniform", step_size="csa", covariance="rank_mu", final="finalists")),
     "weighted": ([(1.0, 10), (0.8, 20), (0.5, 30), (0.4, 30), (0.3, 40)], 8,
                  dict(step_size="csa", covariance="rank_mu", recombination="weighted")),
+    "clip": ([(3.0, 10, 6), (2.0, 20), (1.0, 30), (1.0, 30), (0.5, 40)], 4,
+             dict(init="elite", bounds={"lr": (1e-4, 3.0)}, step_size="csa", covariance="rank_mu", boundary="clip")),
 }
 
 
@@ -486,3 +489,44 @@ def test_invalid_recombination_raises_a_one_line_error():
         GeneticAlgorithm(SPACE, [(1.0, 10)], 4, recombination="best")
     assert "\n" not in str(error.value)
 
+
+
+# --- boundary: clip -------------------------------------------------------------------------
+
+CLIP_BOUNDS = {"lr": (1e-2, 1.0), "beta1": (0.5, 0.99), "momentum": (0.0, 0.9)}
+
+
+def test_clip_moves_each_draw_to_the_nearest_point_of_the_box_and_leaves_the_others_alone():
+    free = GeneticAlgorithm(SPACE, [(2.0, 10)] * 2, 64, seed=4, bounds=CLIP_BOUNDS)
+    clip = GeneticAlgorithm(SPACE, [(2.0, 10)] * 2, 64, seed=4, bounds=CLIP_BOUNDS, boundary="clip")
+    outside = 0
+    for a, b in zip(free.ask(), clip.ask()):
+        assert a.seed == b.seed
+        for name, _, scale in SPACE:
+            lo, hi = (u_of(v, scale) for v in CLIP_BOUNDS[name])
+            u = u_of(a.hparams[name], scale)
+            if lo <= u <= hi:
+                assert b.hparams[name] == a.hparams[name]
+            else:
+                outside += 1
+                assert u_of(b.hparams[name], scale) == pytest.approx(min(max(u, lo), hi), abs=1e-12)
+    assert outside > 64  # σ = 2 around lr 1e-3, beta1 0.9: many draws leave the box
+
+
+def test_clip_keeps_the_mean_in_the_box_where_a_free_search_walks_out_of_it():
+    means = {}
+    for boundary in ("free", "clip"):
+        ga = GeneticAlgorithm(SPACE, [(1.0, 10)] * 12, 8, seed=1, bounds=CLIP_BOUNDS, step_size="csa",
+                              start={"lr": 0.1}, boundary=boundary)
+        while not ga.done:
+            ga.tell([-i.hparams["lr"] for i in ga.ask()])  # lower is better: a slope towards lr → ∞
+        means[boundary] = ga.mean["lr"]
+    assert means["free"] > 100.0
+    assert 0.5 < means["clip"] <= 1.0 * (1 + 1e-12)
+
+
+def test_clip_is_not_the_papers_ga_and_round_trips_its_option():
+    ga = GeneticAlgorithm(SPACE, [(1.0, 10)], 4, boundary="clip")
+    state = json.loads(ga.to_json())
+    assert state["boundary"] == "clip"
+    assert "boundary" not in json.loads(GeneticAlgorithm(SPACE, [(1.0, 10)], 4).to_json())

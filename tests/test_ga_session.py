@@ -79,6 +79,24 @@ def test_the_uniform_start_gets_the_search_box_of_its_own_hyperparameters():
     assert ga_keywords(load_schedule("noisy_bowl"), "Adam") == {}  # the paper's GA: no options, no box
 
 
+def test_a_clipped_session_gets_the_search_box_and_records_only_draws_inside_it(tmp_path):
+    """boundary: clip without a uniform start still gets the searchers' box; σ = 2 around lr 0.04
+    sends many draws past lr 0.05, and each is recorded (and trained) at the box's edge."""
+    schedule = Schedule.from_dict({"task": "noisy_bowl", "population": 4,
+                                   "generations": [{"noise": 2.0, "steps": 40}, {"noise": 2.0, "steps": 40}],
+                                   "optimizers": ["Momentum"], "start": {"Momentum": {"lr": 0.04}},
+                                   "full_run": {"steps": 50, "seeds": 1, "time_milestone_s": None}, "lr_scale": 1.0,
+                                   "ga": {"boundary": "clip"}, "search": {"bounds": {"lr": [1e-3, 0.05]}}})
+    assert ga_keywords(schedule, "Momentum") == {"boundary": "clip",
+                                                 "bounds": {"lr": (1e-3, 0.05), "momentum": (0.0, 0.9999)}}
+    session = _session(tmp_path / "run", schedule)
+    drive_session(session, session.start(["Momentum"]))
+    lrs = [r["hparams"]["lr"] for r in session.rd.individuals("Momentum")]
+    assert len(lrs) == 8 and all(1e-3 * (1 - 1e-12) <= lr <= 0.05 * (1 + 1e-12) for lr in lrs)
+    assert sum(lr == pytest.approx(0.05, rel=1e-12) for lr in lrs) >= 2
+    assert session.raw["Momentum"]["lr"] <= 0.05 * (1 + 1e-12)
+
+
 def test_a_session_with_every_option_gives_the_hand_driven_gas_values_and_resumes_bit_identically(tmp_path):
     """2 seeds per individual: 8 trials per generation, 16 records per optimizer. The interrupted
     session stops mid-generation 1; the resumed one runs only what is missing, to the same values."""

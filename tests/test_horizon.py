@@ -54,6 +54,34 @@ def test_a_power_scales_a_trial_by_its_share_of_the_run_to_that_power():
     assert as_mapping == _schedule() and as_mapping.to_dict()["horizon"] == {"L-BFGS": ["tau"]}
 
 
+def test_a_decay_rate_scales_its_time_constant_and_one_shorter_than_a_step_runs_as_zero():
+    """1/(1 − β_trial) = (S/full)^p / (1 − β): beta2 = 0.999 (1,000 steps) over 80 of 2,000 steps runs
+    at a 40-step constant; a constant below one step is β = 0; the full length runs β itself."""
+    schedule = _schedule(horizon={"Momentum": ["momentum"], "L-BFGS": ["tau"]})
+    assert schedule.to_dict()["horizon"] == {"Momentum": ["momentum"], "L-BFGS": ["tau"]}
+    run = trial_hparams(schedule, "Momentum", {"lr": 0.3, "momentum": 0.999}, 80)
+    assert run["lr"] == 0.3 and 1 / (1 - run["momentum"]) == pytest.approx(1000 * 80 / FULL, rel=1e-12)
+    assert trial_hparams(schedule, "Momentum", {"lr": 0.3, "momentum": 0.9}, 80)["momentum"] == 0.0  # 10 → 0.4 steps
+    assert trial_hparams(schedule, "Momentum", {"lr": 0.3, "momentum": 0.999}, FULL)["momentum"] == 0.999
+    powered = _schedule(horizon={"Momentum": {"momentum": 0.5}})
+    half = trial_hparams(powered, "Momentum", {"lr": 0.3, "momentum": 0.999}, 80)["momentum"]
+    assert 1 / (1 - half) == pytest.approx(1000 * (80 / FULL) ** 0.5, rel=1e-12)
+    assert Schedule.from_dict(json.loads(json.dumps(powered.to_dict()))) == powered
+
+
+def test_a_decay_horizon_runs_in_a_trial_as_the_session_records_it(tmp_path):
+    schedule = _schedule(horizon={"Momentum": ["momentum"]},
+                         search={"searcher": "random", "trials": 4, "steps": 100,
+                                 "bounds": {"lr": [1e-3, 0.3], "momentum": [0.99, 0.9999]}})
+    session = _session(tmp_path / "run", schedule)
+    drive_session(session, session.start(["Momentum"]))
+    for rec in session.rd.individuals("Momentum"):
+        constant = 1 / (1 - rec["hparams"]["momentum"])
+        assert 1 / (1 - rec["trial_hparams"]["momentum"]) == pytest.approx(constant * 100 / FULL, rel=1e-9)
+        assert rec["fitness"] == pytest.approx(run_trial("noisy_bowl", "Momentum", rec["trial_hparams"], 100,
+                                                         rec["seed"]).final_loss, rel=1e-9)
+
+
 def test_a_power_round_trips_through_the_manifest():
     schedule = _schedule(horizon={"L-BFGS": ["tau"], "Momentum": {"lr": -0.25}})
     assert schedule.to_dict()["horizon"] == {"L-BFGS": ["tau"], "Momentum": {"lr": -0.25}}
@@ -63,7 +91,6 @@ def test_a_power_round_trips_through_the_manifest():
 @pytest.mark.parametrize("horizon, field", [({"Momentum": {"lr": 0}}, "horizon.Momentum.lr"),
                                             ({"Momentum": {"lr": "half"}}, "horizon.Momentum.lr"),
                                             ({"Momentum": {"lr": float("inf")}}, "horizon.Momentum.lr"),
-                                            ({"Momentum": {"momentum": -0.5}}, "horizon.Momentum.momentum"),
                                             ({"Momentum": {"beta": -0.5}}, "horizon.Momentum.beta"),
                                             ({"Momentum": 0.5}, "horizon.Momentum")])
 def test_a_bad_power_names_its_field(horizon, field):
@@ -87,7 +114,7 @@ def test_a_session_records_the_powered_value_a_trial_ran(tmp_path):
 
 
 @pytest.mark.parametrize("horizon, field", [({"L-BFGS": ["memory"]}, "horizon.L-BFGS[0]"),
-                                            ({"Momentum": ["momentum"]}, "horizon.Momentum[0]"),
+                                            ({"Momentum": ["lr", 3]}, "horizon.Momentum[1]"),
                                             ({"L-BFGS": ["tau", "tau"]}, "horizon.L-BFGS"),
                                             ({"L-BFGS": "tau"}, "horizon.L-BFGS"),
                                             ([1], "horizon")])

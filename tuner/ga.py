@@ -42,6 +42,12 @@ a schedule's `ga:` mapping sets them, tuner/schedule.py):
                        eq. 49): w_i ∝ ln(μ + ½) − ln i for the i-th best, Σ w_i = 1, so the best
                        individuals pull harder; CSA and rank-μ then use μ_eff = 1 / Σ w_i² and the
                        rank-μ sum Σ w_i y_i y_iᵀ. Equal weights (the default) are Appendix E's rule
+    boundary="clip"    every drawn individual is moved to the nearest point of the `bounds` box in
+                       rescaled space (the box the other searchers sample), so the mean, a mean of
+                       such points, stays in it too; the default "free" lets the search leave the
+                       box, as Appendix E's GA does. For a search that a region beyond the box would
+                       mislead (Yogi on noisy_bowl: beta2 → 1, where the second moment never warms
+                       up within a trial, and lr → 100, a plateau at 8,000 steps)
     generation rows (noise, steps, P_g)  a generation of its own size P_g instead of `population`
                        (e.g. a broad uniform generation 0 of short trials); the better half is P_g // 2
     final="finalists"  the last generation row is not drawn: its P_g individuals are the current
@@ -76,6 +82,7 @@ COVARIANCES = ("identity", "rank_mu")
 TRIAL_SEEDS = ("individual", "common")
 FINALS = ("mean", "finalists")
 RECOMBINATIONS = ("equal", "weighted")
+BOUNDARIES = ("free", "clip")
 
 # The largest double below 1: a decay rate never reaches 1, whatever u (1 − ln(1 − x) → ∞).
 _BELOW_ONE = math.nextafter(1.0, 0.0)
@@ -194,7 +201,7 @@ class GeneticAlgorithm:
     `generations` holds (noise std σ, steps) per generation, or (σ, steps, size) for a generation
     of another size than `population` (size None: `population`); `start` optionally replaces some
     defaults as generation 0's mean. `init`, `bounds`, `step_size`, `seeds`, `covariance`,
-    `trial_seeds`, `final` and `recombination` are the options beyond Appendix E (module docstring); their defaults
+    `trial_seeds`, `final`, `recombination` and `boundary` are the options beyond Appendix E (module docstring); their defaults
     give the paper's GA.
     """
 
@@ -202,7 +209,8 @@ class GeneticAlgorithm:
                  seed: int = 0, name: str = "", start: Mapping[str, float] | None = None, *,
                  init: str = "mean", bounds: Mapping[str, Sequence[float]] | None = None,
                  step_size: str = "schedule", seeds: int = 1, covariance: str = "identity",
-                 trial_seeds: str = "individual", final: str = "mean", recombination: str = "equal"):
+                 trial_seeds: str = "individual", final: str = "mean", recombination: str = "equal",
+                 boundary: str = "free"):
         self.space = _dimensions(space)
         self.generations = tuple(self._check_generation(g, i) for i, g in enumerate(generations))
         if not self.generations:
@@ -243,10 +251,13 @@ class GeneticAlgorithm:
             raise ValueError(f"Invalid final: {final!r} (must be one of {', '.join(FINALS)})")
         if recombination not in RECOMBINATIONS:
             raise ValueError(f"Invalid recombination: {recombination!r} (must be one of {', '.join(RECOMBINATIONS)})")
+        if boundary not in BOUNDARIES:
+            raise ValueError(f"Invalid boundary: {boundary!r} (must be one of {', '.join(BOUNDARIES)})")
         if final == "finalists" and len(self.generations) < 2:
             raise ValueError("Invalid final: 'finalists' needs at least 2 generations (the last one is the finalists')")
         self.init, self.step_size, self.seeds, self.covariance = init, step_size, int(seeds), covariance
         self.trial_seeds, self.final, self.recombination = trial_seeds, final, recombination
+        self.boundary = boundary
         self.bounds = self._check_bounds(bounds or {})
         self.generation = 0
         self.history: list[dict] = []
@@ -300,7 +311,8 @@ class GeneticAlgorithm:
     def _paper(self) -> bool:
         """All options at their defaults: Appendix E's GA (its history and JSON keys only)."""
         return (self.init, self.step_size, self.seeds, self.covariance, self.trial_seeds, self.final,
-                self.recombination) == ("mean", "schedule", 1, "identity", "individual", "mean", "equal")
+                self.recombination, self.boundary) == ("mean", "schedule", 1, "identity", "individual", "mean",
+                                                       "equal", "free")
 
     def _uniform(self) -> bool:
         return self.init in ("uniform", "elite") and self.generation == 0
@@ -390,6 +402,8 @@ class GeneticAlgorithm:
                     if self.covariance == "rank_mu":
                         z = self._root(+0.5) @ z
                     u = [m + sigma * float(zi) for m, zi in zip(self._mean_u, z)]
+                    if self.boundary == "clip":
+                        u = [min(max(ui, lo), hi) for ui, (lo, hi) in zip(u, box)]
                 hparams = {d.name: unrescale(ui, d.scale) for d, ui in zip(self.space, u)}
                 asked.append(Individual(self.generation, index, trial_seed(index), hparams, steps))
             for repeat in range(1, self.seeds):
@@ -563,7 +577,7 @@ class GeneticAlgorithm:
             state.update(init=self.init, bounds={k: list(v) for k, v in self.bounds.items()},
                          step_size=self.step_size, seeds=self.seeds, covariance=self.covariance,
                          trial_seeds=self.trial_seeds, final=self.final, recombination=self.recombination,
-                         step=self._step, path=self._path, cov=self._cov)
+                         boundary=self.boundary, step=self._step, path=self._path, cov=self._cov)
         return json.dumps(state, allow_nan=False)
 
     @classmethod
@@ -579,7 +593,7 @@ class GeneticAlgorithm:
                  step_size=state.get("step_size", "schedule"), seeds=state.get("seeds", 1),
                  covariance=state.get("covariance", "identity"),
                  trial_seeds=state.get("trial_seeds", "individual"), final=state.get("final", "mean"),
-                 recombination=state.get("recombination", "equal"))
+                 recombination=state.get("recombination", "equal"), boundary=state.get("boundary", "free"))
         ga._step, ga._path = float(state.get("step", 1.0)), [float(p) for p in state.get("path", ga._path)]
         ga._cov = [[float(v) for v in row] for row in state.get("cov", ga._cov)]
         if len(state["mean_rescaled"]) != len(ga.space):

@@ -21,7 +21,8 @@
                                         #   length, searched as their value at the full run's length. Listed:
                                         #   counted in steps (a time constant), a trial of S steps runs
                                         #   value·S/full_run.steps; {LODO: {meta_lr: -0.25}}: a trial runs
-                                        #   value·(S/full_run.steps)^p, p measured (log scale only)
+                                        #   value·(S/full_run.steps)^p, p measured; a decay rate
+                                        #   scales its time constant 1/(1 − β) so ({Yogi: [beta2]})
     search:                             # optional: another searcher than the GA (tuner.search, tuner.space)
       searcher: tpe                     # ga (default), random, tpe or cmaes
       trials: 100                       # default: the GA's budget Σ population·seeds·steps_g // steps
@@ -54,6 +55,8 @@
                                         #   trained that row's steps; the best of them is tuned)
       recombination: weighted           #   equal (default: the next mean is the better half's mean) or
                                         #   weighted (CMA-ES's log weights, the best pulling hardest)
+      boundary: clip                    #   free (default: draws may leave the box) or clip (every draw
+                                        #   moved to the nearest point of search.bounds' box, rescaled)
 
 `schedules/<task>-improved.yaml` use the `ga:` options (benchmarks/RESULTS.md, "Improved GA");
 `Schedule.individual_steps()` is the GA's budget per optimizer.
@@ -74,7 +77,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from tuner.ga import COVARIANCES, FINALS, INITS, RECOMBINATIONS, SCALES, STEP_SIZES, TRIAL_SEEDS, Dimension, rescale
+from tuner.ga import (BOUNDARIES, COVARIANCES, FINALS, INITS, RECOMBINATIONS, SCALES, STEP_SIZES, TRIAL_SEEDS,
+                      Dimension, rescale)
 
 Generation = namedtuple("Generation", "noise steps population", defaults=(None,))
 """One row of Table 5 (population None: the schedule's); a tuple, so `schedule.generations` goes
@@ -91,7 +95,7 @@ GENERATION_KEYS = ("noise", "steps")
 GENERATION_OPTIONAL = ("population",)
 SEARCHERS = ("ga", "random", "tpe", "cmaes")
 SEARCH_KEYS = ("searcher", "trials", "steps", "round", "bounds")
-GA_KEYS = ("init", "step_size", "covariance", "seeds", "trial_seeds", "final", "recombination")
+GA_KEYS = ("init", "step_size", "covariance", "seeds", "trial_seeds", "final", "recombination", "boundary")
 
 
 class ScheduleError(ValueError):
@@ -355,8 +359,6 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
             check.fail(where, entries, "must be a list of hyperparameter names or a mapping hyperparameter -> power")
         for at, hp, _ in pairs:
             check.name(at, hp, hp_names, f"hyperparameters of {optimizer}")
-            if scale_of(optimizer, hp) != "log":
-                check.fail(at, hp, "must be a log-scale hyperparameter (a positive value)")
         if pairs:
             powers[optimizer] = {hp: p for _, hp, p in pairs}
     search = _validate_search(check, data.get("search"), population, rows, names, known,
@@ -457,6 +459,8 @@ def _validate_ga(check: _Checker, ga: Any) -> dict[str, Any]:
     if "recombination" in ga:
         options["recombination"] = check.name("ga.recombination", ga["recombination"], list(RECOMBINATIONS),
                                               "recombination rules")
+    if "boundary" in ga:
+        options["boundary"] = check.name("ga.boundary", ga["boundary"], list(BOUNDARIES), "boundary rules")
     if options.get("init") == "elite" and options.get("covariance") != "rank_mu":
         check.fail("ga.init", "elite", "needs ga.covariance: rank_mu (it sets the noise's shape, which only rank_mu uses)")
     return options
@@ -589,12 +593,25 @@ def trial_hparams(schedule: Schedule, optimizer: str, hparams: Mapping[str, floa
     and the tuned value is the full runs' as it stands. A value whose best setting moves with the
     run's length by a measured power law takes that power: LODO's meta_lr is best near 0.0011 over
     8,000 steps and near 0.0006 over 100k (measured p ≈ −0.22; `noisy_bowl-improved` uses −¼;
-    benchmarks/RESULTS.md, "A horizon for meta_lr")."""
+    benchmarks/RESULTS.md, "A horizon for meta_lr"). A decay rate β is scaled through its time
+    constant 1/(1 − β) in steps, so 1 − β_trial = (1 − β)·(S/full_run.steps)^−p, and a constant below
+    one step is β = 0: Yogi's beta2 (its second moment warms up over ≈ 1/(1 − beta2) steps, and a
+    beta2 whose warm-up outlasts a short trial looks better there than over the full run;
+    benchmarks/RESULTS.md, "Yogi's plateau: a horizon for beta2 and a bounded search")."""
     powers = schedule.horizon.get(optimizer, {})
     if not powers:
         return dict(hparams)
     share = steps / schedule.full_run.steps
-    return {k: (v * share ** powers[k] if k in powers else v) for k, v in hparams.items()}
+    decay = {d.name for d in space_for(schedule, optimizer) if d.scale == "decay"}
+    run = dict(hparams)
+    for k, p in powers.items():
+        if k not in run:
+            continue
+        if k in decay:
+            run[k] = max(0.0, 1.0 - (1.0 - run[k]) * share ** -p) if share != 1 else run[k]
+        else:
+            run[k] = run[k] * share ** p
+    return run
 
 
 TEMPLATE = '''\

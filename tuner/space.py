@@ -67,8 +67,9 @@ def from_unit(dim: Bounded, t: float) -> float:
 
 def ga_keywords(schedule: Schedule, optimizer: str, registry=None) -> dict:
     """`GeneticAlgorithm`'s keyword options for `optimizer`: the schedule's `ga:` mapping, plus, for
-    the uniform start (`init: uniform`), the box of `bounded_space` (the same as the searchers')."""
+    the uniform start (`init: uniform`) and `boundary: clip`, the box of `bounded_space` (the same as
+    the searchers')."""
     options = ga_options(schedule)
-    if options.get("init") in ("uniform", "elite"):
+    if options.get("init") in ("uniform", "elite") or options.get("boundary") == "clip":
         options["bounds"] = {d.name: (d.low, d.high) for d in bounded_space(schedule, optimizer, registry)}
     return options
