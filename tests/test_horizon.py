@@ -175,7 +175,9 @@ def test_another_searcher_runs_the_scaled_value_too(tmp_path):
 
 def test_the_improved_bowl_schedule_scales_the_l_bfgs_familys_tau_and_the_report_says_so():
     schedule = load_schedule("noisy_bowl-improved")
-    assert schedule.horizon == {"L-BFGS": {"tau": 1.0}, "O-LBFGS": {"tau": 1.0}, "LODO": {"meta_lr": -0.25}}
+    assert schedule.horizon == {"L-BFGS": {"tau": 1.0}, "O-LBFGS": {"tau": 1.0}, "LODO": {"meta_lr": -0.25},
+                                "Yogi": {"beta2": 1.0}}
+    assert schedule.ga["boundary"] == "clip"
     manifest = {"task": "noisy_bowl", "schedule": schedule.to_dict(), "schedule_source": "noisy_bowl-improved"}
     assert schedule_info(manifest).label == "schedules/noisy_bowl-improved.yaml"
     assert any("horizon" in d for d in schedule_info(manifest).deviations)

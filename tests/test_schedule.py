@@ -182,7 +182,7 @@ def test_a_generation_of_its_own_size_counts_in_every_budget_and_round_trips():
     assert data["generations"][1] == {"noise": 1, "steps": 8000}
     assert Schedule.from_dict(data) == schedule
     assert schedule.ga == {"init": "elite", "step_size": "csa", "covariance": "rank_mu", "trial_seeds": "common",
-                           "final": "mean"}
+                           "final": "mean", "boundary": "clip"}
     ga = GeneticAlgorithm(space_for(schedule, "Adam"), schedule.generations, schedule.population, name="Adam",
                           **ga_keywords(schedule, "Adam"))
     sizes = []
