@@ -22,7 +22,7 @@
                                         #   counted in steps (a time constant), a trial of S steps runs
                                         #   value·S/full_run.steps; {LODO: {meta_lr: -0.25}}: a trial runs
                                         #   value·(S/full_run.steps)^p, p measured; a decay rate
-                                        #   scales its time constant 1/(1 − β) so ({Yogi: [beta2]})
+                                        #   scales through its time constant 1/(1 − β) ({Yogi: [beta2]})
     search:                             # optional: another searcher than the GA (tuner.search, tuner.space)
       searcher: tpe                     # ga (default), random, tpe or cmaes
       trials: 100                       # default: the GA's budget Σ population·seeds·steps_g // steps
