@@ -599,19 +599,19 @@ def trial_hparams(schedule: Schedule, optimizer: str, hparams: Mapping[str, floa
     beta2 whose warm-up outlasts a short trial looks better there than over the full run;
     benchmarks/RESULTS.md, "Yogi's plateau: a horizon for beta2 and a bounded search")."""
     powers = schedule.horizon.get(optimizer, {})
-    if not powers:
-        return dict(hparams)
     share = steps / schedule.full_run.steps
+    if not powers or share == 1:  # a full-length trial runs the values as searched, bit for bit
+        return dict(hparams)
     decay = {d.name for d in space_for(schedule, optimizer) if d.scale == "decay"}
-    run = dict(hparams)
-    for k, p in powers.items():
-        if k not in run:
-            continue
-        if k in decay:
-            run[k] = max(0.0, 1.0 - (1.0 - run[k]) * share ** -p) if share != 1 else run[k]
-        else:
-            run[k] = run[k] * share ** p
-    return run
+
+    def scaled(name: str, value: float) -> float:
+        if name not in powers:
+            return value
+        if name in decay:  # 1/(1 − β) times share^p
+            return max(0.0, 1.0 - (1.0 - value) * share ** -powers[name])
+        return value * share ** powers[name]
+
+    return {k: scaled(k, v) for k, v in hparams.items()}
 
 
 TEMPLATE = '''\
