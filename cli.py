@@ -40,12 +40,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 import lodo
-from tuner import compare, meta_train, report, results
-from tuner.executor import PersistentFailure  # no Ray import: that waits for init_ray
-from tuner.export import export, provenance
-from tuner.plan import PlanError, Resources, make_plan
-from tuner.rundir import LOG, RunDirError
-from tuner.schedule import merge, template
+from tuner.report import compare
+from lodo import meta_train
+from tuner.report import report
+from tuner.report import results
+from tuner.driver.executor import PersistentFailure  # no Ray import: that waits for init_ray
+from tuner.report.export import export, provenance
+from tuner.driver.plan import PlanError, Resources, make_plan
+from tuner.driver.rundir import LOG, RunDirError
+from tuner.driver.schedule import merge, template
 
 PROG = "lodo-tune"
 BAD_INPUT, PERSISTENT_FAILURE, INTERRUPTED = 2, 3, 130
@@ -210,7 +213,7 @@ def _flag(parameter: str, args) -> str:
 
 
 def _plan(args, demo: dict | None = None):
-    """The run's `tuner.plan.Plan` from the flags; library errors become a UsageError naming the flag."""
+    """The run's `tuner.driver.plan.Plan` from the flags; library errors become a UsageError naming the flag."""
     if args.resume and args.run_dir:
         raise UsageError("--run-dir: not allowed with --resume (the run directory is the one resumed)")
     full_run = {k: v for k, v in (("steps", args.steps), ("seeds", args.seeds)) if v is not None}
@@ -294,7 +297,7 @@ def _print_tables(result, console) -> None:
 def _run(args, out: "_Output", demo: dict | None = None) -> int:
     plan = _plan(args, demo)
     out.run_dir = plan.run_dir
-    from tuner.api import run_plan  # imports Ray: only on the path that runs trials
+    from tuner.driver.api import run_plan  # imports Ray: only on the path that runs trials
 
     progress = None if (args.quiet or args.json) else _Progress(out.console)
     try:

@@ -25,7 +25,7 @@ import torch
 
 import lodo
 import lodo.batched
-from tuner.trial import run_batched_trial
+from tuner.trial.loop import run_batched_trial
 
 #: the main job's tuned values at seed 0 (benchmarks/RESULTS.md, "Wired through")
 TUNED = {"L-BFGS": dict(lr=1.299, tau=11531.0), "O-LBFGS": dict(lr=0.6885, tau=79433.0)}

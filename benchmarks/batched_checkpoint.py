@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from tuner.trial import LANE, fingerprint, run_batched_trial, save_checkpoint
+from tuner.trial.loop import LANE, fingerprint, run_batched_trial, save_checkpoint
 import lodo.batched
 import tasks.batched
 

@@ -18,7 +18,7 @@ import torch
 
 import lodo.batched
 import tasks.batched
-from tuner.trial import run_batched_trial
+from tuner.trial.loop import run_batched_trial
 
 CASES = [("L2LBGDBGD", 8, 2000), ("RMSprop", 8, 3000), ("RMSprop", 32, 3000)]
 FORMS = {"per-lane loop": (True, False), "batched exact": (True, None), "closed form": (False, None)}

@@ -7,13 +7,13 @@ at the same trial length and budget for comparison. In process, one core, batche
     python benchmarks/improved_ga.py --schedule noisy_bowl --random 100 8000 --optimizers Yogi --ga-seeds 0 1 2
     python benchmarks/improved_ga.py --schedule noisy_bowl --set '{"population": 16, "ga": {"step_size": "csa"}}'
 
-The GA is driven exactly as `tuner.session.Session` drives it (each generation's trials as lanes
+The GA is driven exactly as `tuner.driver.session.Session` drives it (each generation's trials as lanes
 of one `run_batched_trial`, a lane's numbers independent of its batch), so the tuned values are
 those `lodo-tune --schedule ...` gives for the same GA seed. Full runs use trial seeds 0..7 for
 every GA seed (the values are compared, not the sessions). Random search draws uniformly in the
-GA's rescaled space over `tuner.ga.default_bounds` (lr on noisy_bowl: [1e-3, 10], as issue 19's
+GA's rescaled space over `tuner.search.ga.default_bounds` (lr on noisy_bowl: [1e-3, 10], as issue 19's
 runs) and keeps the trial with the lowest fitness; the same box is a uniform first generation's
-(the schedule's `search.bounds` box, `tuner.space`).
+(the schedule's `search.bounds` box, `tuner.search.space`).
 """
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from tuner.ga import GeneticAlgorithm, default_bounds, rescale, unrescale  # noqa: E402
-from tuner.schedule import load_schedule, space_for, trial_hparams  # noqa: E402
-from tuner.space import ga_keywords  # noqa: E402
-from tuner.trial import run_batched_trial  # noqa: E402
+from tuner.search.ga import GeneticAlgorithm, default_bounds, rescale, unrescale  # noqa: E402
+from tuner.driver.schedule import load_schedule, space_for, trial_hparams  # noqa: E402
+from tuner.search.space import ga_keywords  # noqa: E402
+from tuner.trial.loop import run_batched_trial  # noqa: E402
 
 torch.set_num_threads(1)
 LR_BOUNDS = {"noisy_bowl": (1e-3, 10.0)}  # issue 19's plain space: lr log-uniform on [1e-3, 10]
@@ -54,7 +54,7 @@ def evaluate(task, optimizer, hparams_list, steps, seeds):
 
 def tune_ga(schedule, optimizer, seed, bounds):
     space = space_for(schedule, optimizer)
-    options = ga_keywords(schedule, optimizer)  # what tuner.session.Session passes (the schedule's search box)
+    options = ga_keywords(schedule, optimizer)  # what tuner.driver.session.Session passes (the schedule's search box)
     ga = GeneticAlgorithm(space, list(schedule.generations), schedule.population,
                           seed=seed, name=optimizer, **options)
     spent = 0

@@ -21,8 +21,8 @@ import time
 
 import torch
 
-from tuner.trial import run_batched_trial
-from tuner.trial import run_trial
+from tuner.trial.loop import run_batched_trial
+from tuner.trial.loop import run_trial
 
 
 def batched(optimizer: str, lanes: int, dim: int, steps: int) -> tuple[float, float]:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import lodo  # noqa: E402
 import tasks  # noqa: E402
-from tuner.trial import run_trial  # noqa: E402
+from tuner.trial.loop import run_trial  # noqa: E402
 
 TARGET = 0.05
 

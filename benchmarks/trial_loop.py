@@ -3,7 +3,7 @@
 Two changes to what every batched step pays besides its optimizer's arithmetic, both leaving every
 number as it was:
 
-- the loop runs in `torch.inference_mode` instead of `torch.no_grad` (`tuner.trial.STEP_MODE`):
+- the loop runs in `torch.inference_mode` instead of `torch.no_grad` (`tuner.trial.loop.STEP_MODE`):
   no version-counter and autograd-key work per kernel, and a step is a few hundred small kernels;
 - `BatchedNoisyBowl.sample` draws each lane's noise into row views made once, not P fresh views
   per step (iterating a tensor makes one `select` per row, ~1.6 µs each).
@@ -23,9 +23,9 @@ import statistics
 import numpy as np
 import torch
 
-import tuner.trial
+import tuner.trial.loop
 from tasks.batched import BatchedNoisyBowl
-from tuner.trial import run_batched_trial
+from tuner.trial.loop import run_batched_trial
 
 #: the main job's tuned values at seed 0 (benchmarks/RESULTS.md, "The main job")
 TUNED = {"Adam": dict(lr=1.738, beta1=0.5934, beta2=0.9988), "Momentum": dict(lr=1.068, momentum=0.6502),
@@ -44,13 +44,13 @@ def sample_before(self) -> None:
 
 def timed(form: str, optimizer: str, lanes: int, steps: int) -> tuple[float, list]:
     now = form == "now"
-    tuner.trial.STEP_MODE = step_mode if now else torch.no_grad
+    tuner.trial.loop.STEP_MODE = step_mode if now else torch.no_grad
     BatchedNoisyBowl.sample = sample_now if now else sample_before
     results = run_batched_trial("noisy_bowl", optimizer, [TUNED[optimizer]] * lanes, steps, list(range(lanes)))
     return max(r.seconds for r in results), results
 
 
-step_mode, sample_now = tuner.trial.STEP_MODE, BatchedNoisyBowl.sample
+step_mode, sample_now = tuner.trial.loop.STEP_MODE, BatchedNoisyBowl.sample
 
 
 def main() -> None:
@@ -78,7 +78,7 @@ def main() -> None:
             now = statistics.median(n for _, n in pairs)
             print(f"{optimizer:>10} {lanes:>4} {before:>9.2f} {now:>7.2f} {statistics.median(ratios):>12.2f}×  "
                   f"{'yes' if same else 'NO'}", flush=True)
-    tuner.trial.STEP_MODE, BatchedNoisyBowl.sample = step_mode, sample_now
+    tuner.trial.loop.STEP_MODE, BatchedNoisyBowl.sample = step_mode, sample_now
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 import torch
 
 from tasks.noisy_bowl import NoisyBowl
-from tuner.trial import run_trial
+from tuner.trial.loop import run_trial
 
 HPARAMS = {"lr": 1.164, "betas": (0.465, 0.9884), "eps": 1e-7}  # Table 6's tuned Adam, noisy bowl
 

@@ -10,7 +10,7 @@ import tempfile
 import time
 
 import tuner
-from tuner.schedule import load_schedule
+from tuner.driver.schedule import load_schedule
 
 
 def main() -> None:

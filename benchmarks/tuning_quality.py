@@ -4,7 +4,7 @@ the bowl, the schedule's full-run length elsewhere) score what it found.
 
     searchers:  ga        the faithful Appendix-E GA (schedules/noisy_bowl.yaml, Table 5)
                 ga-improved  schedules/noisy_bowl-improved.yaml, when that schedule exists
-                random, tpe, cmaes  Optuna's samplers (tuner.search) at the faithful GA's budget:
+                random, tpe, cmaes  Optuna's samplers (tuner.search.optuna) at the faithful GA's budget:
                           800,000 individual-steps = 100 trials of 8,000 steps, rounds of 8 (random: 32)
     per cell (optimizer, searcher, searcher seed): tune, then full runs of the tuned values;
     per optimizer also "paper": Table 6's values in our code (the full runs only)
@@ -39,9 +39,9 @@ sys.path.insert(0, str(ROOT))
 import lodo  # noqa: E402
 import tuner  # noqa: E402
 from lodo.paper import RESULTS  # noqa: E402
-from tuner.executor import init_ray  # noqa: E402
-from tuner.rundir import RunDir, atomic_write_json, read_json  # noqa: E402
-from tuner.schedule import bundled, load_schedule  # noqa: E402
+from tuner.driver.executor import init_ray  # noqa: E402
+from tuner.driver.rundir import RunDir, atomic_write_json, read_json  # noqa: E402
+from tuner.driver.schedule import bundled, load_schedule  # noqa: E402
 
 SCALABLE = ("Adam", "Momentum", "RMSprop", "Yogi", "L-BFGS", "O-LBFGS", "LODO")
 SEARCHERS = ("ga", "ga-improved", "random", "tpe", "cmaes")

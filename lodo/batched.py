@@ -53,7 +53,7 @@ class BatchedOptimizer:
 
     def lane_state(self, row: int) -> dict:
         """Lane `row`'s state (copies, tensors and ints only): `load_lane_state` into a batch built with the
-        same seed and hyperparameters continues that lane bit for bit (tuner.trial's per-lane checkpoints).
+        same seed and hyperparameters continues that lane bit for bit (tuner.trial.loop's per-lane checkpoints).
         Hyperparameter columns are not part of it: they come from the hyperparameters."""
         return {"t": self.t, **{key: getattr(self, key)[row].clone() for key in self._lane_state}}
 

@@ -12,9 +12,9 @@ with the paper's gradient preprocessing (their App. A, p = 10), applied per coor
            (−1, e^p · g)            otherwise
 
 and u_t = output_scale · (W h_t^(2) + b), a linear read-out of the top layer scaled by
-`output_scale` (0.1 in the original; the shipped checkpoint uses 1.0, see `tuner/meta_train.py`).
+`output_scale` (0.1 in the original; the shipped checkpoint uses 1.0, see `lodo/meta_train.py`).
 φ is fixed at run time: it is meta-trained offline on the task distribution
-(`tuner/meta_train.py`) and loaded from a checkpoint; the optimizer itself only carries the
+(`lodo/meta_train.py`) and loaded from a checkpoint; the optimizer itself only carries the
 per-coordinate hidden states h_t (in `self.state`, so they round-trip through `state_dict`).
 
 The shipped checkpoint (5500 meta-steps; its `meta["runs"]` lists the schedule) scores
@@ -33,7 +33,7 @@ from torch import nn
 
 from lodo.lodo import validate_positive_int
 
-#: the shipped checkpoint, meta-trained on the noisy bowl (docs/paper.md §3) by `tuner/meta_train.py`
+#: the shipped checkpoint, meta-trained on the noisy bowl (docs/paper.md §3) by `lodo/meta_train.py`
 SHIPPED_CHECKPOINT = "l2lbgdbgd_noisy_bowl.pt"
 CHECKPOINT_FORMAT = "l2lbgdbgd/1"
 

@@ -65,7 +65,7 @@ class BatchedTask:
 
     def lane_state(self, row: int) -> dict:
         """Lane `row`'s state (copies, tensors only): `load_lane_state` into a batch built from the same
-        seed and options continues that lane bit for bit (tuner.trial's per-lane checkpoints)."""
+        seed and options continues that lane bit for bit (tuner.trial.loop's per-lane checkpoints)."""
         return {"x": self.x[row].clone()}
 
     def load_lane_state(self, row: int, state: dict) -> None:

@@ -25,7 +25,7 @@ class Rosenbrock(Task):
     `report_window = (180, 200)` is a half-open range of 0-based evaluation indices: the paper's
     "steps 180–200" of a 200-step run are evaluations 180, 181, ..., 199, i.e. the 1-based steps
     181..200 — the run's last 10 %, so the window agrees with the reported metric everywhere else.
-    `tuner.trial.run_trial` averages over this window whenever the run recorded all of it.
+    `tuner.trial.loop.run_trial` averages over this window whenever the run recorded all of it.
     """
 
     name = "rosenbrock"

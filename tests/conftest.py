@@ -15,7 +15,7 @@ from pathlib import Path
 
 # Keep the test workers from oversubscribing this machine's few cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# Ray's own default, set explicitly before test modules import ray (as tuner.executor.init_ray does).
+# Ray's own default, set explicitly before test modules import ray (as tuner.driver.executor.init_ray does).
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import numpy as np  # noqa: E402
@@ -104,9 +104,9 @@ class LinearFit(Task):
 
 
 def drive_session(session, jobs, stop_after=None) -> int:
-    """Run a `tuner.session.Session`'s `jobs` and what they unlock in this process (no Ray), first
+    """Run a `tuner.driver.session.Session`'s `jobs` and what they unlock in this process (no Ray), first
     in first out, as workers would; stop after `stop_after` jobs (an interruption). Returns how many ran."""
-    from tuner.trial import run_job
+    from tuner.trial.loop import run_job
 
     queue, done = list(jobs), 0
     while queue and (stop_after is None or done < stop_after):

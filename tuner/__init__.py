@@ -6,7 +6,7 @@
     report = tuner.evaluate("noisy_bowl", result.hyperparameters, steps=100_000, seeds=8)
     print(tuner.export_table(result, "markdown"))
 
-Names are imported on first use, so `import tuner.ga` stays free of torch and Ray.
+Names are imported on first use, so `import tuner.search.ga` stays free of torch and Ray.
 """
 import importlib
 import logging
@@ -14,13 +14,13 @@ import logging
 logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library: the application configures logging
 
 _EXPORTS = {
-    "tune": "tuner.api", "evaluate": "tuner.api", "run": "tuner.api", "run_plan": "tuner.api",
-    "export_table": "tuner.api", "TuneResult": "tuner.results",
-    "make_plan": "tuner.plan", "Plan": "tuner.plan", "PlanError": "tuner.plan", "Resources": "tuner.plan",
-    "run_trial": "tuner.trial", "TrialResult": "tuner.trial",
-    "GeneticAlgorithm": "tuner.ga",
-    "load_schedule": "tuner.schedule", "Schedule": "tuner.schedule", "ScheduleError": "tuner.schedule",
-    "GASearcher": "tuner.searcher",
+    "tune": "tuner.driver.api", "evaluate": "tuner.driver.api", "run": "tuner.driver.api", "run_plan": "tuner.driver.api",
+    "export_table": "tuner.driver.api", "TuneResult": "tuner.report.results",
+    "make_plan": "tuner.driver.plan", "Plan": "tuner.driver.plan", "PlanError": "tuner.driver.plan", "Resources": "tuner.driver.plan",
+    "run_trial": "tuner.trial.loop", "TrialResult": "tuner.trial.loop",
+    "GeneticAlgorithm": "tuner.search.ga",
+    "load_schedule": "tuner.driver.schedule", "Schedule": "tuner.driver.schedule", "ScheduleError": "tuner.driver.schedule",
+    "GASearcher": "tuner.search.tune",
 }
 __all__ = list(_EXPORTS)
 

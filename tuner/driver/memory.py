@@ -1,0 +1,146 @@
+"""How much memory one trial needs, so that Ray places no more trials on a node than fit.
+
+    need = BASE_BYTES + itemsize · (2n + optimizer_values(optimizer, n)) + task_bytes
+
+n is the task's parameter count and itemsize its dtype's size (float32: 4, the noisy bowl's
+float64: 8); 2n are the parameters and their gradients. `optimizer_values` is the optimizer's
+peak state and step temporaries in values of that dtype:
+
+    Momentum, LARS                       n          (one momentum buffer)
+    Adam, Yogi, RMSprop                  2n         (two moments)
+    L-BFGS, O-LBFGS                      2·48·n + 4n (48 (s, y) pairs of history)
+    BFGS, Levenberg-Marquardt, Newton    4n²        (an n×n matrix and the step's n×n temporaries)
+    LODO, LODO-No-Momentum, LODO-SGD     9T + n     with T = N·ñ·k = 16 · 2n · 4 ≈ 128n, the size of θ
+    LODO-Residuals                       15T + n
+    LODO-Diagonal, LODO-Global           8n
+    L2LBGDBGD                            100n       (a 2-layer, 20-unit LSTM state per coordinate)
+    any other (a registered optimizer)   DEFAULT_VALUES_PER_PARAMETER · n = 4n
+
+LODO's state is θ and its two Adam moments, 3T = 3·16·2n·4 ≈ 384n values (ResNet-18, n = 11.2 M:
+16 GiB in float32), plus the N·ñ int64 permutations and the momentum; the step's temporaries (the
+hypergradient, Adam's update, the blockwise outer products) bring the peak to ≈ 9T, measured with
+`ru_maxrss` at n = 2·10⁵ and 10⁶ (1,140 n values): ResNet-18 + LODO needs ≈ 48 GiB per trial.
+
+task_bytes is what the task holds besides its parameters: its data, its activations. A task may
+say it, and its parameter count, without being built: a `memory_footprint(**options)` attribute
+on its class or factory returning {"parameters": n, "itemsize": bytes, "bytes": task_bytes}; the
+built-in tasks' footprints are below. Any other task is built once on the driver (CPU, seed 0)
+and its parameters counted (task_bytes 0).
+
+BASE_BYTES (1 GiB) is one trial process without its trial: Python, torch, Ray's worker.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+import tasks
+from lodo.lodo import hidden_width
+from tuner.driver.plan import PlanError
+
+BASE_BYTES = 1 << 30
+DEFAULT_VALUES_PER_PARAMETER = 4
+GiB = float(1 << 30)
+
+_LINEAR = {"Momentum": 1, "LARS": 1, "Adam": 2, "Yogi": 2, "RMSprop": 2, "L-BFGS": 100, "O-LBFGS": 100,
+           "LODO-Diagonal": 8, "LODO-Global": 8, "L2LBGDBGD": 100}
+_QUADRATIC = {"BFGS", "Levenberg-Marquardt", "Newton"}
+_LODO_PEAK = {"LODO": 9, "LODO-No-Momentum": 9, "LODO-SGD": 9, "LODO-Residuals": 15}
+
+
+def optimizer_values(optimizer: str, n: int) -> int:
+    """Peak optimizer state + step temporaries of `optimizer` over n parameters, in values (table above)."""
+    if optimizer in _LODO_PEAK:
+        theta = 16 * hidden_width(n, 4) * 4  # N · ñ · k at the defaults depth 16, block size 4
+        return _LODO_PEAK[optimizer] * theta + n
+    if optimizer in _QUADRATIC:
+        return 4 * n * n
+    return _LINEAR.get(optimizer, DEFAULT_VALUES_PER_PARAMETER) * n
+
+
+def _noisy_bowl(dim: int = 100, **_) -> dict:
+    return {"parameters": dim, "itemsize": 8, "bytes": 8 * (6 * dim * dim + 110 * dim)}  # H, U, probes
+
+
+@functools.lru_cache(maxsize=None)
+def _model_parameters(task: str) -> int:
+    # the image tasks' modules are imported only for them, as tasks/__init__.py's registry does
+    if task == "image_generation":
+        from tasks.image_generation import build_model
+
+        model = build_model(torch.Generator().manual_seed(0))
+    else:
+        from tasks.resnet18_cifar10 import build_model
+
+        model = build_model(0)
+    return sum(p.numel() for p in model.parameters())
+
+
+def _image_generation(batch_size: int = 256, **_) -> dict:  # MNIST in float32 + a batch's activations
+    return {"parameters": _model_parameters("image_generation"), "itemsize": 4,
+            "bytes": 70_000 * 784 * 4 + batch_size * (4 << 20)}
+
+
+def _resnet18(batch_size: int = 2048, **_) -> dict:  # CIFAR-10 in float32 + ~3 MiB of activations per image
+    return {"parameters": _model_parameters("resnet18_cifar10"), "itemsize": 4,
+            "bytes": 60_000 * 3072 * 4 + batch_size * (3 << 20)}
+
+
+_BUILTIN = {"noisy_bowl": _noisy_bowl, "rosenbrock": lambda **_: {"parameters": 2, "itemsize": 8, "bytes": 0},
+            "image_generation": _image_generation, "resnet18_cifar10": _resnet18}
+
+
+def task_footprint(task, task_options: dict | None = None) -> dict:
+    """{"parameters", "itemsize", "bytes"} of `task` (anything `tasks.resolve` takes) with its options."""
+    options = dict(task_options or {})
+    spec = tasks.resolve(task)
+    own = getattr(spec.factory, "memory_footprint", None)
+    if spec.builtin:
+        return _BUILTIN[spec.name](**options)
+    if callable(own):
+        out = dict(own(**options))
+        return {"parameters": int(out["parameters"]), "itemsize": int(out.get("itemsize", 4)),
+                "bytes": int(out.get("bytes", 0))}
+    params = list(spec.create(seed=0, device="cpu", **options).parameters())
+    return {"parameters": sum(p.numel() for p in params),
+            "itemsize": params[0].element_size() if params else 4, "bytes": 0}
+
+
+def trial_memory(task, optimizer: str, task_options: dict | None = None) -> int:
+    """Bytes one trial of `optimizer` on `task` needs (module docstring)."""
+    f = task_footprint(task, task_options)
+    n = f["parameters"]
+    return int(BASE_BYTES + f["itemsize"] * (2 * n + optimizer_values(optimizer, n)) + f["bytes"])
+
+
+def slot_memory(task, optimizers, task_options: dict | None = None) -> tuple[int, str]:
+    """The memory one worker slot requests, and whose need it is: the largest need among the run's
+    optimizers, since slots are long-lived actors that run every optimizer's trials."""
+    needs = {o: trial_memory(task, o, task_options) for o in optimizers}
+    worst = max(needs, key=needs.get)
+    return needs[worst], worst
+
+
+def check_memory(plan) -> int:
+    """The bytes each worker slot of `plan` requests (`resources.memory_per_trial` GiB, else
+    `slot_memory`); PlanError when that is more than the largest alive Ray node has. Needs Ray."""
+    import ray  # imported by init_ray already
+
+    r, options = plan.resources, dict(plan.schedule.task_options)
+    if r.memory_per_trial is not None:
+        need, what = int(r.memory_per_trial * GiB), "a trial (resources.memory_per_trial)"
+    else:
+        try:
+            need, worst = slot_memory(plan.spec, plan.optimizers, options)
+        except Exception as e:  # noqa: BLE001 - a user task that cannot be built here
+            raise PlanError("resources.memory_per_trial", f"cannot estimate a trial's memory: building task "
+                            f"{plan.task!r} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                            "give it explicitly") from None
+        what = f"a trial of {worst} on {plan.task}"
+    nodes = [n.get("Resources", {}).get("memory", 0) for n in ray.nodes() if n.get("Alive")]
+    largest = max(nodes, default=0)
+    if need > largest:
+        raise PlanError("resources.memory_per_trial", f"{what} needs {need / GiB:.1f} GiB, more than the largest "
+                        f"Ray node has ({largest / GiB:.1f} GiB of Ray memory): use a larger node or another optimizer")
+    return need
