@@ -225,94 +225,29 @@ class Executor:
     def run(self, jobs: Iterable[Job], on_result: Callable[[Job, dict], Iterable[Job] | None]) -> None:
         """Run `jobs`; `on_result(job, result)` may return further jobs to queue (a GA's next
         generation). Results carry ``error`` (a traceback) when the trial raised, and ``retries``
-        when the environment failed it first; `PersistentFailure` when it failed too often."""
-        import ray
+        when the environment failed it first; `PersistentFailure` when it failed too often.
 
-        environmental = environmental_errors()
+        One `ray.wait` loop: release retries whose back-off is over, keep every live actor busy,
+        then take the next answer — a probe of an actor that failed, or a job's result."""
         self.start()
-        pending: collections.deque = collections.deque()  # (job, causes so far, actor it failed on)
-        _enqueue(pending, jobs, self.costs.estimate)
-        delayed: list = []   # heap of (due, seq, job, causes, actor): retries waiting out their back-off
-        inflight: dict = {}  # ref -> (job, actor, causes)
-        probes: dict = {}    # ref -> actor: a `ready` call to an actor that failed; no jobs until it answers
-        reprobe: list = []   # heap of (due, actor, failures)
-        down: dict[int, int] = {}  # actor -> failed probes
-        load = [0] * len(self.actors)
-        seq, t0 = 0, time.perf_counter()
-        last_event = time.monotonic()
-
-        def probe(a: int) -> None:
-            probes[self.actors[a].ready.remote()] = a
-
-        while pending or inflight or delayed:
-            now = time.monotonic()
-            while delayed and delayed[0][0] <= now:
-                _, _, job, causes, failed_on = heapq.heappop(delayed)
-                pending.appendleft((job, causes, failed_on))
-            while reprobe and reprobe[0][0] <= now:
-                probe(heapq.heappop(reprobe)[1])
-            while pending:
-                depth = 1 if _long(pending[0][0]) else self.queue_depth
-                live = [i for i in range(len(self.actors)) if i not in down and load[i] < depth]
-                if not live:
-                    break
-                job, causes, failed_on = pending.popleft()
-                a = min([i for i in live if i != failed_on] or live, key=lambda i: load[i])
-                inflight[self.actors[a].run.remote(job)] = (job, a, causes)
-                load[a] += 1
-            if (pending or delayed) and not inflight and now - last_event > self.stall_s:
-                job, causes = (pending[0][:2] if pending else delayed[0][2:4])
-                raise PersistentFailure(job, causes, f"no live worker for {self.stall_s:.0f} s")
-            dues = [q[0][0] for q in (delayed, reprobe) if q]
-            timeout = max(0.0, min(dues) - now) if dues else None
-            waiting = list(inflight) + list(probes)
-            if not waiting:
-                time.sleep(min(timeout if timeout is not None else 1.0, 1.0))
+        queue = _Queue(self, jobs)
+        t0 = time.perf_counter()
+        while queue.busy():
+            queue.release_due()
+            queue.submit()
+            queue.check_stall()
+            ref = queue.wait()
+            if ref is None:
                 continue
-            ready, _ = ray.wait(waiting, num_returns=1, timeout=min(timeout, 5.0) if timeout is not None else 5.0)
-            if not ready:
+            if ref in queue.probes:
+                queue.answer_probe(ref)
                 continue
-            ref = ready[0]
-            if ref in probes:
-                a = probes.pop(ref)
-                try:
-                    ray.get(ref)
-                    down.pop(a, None)
-                    last_event = time.monotonic()
-                except environmental:
-                    down[a] = down.get(a, 0) + 1
-                    heapq.heappush(reprobe, (time.monotonic() + self._backoff(down[a]), a, down[a]))
+            job, result = queue.collect(ref)
+            if result is None:
                 continue
-            job, a, causes = inflight.pop(ref)
-            load[a] -= 1
-            try:
-                result = ray.get(ref)
-                cause = result.pop("environmental", None)
-                if cause is not None:
-                    cause = _cause(cause["error"], cause["message"], a)
-            except environmental as e:
-                cause = _cause(type(e).__name__, str(e), a)
-                if a not in down:  # no more jobs to it until it answers
-                    down[a] = 0
-                    probe(a)
-            if cause is not None:
-                causes = causes + [cause]
-                self.resubmitted += 1
-                self.retry_causes[cause["error"]] += 1
-                self._retried(job, len(causes) + 1, cause)
-                if len(causes) >= self.max_attempts:
-                    raise PersistentFailure(job, causes, f"the environment failed it {len(causes)} times")
-                seq += 1
-                heapq.heappush(delayed, (time.monotonic() + self._backoff(len(causes)), seq, job, causes, a))
-                continue
-            last_event = time.monotonic()
-            if causes:
-                result["retries"] = [{k: v for k, v in c.items() if k != "worker"} for c in causes]
             self.compute_seconds += result.get("seconds", 0.0)
             self.costs.add(job, result.get("seconds"))
-            more = on_result(job, result)
-            if more:
-                _enqueue(pending, more, self.costs.estimate)
+            queue.add(on_result(job, result))
         self.busy_wall += time.perf_counter() - t0
 
     def _retried(self, job: Job, attempt: int, cause: dict) -> None:
@@ -392,3 +327,120 @@ def _enqueue(pending: collections.deque, jobs, estimate: Callable[[object], floa
         else:
             at = next((i for i, (queued, _, _) in enumerate(pending) if queued.kind == "full"), len(pending))
         pending.insert(at, (job, [], None))
+
+
+class _Queue:
+    """One `Executor.run`'s jobs in their states: pending (next to submit; a retry goes first),
+    delayed (retries waiting out their back-off), in flight (by Ray object ref), and the actors
+    that failed (probed with `ready` calls, re-probed with back-off; no jobs until one answers)."""
+
+    def __init__(self, ex: "Executor", jobs: Iterable[Job]):
+        self.ex = ex
+        self.environmental = environmental_errors()
+        self.pending: collections.deque = collections.deque()  # (job, causes so far, actor it failed on)
+        self.delayed: list = []   # heap of (due, seq, job, causes, actor)
+        self.inflight: dict = {}  # ref -> (job, actor, causes)
+        self.probes: dict = {}    # ref -> actor
+        self.reprobe: list = []   # heap of (due, actor, failures)
+        self.down: dict[int, int] = {}  # actor -> failed probes
+        self.load = [0] * len(ex.actors)
+        self.seq = 0
+        self.last_event = time.monotonic()
+        self.add(jobs)
+
+    def add(self, jobs) -> None:
+        if jobs:
+            _enqueue(self.pending, jobs, self.ex.costs.estimate)
+
+    def busy(self) -> bool:
+        return bool(self.pending or self.inflight or self.delayed)
+
+    def probe(self, a: int) -> None:
+        self.probes[self.ex.actors[a].ready.remote()] = a
+
+    def release_due(self) -> None:
+        """Retries whose back-off is over go to the front; failed actors due again are probed."""
+        now = time.monotonic()
+        while self.delayed and self.delayed[0][0] <= now:
+            _, _, job, causes, failed_on = heapq.heappop(self.delayed)
+            self.pending.appendleft((job, causes, failed_on))
+        while self.reprobe and self.reprobe[0][0] <= now:
+            self.probe(heapq.heappop(self.reprobe)[1])
+
+    def submit(self) -> None:
+        """Pending jobs to the least loaded live actors (a long job alone, others `queue_depth` deep;
+        a retry avoids the actor it failed on when another is free)."""
+        while self.pending:
+            depth = 1 if _long(self.pending[0][0]) else self.ex.queue_depth
+            live = [i for i in range(len(self.ex.actors)) if i not in self.down and self.load[i] < depth]
+            if not live:
+                break
+            job, causes, failed_on = self.pending.popleft()
+            a = min([i for i in live if i != failed_on] or live, key=lambda i: self.load[i])
+            self.inflight[self.ex.actors[a].run.remote(job)] = (job, a, causes)
+            self.load[a] += 1
+
+    def check_stall(self) -> None:
+        if (self.pending or self.delayed) and not self.inflight \
+                and time.monotonic() - self.last_event > self.ex.stall_s:
+            job, causes = (self.pending[0][:2] if self.pending else self.delayed[0][2:4])
+            raise PersistentFailure(job, causes, f"no live worker for {self.ex.stall_s:.0f} s")
+
+    def wait(self):
+        """The next ready ref (a probe's or a job's), or None after a timeout."""
+        import ray
+
+        now = time.monotonic()
+        dues = [q[0][0] for q in (self.delayed, self.reprobe) if q]
+        timeout = max(0.0, min(dues) - now) if dues else None
+        waiting = list(self.inflight) + list(self.probes)
+        if not waiting:
+            time.sleep(min(timeout if timeout is not None else 1.0, 1.0))
+            return None
+        ready, _ = ray.wait(waiting, num_returns=1, timeout=min(timeout, 5.0) if timeout is not None else 5.0)
+        return ready[0] if ready else None
+
+    def answer_probe(self, ref) -> None:
+        import ray
+
+        a = self.probes.pop(ref)
+        try:
+            ray.get(ref)
+            self.down.pop(a, None)
+            self.last_event = time.monotonic()
+        except self.environmental:
+            self.down[a] = self.down.get(a, 0) + 1
+            heapq.heappush(self.reprobe, (time.monotonic() + self.ex._backoff(self.down[a]), a, self.down[a]))
+
+    def collect(self, ref) -> tuple[Job, dict | None]:
+        """A job's answer: its result, or None when the environment failed it (then it waits out its
+        back-off in `delayed`, or `PersistentFailure` after `max_attempts`)."""
+        import ray
+
+        job, a, causes = self.inflight.pop(ref)
+        self.load[a] -= 1
+        try:
+            result = ray.get(ref)
+            cause = result.pop("environmental", None)
+            if cause is not None:
+                cause = _cause(cause["error"], cause["message"], a)
+        except self.environmental as e:
+            cause = _cause(type(e).__name__, str(e), a)
+            if a not in self.down:  # no more jobs to it until it answers
+                self.down[a] = 0
+                self.probe(a)
+        if cause is not None:
+            causes = causes + [cause]
+            ex = self.ex
+            ex.resubmitted += 1
+            ex.retry_causes[cause["error"]] += 1
+            ex._retried(job, len(causes) + 1, cause)
+            if len(causes) >= ex.max_attempts:
+                raise PersistentFailure(job, causes, f"the environment failed it {len(causes)} times")
+            self.seq += 1
+            heapq.heappush(self.delayed, (time.monotonic() + ex._backoff(len(causes)), self.seq, job, causes, a))
+            return job, None
+        self.last_event = time.monotonic()
+        if causes:
+            result["retries"] = [{k: v for k, v in c.items() if k != "worker"} for c in causes]
+        return job, result
