@@ -246,38 +246,16 @@ def meta_train(task: str = "noisy_bowl", out: str | os.PathLike | None = None, s
     `resume=True` continues from `out` (same arguments) where it stopped. `clip` bounds the
     meta-gradient's norm (unrolled LSTMs have occasional gradient spikes).
     """
-    for name, value, low in (("steps", steps, 1), ("unroll", unroll, 1), ("episode", episode, 1),
-                             ("batch_of_bowls", batch_of_bowls, 1), ("workers", workers, 1),
-                             ("warmup", warmup, 0), ("checkpoint_every", checkpoint_every, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"Invalid {name}: {value!r} (must be an integer >= {low})")
-    if episode % unroll:
-        raise ValueError(f"Invalid episode: {episode!r} (must be a multiple of unroll = {unroll})")
-    for name, value in (("lr", lr), ("start_lr", start_lr), ("output_scale", output_scale), ("clip", clip)):
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"Invalid {name}: {value!r} (must be finite and > 0)")
-    if tail_lr is not None and not (math.isfinite(tail_lr) and tail_lr > 0):
-        raise ValueError(f"Invalid tail_lr: {tail_lr!r} (must be None or finite and > 0)")
-    if not (math.isfinite(noise_variance) and noise_variance > 0):
-        raise ValueError(f"Invalid noise_variance: {noise_variance!r} (must be finite and > 0)")
-    if task not in tasks.available():
-        raise ValueError(f"Unknown task: {task!r} (valid: {', '.join(tasks.available())})")
+    _check_settings(task, steps=steps, unroll=unroll, episode=episode, batch_of_bowls=batch_of_bowls,
+                    workers=workers, warmup=warmup, checkpoint_every=checkpoint_every, lr=lr, start_lr=start_lr,
+                    output_scale=output_scale, clip=clip, tail_lr=tail_lr, noise_variance=noise_variance)
     path = os.fspath(out) if out is not None else os.path.join("checkpoints", f"l2lbgdbgd_{task}.pt")
 
-    net = new_net(seed, output_scale).to(DTYPE)
-    adam = torch.optim.Adam(net.parameters(), lr=lr)
-    meta = {"task": task, "step": 0, "episode": 0, "seed": seed, "unroll": unroll, "episode_length": episode,
-            "batch_of_bowls": batch_of_bowls, "lr": lr, "noise_variance": noise_variance, "warmup": warmup,
-            "start_lr": start_lr, "output_scale": output_scale, "carry_error": carry_error, "tail_lr": tail_lr,
-            "history": []}
-    if resume and os.path.exists(path):
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        net = L2LNet(**data["config"]).to(DTYPE)
-        net.load_state_dict(data["net"])
-        adam = torch.optim.Adam(net.parameters(), lr=lr)
-        adam.load_state_dict(data["meta_optimizer"])
-        meta = data["meta"]
-
+    fresh = {"task": task, "step": 0, "episode": 0, "seed": seed, "unroll": unroll, "episode_length": episode,
+             "batch_of_bowls": batch_of_bowls, "lr": lr, "noise_variance": noise_variance, "warmup": warmup,
+             "start_lr": start_lr, "output_scale": output_scale, "carry_error": carry_error, "tail_lr": tail_lr,
+             "history": []}
+    net, adam, meta = _start(path, resume, seed, output_scale, lr, fresh)
     # Every call (the first and each resume) is logged, so a checkpoint tells how it was made.
     meta.setdefault("runs", []).append({
         "from_step": meta["step"], "steps": steps, "unroll": unroll, "episode": episode,
@@ -302,38 +280,11 @@ def meta_train(task: str = "noisy_bowl", out: str | os.PathLike | None = None, s
         bar_task = bar.add_task("meta", total=steps, completed=meta["step"], task=task, loss=float("nan"))
     try:
         while meta["step"] < steps:
-            hessians, error, noise = draw_episode(task, seed, meta["episode"], batch_of_bowls, noise_variance,
-                                                  start_lr, warmup + episode)
-            if carry is not None and carry.shape[1] == error.shape[1]:
-                # the previous episode's final errors (cycled if the batch grew on resume), on the new bowls
-                error = rotate_error(carry[torch.arange(len(error)) % len(carry)], hessians)
-            state = net.initial_state(error.numel(), dtype=DTYPE)
-            tail = tail_matrix(hessians, tail_lr) if tail_lr else None
-            if warmup:  # let the current LSTM's hidden states (and the error) settle, no gradient
-                with torch.no_grad():
-                    _, error, state = rollout(net, hessians, error, state, noise[:warmup])
-            losses = []
-            for k in range(truncations):
-                chunk = noise[warmup + k * unroll: warmup + (k + 1) * unroll]
-                grads, loss, error, state = meta_gradient(net, hessians, error, state, chunk, workers, tail)
-                for p, g in zip(net.parameters(), grads):
-                    p.grad = g
-                torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
-                for group in adam.param_groups:  # linear decay to lr/10 over the run
-                    group["lr"] = lr * (1 - 0.9 * meta["step"] / steps)
-                adam.step()
-                losses.append(loss)
-                meta["step"] += 1
-                if bar is not None:
-                    bar.update(bar_task, advance=1, loss=loss)
-                if meta["step"] >= steps:
-                    break
-            meta["history"].append(float(np.mean(losses)))
-            # Carry only a settled state: a diverging early LSTM would otherwise feed its blow-up forward.
-            settled = losses[-1] <= 1.5 * gd_stationary_loss(hessians, noise_variance, start_lr)
-            carry = eigen_coordinates(error, hessians) if carry_error and settled else None
-            meta["episode"] += 1
-            meta["carry"] = carry
+            carry = _episode(net, adam, meta, carry, task=task, seed=seed, steps=steps, unroll=unroll,
+                             truncations=truncations, batch_of_bowls=batch_of_bowls, lr=lr, clip=clip,
+                             noise_variance=noise_variance, start_lr=start_lr, warmup=warmup, workers=workers,
+                             carry_error=carry_error, tail_lr=tail_lr,
+                             advance=(lambda loss: bar.update(bar_task, advance=1, loss=loss)) if bar else None)
             if meta["episode"] % checkpoint_every == 0 or meta["step"] >= steps:
                 save_checkpoint(path, net, adam, meta)
     finally:
@@ -344,6 +295,76 @@ def meta_train(task: str = "noisy_bowl", out: str | os.PathLike | None = None, s
 
             ray.shutdown()
     return path
+
+
+def _check_settings(task: str, *, lr, start_lr, output_scale, clip, tail_lr, noise_variance, **counts) -> None:
+    """ValueError naming the first setting of `meta_train` that cannot run."""
+    for name, (value, low) in {k: (v, 0 if k == "warmup" else 1) for k, v in counts.items()}.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"Invalid {name}: {value!r} (must be an integer >= {low})")
+    if counts["episode"] % counts["unroll"]:
+        raise ValueError(f"Invalid episode: {counts['episode']!r} (must be a multiple of unroll = {counts['unroll']})")
+    for name, value in (("lr", lr), ("start_lr", start_lr), ("output_scale", output_scale), ("clip", clip)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"Invalid {name}: {value!r} (must be finite and > 0)")
+    if tail_lr is not None and not (math.isfinite(tail_lr) and tail_lr > 0):
+        raise ValueError(f"Invalid tail_lr: {tail_lr!r} (must be None or finite and > 0)")
+    if not (math.isfinite(noise_variance) and noise_variance > 0):
+        raise ValueError(f"Invalid noise_variance: {noise_variance!r} (must be finite and > 0)")
+    if task not in tasks.available():
+        raise ValueError(f"Unknown task: {task!r} (valid: {', '.join(tasks.available())})")
+
+
+def _start(path: str, resume: bool, seed: int, output_scale: float, lr: float, fresh: dict):
+    """(net, Adam, meta): fresh from `seed` (meta `fresh`), or the checkpoint at `path` when resuming."""
+    if resume and os.path.exists(path):
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        net = L2LNet(**data["config"]).to(DTYPE)
+        net.load_state_dict(data["net"])
+        adam = torch.optim.Adam(net.parameters(), lr=lr)
+        adam.load_state_dict(data["meta_optimizer"])
+        return net, adam, data["meta"]
+    net = new_net(seed, output_scale).to(DTYPE)
+    return net, torch.optim.Adam(net.parameters(), lr=lr), fresh
+
+
+def _episode(net, adam, meta: dict, carry, *, task, seed, steps, unroll, truncations, batch_of_bowls, lr, clip,
+             noise_variance, start_lr, warmup, workers, carry_error, tail_lr, advance):
+    """One episode on fresh bowls: `warmup` steps without gradient, then a meta-step (Adam on φ)
+    per truncation of `unroll` steps. Advances `meta`; returns the error to carry to the next one."""
+    hessians, error, noise = draw_episode(task, seed, meta["episode"], batch_of_bowls, noise_variance,
+                                          start_lr, warmup + truncations * unroll)
+    if carry is not None and carry.shape[1] == error.shape[1]:
+        # the previous episode's final errors (cycled if the batch grew on resume), on the new bowls
+        error = rotate_error(carry[torch.arange(len(error)) % len(carry)], hessians)
+    state = net.initial_state(error.numel(), dtype=DTYPE)
+    tail = tail_matrix(hessians, tail_lr) if tail_lr else None
+    if warmup:  # let the current LSTM's hidden states (and the error) settle, no gradient
+        with torch.no_grad():
+            _, error, state = rollout(net, hessians, error, state, noise[:warmup])
+    losses = []
+    for k in range(truncations):
+        chunk = noise[warmup + k * unroll: warmup + (k + 1) * unroll]
+        grads, loss, error, state = meta_gradient(net, hessians, error, state, chunk, workers, tail)
+        for p, g in zip(net.parameters(), grads):
+            p.grad = g
+        torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+        for group in adam.param_groups:  # linear decay to lr/10 over the run
+            group["lr"] = lr * (1 - 0.9 * meta["step"] / steps)
+        adam.step()
+        losses.append(loss)
+        meta["step"] += 1
+        if advance is not None:
+            advance(loss)
+        if meta["step"] >= steps:
+            break
+    meta["history"].append(float(np.mean(losses)))
+    # Carry only a settled state: a diverging early LSTM would otherwise feed its blow-up forward.
+    settled = losses[-1] <= 1.5 * gd_stationary_loss(hessians, noise_variance, start_lr)
+    carry = eigen_coordinates(error, hessians) if carry_error and settled else None
+    meta["episode"] += 1
+    meta["carry"] = carry
+    return carry
 
 
 # --------------------------------------------------------------------------------------- CLI
