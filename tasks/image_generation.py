@@ -25,6 +25,7 @@ Every weight and bias is drawn from N(0, 1/(fan_in + 1)), fan_in = inputs per ou
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -114,6 +115,11 @@ def build_model(generator: torch.Generator | None = None) -> PixelModel:
     return model
 
 
+@functools.lru_cache(maxsize=None)
+def _parameter_count() -> int:
+    return sum(p.numel() for p in build_model(torch.Generator().manual_seed(0)).parameters())
+
+
 class PixelBatch(NamedTuple):
     """A minibatch: training-image indices and query pixels (rows, cols), all on the task's device."""
 
@@ -136,6 +142,11 @@ class ImageGeneration(ModelTask):
     """
 
     name = "image_generation"
+
+    @staticmethod
+    def memory_footprint(batch_size: int = 256, **_) -> dict:
+        """MNIST in float32 and a batch's activations (~4 MiB an image), for Ray's placement."""
+        return {"parameters": _parameter_count(), "itemsize": 4, "bytes": 70_000 * 784 * 4 + batch_size * (4 << 20)}
 
     def __init__(
         self,

@@ -44,6 +44,11 @@ class NoisyBowl(Task):
 
     name = "noisy_bowl"
 
+    @staticmethod
+    def memory_footprint(dim: int = 100, **_) -> dict:
+        """What a trial holds besides parameters and optimizer (H, U, the probe vectors), for Ray's placement."""
+        return {"parameters": dim, "itemsize": 8, "bytes": 8 * (6 * dim * dim + 110 * dim)}
+
     def __init__(self, seed: int = 0, noise_variance: float = 1.0, dim: int = 100, device="cpu"):
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
             raise ValueError(f"Invalid dim: {dim!r} (must be an integer >= 1)")

@@ -17,6 +17,7 @@ BatchNorm in eval mode.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -95,6 +96,11 @@ def augment(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torc
     ]
 
 
+@functools.lru_cache(maxsize=None)
+def _parameter_count() -> int:
+    return sum(p.numel() for p in build_model(0).parameters())
+
+
 class AugmentedBatch(NamedTuple):
     """A minibatch: training-image indices and their crop offsets and flips, on the task's device."""
 
@@ -122,6 +128,11 @@ class ResNet18CIFAR10(ModelTask):
     """CIFAR-10 classification with ResNet-18; `evaluate()` → {"test_loss", "test_accuracy"}."""
 
     name = "resnet18_cifar10"
+
+    @staticmethod
+    def memory_footprint(batch_size: int = 2048, **_) -> dict:
+        """CIFAR-10 in float32 and ~3 MiB of activations an image, for Ray's placement."""
+        return {"parameters": _parameter_count(), "itemsize": 4, "bytes": 60_000 * 3072 * 4 + batch_size * (3 << 20)}
 
     def __init__(
         self,

@@ -23,17 +23,13 @@ hypergradient, Adam's update, the blockwise outer products) bring the peak to â‰
 
 task_bytes is what the task holds besides its parameters: its data, its activations. A task may
 say it, and its parameter count, without being built: a `memory_footprint(**options)` attribute
-on its class or factory returning {"parameters": n, "itemsize": bytes, "bytes": task_bytes}; the
-built-in tasks' footprints are below. Any other task is built once on the driver (CPU, seed 0)
-and its parameters counted (task_bytes 0).
+on its class or factory returning {"parameters": n, "itemsize": bytes, "bytes": task_bytes}, as
+every built-in task has (the task owns what it holds). Any other task is built once on the driver
+(CPU, seed 0) and its parameters counted (task_bytes 0).
 
 BASE_BYTES (1 GiB) is one trial process without its trial: Python, torch, Ray's worker.
 """
 from __future__ import annotations
-
-import functools
-
-import torch
 
 import tasks
 from lodo.lodo import hidden_width
@@ -59,45 +55,11 @@ def optimizer_values(optimizer: str, n: int) -> int:
     return _LINEAR.get(optimizer, DEFAULT_VALUES_PER_PARAMETER) * n
 
 
-def _noisy_bowl(dim: int = 100, **_) -> dict:
-    return {"parameters": dim, "itemsize": 8, "bytes": 8 * (6 * dim * dim + 110 * dim)}  # H, U, probes
-
-
-@functools.lru_cache(maxsize=None)
-def _model_parameters(task: str) -> int:
-    # the image tasks' modules are imported only for them, as tasks/__init__.py's registry does
-    if task == "image_generation":
-        from tasks.image_generation import build_model
-
-        model = build_model(torch.Generator().manual_seed(0))
-    else:
-        from tasks.resnet18_cifar10 import build_model
-
-        model = build_model(0)
-    return sum(p.numel() for p in model.parameters())
-
-
-def _image_generation(batch_size: int = 256, **_) -> dict:  # MNIST in float32 + a batch's activations
-    return {"parameters": _model_parameters("image_generation"), "itemsize": 4,
-            "bytes": 70_000 * 784 * 4 + batch_size * (4 << 20)}
-
-
-def _resnet18(batch_size: int = 2048, **_) -> dict:  # CIFAR-10 in float32 + ~3 MiB of activations per image
-    return {"parameters": _model_parameters("resnet18_cifar10"), "itemsize": 4,
-            "bytes": 60_000 * 3072 * 4 + batch_size * (3 << 20)}
-
-
-_BUILTIN = {"noisy_bowl": _noisy_bowl, "rosenbrock": lambda **_: {"parameters": 2, "itemsize": 8, "bytes": 0},
-            "image_generation": _image_generation, "resnet18_cifar10": _resnet18}
-
-
 def task_footprint(task, task_options: dict | None = None) -> dict:
     """{"parameters", "itemsize", "bytes"} of `task` (anything `tasks.resolve` takes) with its options."""
     options = dict(task_options or {})
     spec = tasks.resolve(task)
     own = getattr(spec.factory, "memory_footprint", None)
-    if spec.builtin:
-        return _BUILTIN[spec.name](**options)
     if callable(own):
         out = dict(own(**options))
         return {"parameters": int(out["parameters"]), "itemsize": int(out.get("itemsize", 4)),
