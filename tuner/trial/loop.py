@@ -307,119 +307,174 @@ def load_checkpoint(path, expected_fingerprint: str) -> dict | None:
 
 
 class _Recorder:
-    """Each evaluation's loss (on a device until `flush`), wall time and, with `trace` on a task of
-    TRAJECTORY_SIZE numbers in all, parameters."""
+    """What `lanes` trials stepped together record (`run_trial`: one lane; `run_batched_trial`: P):
+    each evaluation's loss, its wall time and, with `trace` on a task of TRAJECTORY_SIZE numbers in
+    all, the parameters. One lane on the CPU reads each loss at once (`item()`); otherwise losses
+    stay in a device buffer until `flush`, which moves them to the host and stops the lanes whose
+    losses hold a NaN/inf (`running` keeps the original lane of each row still stepping). The lanes
+    share one clock; a lane resumed from a checkpoint keeps its saved times and continues from its
+    saved seconds (`offset`)."""
 
-    def __init__(self, steps: int, task: Task, trace: bool):
-        self.params, self.steps, self.on_host = list(task.parameters()), steps, task.device.type == "cpu"
-        trace = trace and sum(p.numel() for p in self.params) == TRAJECTORY_SIZE
-        self.losses, self.times = np.empty(steps), np.empty(steps)
-        self.trajectory = np.full((steps, TRAJECTORY_SIZE), np.nan) if trace else None
-        self.count = self.flushed = 0
-        self.pending: list[torch.Tensor] = []  # accelerators: losses of evaluations [flushed, count)
-        self.diverged = False
-        self.start = time.perf_counter()  # evaluation i's time is times[i] = perf_counter() − start
+    def __init__(self, steps: int, device: torch.device, params, size: int, trace: bool, lanes: int = 1,
+                 chunk: int = 102):
+        """params() gives the running lanes' parameters, `size` numbers a lane (traced when
+        `trace` and size == TRAJECTORY_SIZE); `chunk` rows of device buffer to start with."""
+        self.steps, self.lanes, self.device, self._params = steps, lanes, device, params
+        self.on_host = lanes == 1 and device.type == "cpu"
+        self.losses, self.times = np.full((lanes, steps), np.nan), np.empty(steps)
+        self.trajectory = np.full((lanes, steps, TRAJECTORY_SIZE), np.nan) if trace and size == TRAJECTORY_SIZE \
+            else None
+        self.chunk, self.chunk_rows = None, chunk  # the device buffer, made on the losses' device at the first one
+        self.running = list(range(lanes))   # the original lane of each row of the batch
+        self.count = self.flushed = 0       # evaluations recorded / moved to the host
+        self.counts, self.stopped = [0] * lanes, [0.0] * lanes  # per lane: evaluations and seconds when it stopped
+        self.offset = [0.0] * lanes         # per lane: seconds before this run (from its checkpoint)
+        self.prefix: list[np.ndarray | None] = [None] * lanes  # per lane: the times saved in its checkpoint
+        self.diverged = [False] * lanes
+        self.kept: torch.Tensor | None = None  # after a `flush` that stopped lanes: the rows that go on
+        self.start = time.perf_counter()    # evaluation i's time is times[i] = perf_counter() − start
 
-    def clock(self) -> float:
-        return time.perf_counter() - self.start
+    def clock(self, lane: int = 0) -> float:
+        """Seconds lane `lane` has run, this run and before it."""
+        return time.perf_counter() - self.start + self.offset[lane]
 
     def record(self, loss: torch.Tensor) -> None:
+        """Evaluation `count`'s loss: a scalar (one lane) or one per running lane."""
         i = self.count
         if i < self.steps:
             if self.on_host:
-                self.losses[i] = loss.item()  # no sync to wait for on the CPU
+                self.losses[0, i] = loss.item()  # no sync to wait for on the CPU
             else:
-                self.pending.append(loss.detach())
+                if self.chunk is None:
+                    self.chunk = torch.empty(self.chunk_rows, self.lanes, dtype=torch.float64, device=loss.device)
+                elif i - self.flushed >= len(self.chunk):  # an optimizer that evaluates more often: grow
+                    self.chunk = torch.cat([self.chunk, torch.empty_like(self.chunk)])
+                self.chunk[i - self.flushed, :len(self.running)].copy_(loss.detach().reshape(-1))
             self.times[i] = time.perf_counter() - self.start
-            if self.trajectory is not None:  # 2 numbers: cheap
-                self.trajectory[i] = torch.cat([p.detach().reshape(-1) for p in self.params]).cpu().numpy()
+            if self.trajectory is not None:  # 2 numbers a lane: cheap
+                self.trajectory[self.running, i] = self._params().reshape(len(self.running), -1).cpu().numpy()
             self.count = i + 1
 
     def flush(self) -> bool:
-        """Move the pending losses to the host; True once a recorded loss is NaN/inf."""
-        if self.pending:
-            self.losses[self.flushed:self.count] = torch.stack(self.pending).double().cpu().numpy()
-            self.pending.clear()
-        self.diverged |= not np.isfinite(self.losses[self.flushed:self.count]).all()
-        self.flushed = self.count
-        return self.diverged
+        """Move the pending losses to the host; stop the lanes that diverged in them (`kept`: the
+        rows that go on, None if none stopped). True once any lane has diverged."""
+        i, j, rows = self.flushed, self.count, self.running
+        if not self.on_host and j > i:
+            self.losses[rows, i:j] = self.chunk[: j - i, : len(rows)].cpu().numpy().T
+        now = time.perf_counter() - self.start
+        for lane in rows:
+            self.counts[lane], self.stopped[lane] = j, now + self.offset[lane]
+        self.flushed, self.kept = j, None
+        bad = ~np.isfinite(self.losses[rows, i:j]).all(axis=1)
+        if bad.any():
+            for row in np.flatnonzero(bad):
+                self.diverged[rows[row]] = True
+            keep = np.flatnonzero(~bad)
+            self.running = [rows[row] for row in keep]
+            self.kept = torch.as_tensor(keep, device=self.device)
+        return any(self.diverged)
 
-    def recorded(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(losses, times, trajectory) so far, cut after the first NaN/inf loss of a diverged run."""
-        n = self.count if not self.diverged else int(np.argmin(np.isfinite(self.losses[:self.count]))) + 1
-        return self.losses[:n], self.times[:n], None if self.trajectory is None else self.trajectory[:n]
+    def _times(self, lane: int, n: int) -> np.ndarray:
+        times = self.times[:n] + self.offset[lane]
+        if self.prefix[lane] is not None:
+            times[: len(self.prefix[lane])] = self.prefix[lane]
+        return times
 
-    def state_dict(self) -> dict:
-        n, copy = self.count, lambda a: torch.from_numpy(a[:self.count].copy())
-        return {"recorded": n, "losses": copy(self.losses), "times": copy(self.times), "elapsed": self.clock(),
-                "trajectory": None if self.trajectory is None else copy(self.trajectory)}
+    def recorded(self, lane: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(losses, times, trajectory) of `lane`, cut after the first NaN/inf loss of a diverged lane."""
+        n = self.counts[lane]
+        if self.diverged[lane]:
+            n = int(np.argmin(np.isfinite(self.losses[lane, :n]))) + 1
+        return (self.losses[lane, :n].copy(), self._times(lane, n),
+                None if self.trajectory is None else self.trajectory[lane, :n].copy())
 
-    def load_state_dict(self, state: dict) -> None:
-        self.count = self.flushed = n = int(state["recorded"])
-        self.losses[:n], self.times[:n] = state["losses"].numpy(), state["times"].numpy()
+    def state_dict(self, lane: int = 0) -> dict:
+        n, copy = self.count, lambda a: torch.from_numpy(np.ascontiguousarray(a[:self.count]).copy())
+        return {"recorded": n, "losses": copy(self.losses[lane]), "times": copy(self._times(lane, n)),
+                "elapsed": self.clock(lane),
+                "trajectory": None if self.trajectory is None else copy(self.trajectory[lane])}
+
+    def load_state_dict(self, state: dict, lane: int = 0) -> None:
+        self.count = self.flushed = self.counts[lane] = n = int(state["recorded"])
+        self.losses[lane, :n], self.prefix[lane] = state["losses"].numpy(), state["times"].numpy()
         if self.trajectory is not None and state.get("trajectory") is not None:
-            self.trajectory[:n] = state["trajectory"].numpy()
-        self.start = time.perf_counter() - float(state["elapsed"])  # the clock continues from the checkpoint
+            self.trajectory[lane, :n] = state["trajectory"].numpy()
+        self.offset[lane] = self.stopped[lane] = float(state["elapsed"])  # the clock continues from the checkpoint
 
 
 class _Sigma:
-    """σ = `task.hessian_error(opt.preconditioner)` after every `every`-th optimizer step (LODO family)."""
+    """σ of each running lane after every `every`-th optimizer step: `of(row)` is
+    `task.hessian_error(opt.preconditioner)` for a trial of the LODO family (None: σ not recorded)."""
 
-    def __init__(self, task: Task, opt, every: int | None):
-        self.of = getattr(task, "hessian_error", None) if every and hasattr(opt, "preconditioner") else None
-        self.opt, self.every = opt, every
+    def __init__(self, of, every: int | None, lanes: int = 1):
+        self.of = of if every else None
+        self.every = every
         self.steps = 0                          # optimizer steps so far
         self.next = every if self.of else 0     # the optimizer step of the next σ (0: never)
-        self.values: list[tuple[int, float]] = []  # (evaluations so far, σ)
+        self.values: list[list[tuple[int, float]]] = [[] for _ in range(lanes)]  # per lane: (evaluations, σ)
 
-    def after_step(self, evaluations: int) -> None:
+    def after_step(self, evaluations: int, running=(0,)) -> None:
         self.steps += 1
         if self.steps == self.next:  # the only per-step cost of σ: one integer comparison
-            self.values.append((evaluations, self.of(self.opt.preconditioner)))
+            for row, lane in enumerate(running):
+                self.values[lane].append((evaluations, self.of(row)))
             self.next += self.every
 
-    def result(self, evaluations: int) -> np.ndarray | None:
+    def result(self, evaluations: int, lane: int = 0) -> np.ndarray | None:
         """The (evaluations, σ) rows up to `evaluations`; None when σ is not recorded."""
-        rows = [(i, v) for i, v in self.values if i <= evaluations]
+        rows = [(i, v) for i, v in self.values[lane] if i <= evaluations]
         return np.array(rows, dtype=float).reshape(-1, 2) if self.of is not None else None
 
-    def state_dict(self) -> dict:
-        return {"optimizer_steps": self.steps, "sigma": torch.tensor(self.values, dtype=torch.float64).reshape(-1, 2)}
+    def state_dict(self, lane: int = 0) -> dict:
+        return {"optimizer_steps": self.steps,
+                "sigma": torch.tensor(self.values[lane], dtype=torch.float64).reshape(-1, 2)}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, lane: int = 0) -> None:
         self.steps = int(state.get("optimizer_steps", state["recorded"]))
-        self.values = [(int(i), float(v)) for i, v in state.get("sigma", torch.empty(0, 2)).tolist()]
+        self.values[lane] = [(int(i), float(v)) for i, v in state.get("sigma", torch.empty(0, 2)).tolist()]
         if self.next:
             self.next = (self.steps // self.every + 1) * self.every
 
 
 class _Checkpointer:
-    """Saves {fingerprint, task, optimizer, recorder, σ} to `path` at most every `every_s` seconds
-    and restores them from it (see the module docstring); without a path it does nothing."""
+    """Saves each running lane's {fingerprint, task, optimizer, recorder, σ} to its path at most every
+    `every_s` seconds (see the module docstring), and restores lanes from them. `lane_state(row)` is
+    (task state, optimizer state) of a row: the whole task's and optimizer's for `run_trial`, one
+    lane's (`lane_state`) for a batch. A lane without a path saves nothing."""
 
-    def __init__(self, path, key: str | None, every_s: float, task: Task, opt, recorder: _Recorder, sigma: _Sigma):
-        self.path, self.key, self.every_s = path, key, every_s
-        self.task, self.opt, self.parts = task, opt, (recorder, sigma)
-        self.saved_at = 0.0  # set by `restore`, when the run starts
 
-    def restore(self) -> None:
-        """Continue from the checkpoint if there is one."""
-        saved = self.path and load_checkpoint(self.path, self.key)
+    def __init__(self, paths, keys, every_s: float, lane_state, load_lane, recorder: _Recorder, sigma: _Sigma):
+        self.paths, self.keys, self.every_s = list(paths), list(keys), every_s
+        self.lane_state, self.load_lane, self.parts = lane_state, load_lane, (recorder, sigma)
+        self.saved_at = time.perf_counter()
+
+    def restore(self, lane: int = 0, saved: dict | None = None) -> None:
+        """Continue `lane` from its checkpoint: `saved` when the caller loaded it already, else its
+        file if there is one. `load_lane(lane, task state, optimizer state)` sets the states."""
+        saved = saved or (self.paths[lane] and load_checkpoint(self.paths[lane], self.keys[lane]))
         if saved:
-            self.task.load_state_dict(saved["task"])
-            self.opt.load_state_dict(saved["optimizer"])
+            self.load_lane(lane, saved["task"], saved["optimizer"])
             for part in self.parts:
-                part.load_state_dict(saved)
+                part.load_state_dict(saved, lane)
         self.saved_at = time.perf_counter()
 
     def maybe_save(self) -> None:
         """Save if `every_s` seconds have passed since the last save; call between optimizer steps."""
-        if self.path and time.perf_counter() - self.saved_at >= self.every_s:
-            state = {"fingerprint": self.key, "task": self.task.state_dict(), "optimizer": self.opt.state_dict()}
-            for part in self.parts:
-                state.update(part.state_dict())
-            save_checkpoint(self.path, state)
+        if any(self.paths) and time.perf_counter() - self.saved_at >= self.every_s:
+            for row, lane in enumerate(self.parts[0].running):
+                if self.paths[lane]:
+                    task_state, opt_state = self.lane_state(row)
+                    state = {"fingerprint": self.keys[lane], "task": task_state, "optimizer": opt_state}
+                    for part in self.parts:
+                        state.update(part.state_dict(lane))
+                    save_checkpoint(self.paths[lane], state)
             self.saved_at = time.perf_counter()
+
+
+def _sigma_of(task, opt):
+    """σ of a trial's preconditioner (`task.hessian_error`), for the LODO family on a task that has it."""
+    of = getattr(task, "hessian_error", None)
+    return (lambda row: of(opt.preconditioner)) if of is not None and hasattr(opt, "preconditioner") else None
 
 
 def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task_options: dict | None = None,
@@ -450,9 +505,13 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
     task = _build_task(task, seed, task_options, device)
     opt = _build_optimizer(optimizer, hparams, task.parameters(), seed, steps)
     create_graph = getattr(opt, "create_graph", False)
-    recorder = _Recorder(steps, task, trace=observe_every is not None)
-    sigma = _Sigma(task, opt, observe_every)
-    checkpointer = _Checkpointer(checkpoint, key, checkpoint_every_s, task, opt, recorder, sigma)
+    params = list(task.parameters())
+    recorder = _Recorder(steps, task.device, lambda: torch.cat([p.detach().reshape(-1) for p in params]),
+                         sum(p.numel() for p in params), trace=observe_every is not None)
+    sigma = _Sigma(_sigma_of(task, opt), observe_every)
+    checkpointer = _Checkpointer([checkpoint], [key], checkpoint_every_s,
+                                 lambda row: (task.state_dict(), opt.state_dict()),
+                                 lambda lane, t, o: (task.load_state_dict(t), opt.load_state_dict(o)), recorder, sigma)
     checkpointer.restore()
 
     def closure():
@@ -596,120 +655,52 @@ def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[di
 def _run_lanes(task_name, optimizer_name, hparams_list, steps, seeds, task_options, device, check_every,
                observe_every, paths, keys, saved, every_s) -> list[TrialResult]:
     """`run_batched_trial` for lanes that all start at one point: step 0, or the same (evaluations,
-    optimizer steps) of their checkpoints `saved`."""
+    optimizer steps) of their checkpoints `saved`. The loop is `run_trial`'s, with the same
+    recorder, σ and checkpointer over P lanes; a check that finds a lane diverged drops it
+    from the task and the optimizer (`keep`), and the others carry on."""
     task = tasks.batched.create(task_name, seeds, device=device, **(task_options or {}))
     opt = lodo.batched.create(optimizer_name, task.x, hparams_list, seeds)
     task.exact_gradients = lodo.batched.exact_gradients(optimizer_name)
-
     lanes = len(seeds)
-    running = list(range(lanes))      # the original lane of each row of the batch
-    losses = np.full((lanes, steps), np.nan)
-    times = np.empty(steps)           # the batch's clock; a lane's own: + offset[lane] (its saved elapsed)
-    offset = [0.0] * lanes
-    counts, stopped = [0] * lanes, [0.0] * lanes
-    diverged = [False] * lanes
-    chunk = torch.empty(check_every + 2, lanes, dtype=torch.float64, device=task.device)  # + L-BFGS's overshoot
-    recorded = flushed = optimizer_steps = 0
-    sigma_of = observe_every if hasattr(task, "hessian_error") and hasattr(opt, "lane_preconditioner") else None
-    sigma: list[list[tuple[int, float]]] = [[] for _ in range(lanes)]  # per lane: (evaluations so far, σ)
-    trace = observe_every is not None and task.x.shape[1] == TRAJECTORY_SIZE
-    trajectory = np.full((lanes, steps, TRAJECTORY_SIZE), np.nan) if trace else None
-    prefix: list[np.ndarray | None] = [None] * lanes  # a resumed lane's saved times
+    recorder = _Recorder(steps, task.device, lambda: task.x, task.x.shape[1], trace=observe_every is not None,
+                         lanes=lanes, chunk=check_every + 2)  # + L-BFGS's overshoot
+    of = task.hessian_error if hasattr(task, "hessian_error") and hasattr(opt, "lane_preconditioner") else None
+    sigma = _Sigma(of and (lambda row: of(row, opt.lane_preconditioner(row))), observe_every, lanes)
+    checkpointer = _Checkpointer(paths, keys, every_s, lambda row: (task.lane_state(row), opt.lane_state(row)),
+                                 lambda lane, t, o: (task.load_lane_state(lane, t), opt.load_lane_state(lane, o)),
+                                 recorder, sigma)
     for lane, state in enumerate(saved):
         if state:
-            task.load_lane_state(lane, state["task"])
-            opt.load_lane_state(lane, state["optimizer"])
-            recorded = flushed = counts[lane] = int(state["recorded"])
-            optimizer_steps = int(state["optimizer_steps"])
-            losses[lane, :recorded], prefix[lane] = state["losses"].numpy(), state["times"].numpy()
-            offset[lane] = stopped[lane] = float(state["elapsed"])
-            sigma[lane] = [(int(i), float(v)) for i, v in state["sigma"].tolist()]
-            if trace and state.get("trajectory") is not None:
-                trajectory[lane, :recorded] = state["trajectory"].numpy()
-
-    def lane_times(lane: int, n: int) -> np.ndarray:
-        out = times[:n] + offset[lane]
-        if prefix[lane] is not None:
-            out[: len(prefix[lane])] = prefix[lane]
-        return out
+            checkpointer.restore(lane, state)
 
     def closure():
-        nonlocal recorded
         loss, grad = task.loss_and_grad()
-        if recorded < steps:
-            chunk[recorded - flushed, : loss.shape[0]].copy_(loss)
-            times[recorded] = time.perf_counter() - start
-            if trace:
-                trajectory[running, recorded] = task.x.cpu().numpy()
-            recorded += 1
+        recorder.record(loss)
         return loss, grad
 
-    def flush() -> None:
-        """Losses since the last check to the host; drop the lanes that diverged in them."""
-        nonlocal flushed, running
-        values = chunk[: recorded - flushed, : len(running)].cpu().numpy()
-        losses[running, flushed:recorded] = values.T
-        now = time.perf_counter() - start
-        for row, lane in enumerate(running):
-            counts[lane], stopped[lane] = recorded, now + offset[lane]
-        flushed = recorded
-        bad = ~np.isfinite(values).all(axis=0)
-        if bad.any():
-            for row in np.flatnonzero(bad):
-                diverged[running[row]] = True
-            keep = np.flatnonzero(~bad)
-            running = [running[row] for row in keep]
-            if running:
-                index = torch.as_tensor(keep, device=task.device)
-                task.keep(index)
-                opt.keep(index)
-
-    def save() -> None:
-        """Each running lane's checkpoint (its own state alone), at a check."""
-        now = time.perf_counter() - start
-        for row, lane in enumerate(running):
-            if paths[lane]:
-                copy = lambda a: torch.from_numpy(np.ascontiguousarray(a[:recorded]).copy())  # noqa: E731
-                save_checkpoint(paths[lane], {
-                    "fingerprint": keys[lane], "task": task.lane_state(row), "optimizer": opt.lane_state(row),
-                    "recorded": recorded, "losses": copy(losses[lane]), "times": copy(lane_times(lane, recorded)),
-                    "elapsed": now + offset[lane], "trajectory": copy(trajectory[lane]) if trace else None,
-                    "optimizer_steps": optimizer_steps,
-                    "sigma": torch.tensor(sigma[lane], dtype=torch.float64).reshape(-1, 2)})
-
-    saving = any(paths)
-    start = saved_at = time.perf_counter()
     with STEP_MODE():
-        while recorded < steps and running:
+        while recorder.count < steps and recorder.running:
             task.sample()
             opt.step(task.x, closure)
-            optimizer_steps += 1
-            if sigma_of and optimizer_steps % sigma_of == 0:
-                for row, lane in enumerate(running):
-                    sigma[lane].append((recorded, task.hessian_error(row, opt.lane_preconditioner(row))))
-            if recorded - flushed >= check_every:
-                flush()
-                if saving and running and recorded < steps and time.perf_counter() - saved_at >= every_s:
-                    save()
-                    saved_at = time.perf_counter()
-        if running and recorded > flushed:
-            flush()
+            sigma.after_step(recorder.count, recorder.running)
+            if recorder.count - recorder.flushed >= check_every:  # a check
+                recorder.flush()
+                if recorder.kept is not None and recorder.running:
+                    task.keep(recorder.kept)
+                    opt.keep(recorder.kept)
+                if recorder.running and recorder.count < steps:
+                    checkpointer.maybe_save()
+        if recorder.running and recorder.count > recorder.flushed:
+            recorder.flush()
 
     results = []
     for lane in range(lanes):
-        n = counts[lane]
-        if diverged[lane]:
-            n = int(np.argmin(np.isfinite(losses[lane, :n]))) + 1
-            final_loss = math.inf
-        else:
-            final_loss = report_loss(task, losses[lane, :n])
-        seconds = stopped[lane]
-        rows = [(i, v) for i, v in sigma[lane] if i <= n]
+        losses, times, trajectory = recorder.recorded(lane)
+        seconds = recorder.stopped[lane]
         results.append(TrialResult(
-            losses=losses[lane, :n].copy(), times=lane_times(lane, n), final_loss=final_loss, seconds=seconds,
-            steps_per_second=counts[lane] / seconds if seconds > 0 else math.inf, diverged=diverged[lane],
-            sigma=np.array(rows, dtype=float).reshape(-1, 2) if sigma_of else None,
-            trajectory=trajectory[lane, :n].copy() if trace else None))
+            losses=losses, times=times, final_loss=math.inf if recorder.diverged[lane] else report_loss(task, losses),
+            seconds=seconds, steps_per_second=recorder.counts[lane] / seconds if seconds > 0 else math.inf,
+            diverged=recorder.diverged[lane], sigma=sigma.result(len(losses), lane), trajectory=trajectory))
     return results
 
 
