@@ -486,7 +486,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _run_parser(f"{PROG} run", command("run", "tune, then full-length runs (the default; the options above)"))\
         .set_defaults(entry=_run_command)
-    _run_parser(f"{PROG} demo", command("demo", "a one-minute tune + compare of Adam, Momentum and LODO"))\
+    _run_parser(f"{PROG} demo", command("demo", "a short tune + compare of Adam, Momentum and LODO"))\
         .set_defaults(entry=_demo, task="noisy_bowl", optimizers=",".join(DEMO_OPTIMIZERS))
     _export_parser(command("export", "print a run directory's tables")).set_defaults(entry=_export)
     _report_parser(command("report", "report.md for a run; comparison.md for several")).set_defaults(entry=_report)
