@@ -23,6 +23,7 @@ Exit codes: EXIT_CODES (printed by --help).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -99,8 +100,8 @@ def _milestone(text: str):
     return "none" if text.lower() in ("none", "null", "off") else _positive_float(text)
 
 
-def _run_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    p = _Parser(prog=prog, description="Tune optimizers on a task with the paper's GA on Ray, then run "
+def _run_parser(prog: str = PROG, make=_Parser) -> argparse.ArgumentParser:
+    p = make(prog=prog, description="Tune optimizers on a task with the paper's GA on Ray, then run "
                                        "full-length runs with the tuned values.", epilog=EXIT_CODES,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", help="noisy_bowl, rosenbrock, image_generation, resnet18_cifar10, or your own: "
@@ -145,16 +146,16 @@ def _verbose(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def _export_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} export", description="Print a run directory's tables (Table 6 and Table 1 layouts).")
+def _export_parser(make=_Parser) -> argparse.ArgumentParser:
+    p = make(prog=f"{PROG} export", description="Print a run directory's tables (Table 6 and Table 1 layouts).")
     _verbose(p)
     p.add_argument("run_dir")
     p.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex", "json"])
     return p
 
 
-def _report_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} report", description="Write report.md and figures for a run directory; for "
+def _report_parser(make=_Parser) -> argparse.ArgumentParser:
+    p = make(prog=f"{PROG} report", description="Write report.md and figures for a run directory; for "
                                                       "several runs of one task (one per --seed), comparison.md: "
                                                       "the spread of the tuned values and losses over the runs.")
     _verbose(p)
@@ -165,8 +166,8 @@ def _report_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _init_schedule_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} init-schedule", description="Write a commented tuning schedule to start your "
+def _init_schedule_parser(make=_Parser) -> argparse.ArgumentParser:
+    p = make(prog=f"{PROG} init-schedule", description="Write a commented tuning schedule to start your "
                                                           "own task's from (Table 5's shape; docs/tasks.md).")
     p.add_argument("path", nargs="?", default="schedule.yaml", help="where to write it (default schedule.yaml); "
                                                                     "never overwritten")
@@ -471,50 +472,86 @@ def _wants_json(argv: list[str]) -> bool:
     return False
 
 
-def _command(argv: list[str], out: _Output) -> int:
-    if argv[:1] == ["export"]:
-        args = _export_parser().parse_args(argv[1:])
-        out.start(verbose=args.verbose)
-        try:
-            sys.stdout.write(export(args.run_dir, args.format))
-        except ValueError as e:  # not a run directory
-            raise UsageError(f"export: {e}") from None
-        return 0
-    if argv[:1] == ["report"]:
-        args = _report_parser().parse_args(argv[1:])
-        out.start(verbose=args.verbose)
-        try:
-            if len(args.run_dirs) == 1:
-                print(report.write_report(args.run_dirs[0], args.out))
-            else:
-                print(compare.write_comparison(args.run_dirs, args.out))
-        except ValueError as e:  # a missing or invalid run directory, runs of different tasks
-            raise UsageError(f"report: {e}") from None
-        return 0
-    if argv[:1] == ["init-schedule"]:
-        out.start()
-        return _init_schedule(_init_schedule_parser().parse_args(argv[1:]).path)
-    if argv[:1] == ["meta-train"]:
-        args = meta_train.configure_parser(_verbose(
-            _Parser(prog=f"{PROG} meta-train", description="Meta-train the L2LBGDBGD LSTM optimizer.")
-        )).parse_args(argv[1:])
-        out.start(verbose=args.verbose)
-        try:
-            return meta_train.run_from_args(args)
-        except ValueError as e:  # invalid meta-training settings name their field
-            raise UsageError(str(e)) from None
-    if argv[:1] == ["demo"]:
-        parser = _run_parser(f"{PROG} demo")
-        args = parser.parse_args(["--task", "noisy_bowl", "--optimizers", ",".join(DEMO_OPTIMIZERS)] + argv[1:])
-        if args.run_dir is None and args.resume is None:
-            args.run_dir = str(Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
-        out.start(quiet=args.quiet, verbose=args.verbose)
-        return _run(args, out, demo_schedule() if args.resume is None else None)
-    if argv[:1] == ["run"]:
-        argv = argv[1:]
-    args = _run_parser().parse_args(argv)
+USAGE = f"""{PROG} [run] [options]        tune, then full-length runs (the options below)
+       {PROG} COMMAND [options]      a subcommand (below); {PROG} COMMAND --help for its options"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    """`lodo-tune`: the run's options (the command without a subcommand) and the subcommands, each
+    parser with its entry point as the `entry` default, `entry(args, out)` returning the exit code."""
+    top = _run_parser(PROG, functools.partial(_Parser, usage=USAGE))
+    top.set_defaults(entry=_run_command)
+    sub = top.add_subparsers(dest="command", title="commands (without one: run)", metavar="COMMAND",
+                             parser_class=_Parser)
+
+    def command(name: str, summary: str):
+        return functools.partial(sub.add_parser, name, help=summary)
+
+    _run_parser(f"{PROG} run", command("run", "tune, then full-length runs (the default; the options above)"))\
+        .set_defaults(entry=_run_command)
+    _run_parser(f"{PROG} demo", command("demo", "a short tune + compare of Adam, Momentum and LODO"))\
+        .set_defaults(entry=_demo, task="noisy_bowl", optimizers=",".join(DEMO_OPTIMIZERS))
+    _export_parser(command("export", "print a run directory's tables")).set_defaults(entry=_export)
+    _report_parser(command("report", "report.md for a run; comparison.md for several")).set_defaults(entry=_report)
+    _init_schedule_parser(command("init-schedule", "write a commented schedule for your own task"))\
+        .set_defaults(entry=_init_schedule_command)
+    meta_train.configure_parser(_verbose(command("meta-train", "meta-train the L2LBGDBGD LSTM optimizer")(
+        prog=f"{PROG} meta-train", description="Meta-train the L2LBGDBGD LSTM optimizer."))
+    ).set_defaults(entry=_meta_train)
+    return top
+
+
+def _run_command(args, out: _Output) -> int:
     out.start(quiet=args.quiet, verbose=args.verbose)
     return _run(args, out)
+
+
+def _demo(args, out: _Output) -> int:
+    if args.run_dir is None and args.resume is None:
+        args.run_dir = str(Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.start(quiet=args.quiet, verbose=args.verbose)
+    return _run(args, out, demo_schedule() if args.resume is None else None)
+
+
+def _export(args, out: _Output) -> int:
+    out.start(verbose=args.verbose)
+    try:
+        sys.stdout.write(export(args.run_dir, args.format))
+    except ValueError as e:  # not a run directory
+        raise UsageError(f"export: {e}") from None
+    return 0
+
+
+def _report(args, out: _Output) -> int:
+    out.start(verbose=args.verbose)
+    try:
+        if len(args.run_dirs) == 1:
+            print(report.write_report(args.run_dirs[0], args.out))
+        else:
+            print(compare.write_comparison(args.run_dirs, args.out))
+    except ValueError as e:  # a missing or invalid run directory, runs of different tasks
+        raise UsageError(f"report: {e}") from None
+    return 0
+
+
+def _init_schedule_command(args, out: _Output) -> int:
+    out.start()
+    return _init_schedule(args.path)
+
+
+def _meta_train(args, out: _Output) -> int:
+    out.start(verbose=args.verbose)
+    try:
+        return meta_train.run_from_args(args)
+    except ValueError as e:  # invalid meta-training settings name their field
+        raise UsageError(str(e)) from None
+
+
+def _command(argv: list[str], out: _Output) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is not None and argv[0] != args.command:  # the run's options, then a subcommand
+        raise UsageError(f"{argv[0]}: not allowed before the command {args.command!r} (options go after it)")
+    return args.entry(args, out)
 
 
 def main(argv=None) -> int:

@@ -5,7 +5,7 @@ describes each table in words.
 `TABLE6[task][optimizer]` uses the project's hyperparameter names (docs/paper.md §2). A missing
 optimizer means Table 6 has no value ("—"). Image-generation learning rates are already halved,
 as the full-length runs use them. Levenberg-Marquardt's damping is not in Table 6 (the paper
-omits it): λ = 1 gives ≈ 158 on the noisy bowl, λ = 1e-4 gives Table 1's 7.40, so we record 1e-4.
+omits it); we record the λ that reproduces Table 1's loss (docs/paper.md §2).
 """
 from __future__ import annotations
 

@@ -29,36 +29,11 @@
       steps: 8000                       # steps per trial; default: the last generation's (finalists: the one before)
       round: 8                          # trials asked, run and told together; default: 8 (TPE, CMA-ES), population (random)
       bounds: {lr: [1.0e-3, 10], L-BFGS: {tau: [10, 1.0e7]}}   # [low, high] of the value, all or one optimizer
-    ga:                                 # optional GA options beyond Appendix E (default: the paper's GA)
-      init: uniform                     #   mean (default: generation 0 around the defaults/start) or
-                                        #   uniform (generation 0 uniform in rescaled space over the box of
-                                        #   search.bounds, tuner.search.space: log [default·1e-3, default·1e3] and
-                                        #   decay 1 − y, y on [1e-4, 1] unless given; its row's noise is
-                                        #   unused; generation 1 starts at its best) or elite (as uniform,
-                                        #   and the noise's shape starts as the spread of generation 0's
-                                        #   best quarter; needs covariance: rank_mu)
-      step_size: csa                    #   schedule (default: σ = the rows' noise) or csa (σ = noise ×
-                                        #   a factor adapted by CMA-ES's cumulative step-size adaptation)
-      covariance: rank_mu               #   identity (default) or rank_mu (the noise's shape adapted by
-                                        #   CMA-ES's rank-μ update, so it stretches along ridges)
-      seeds: 2                          #   trials per individual with different seeds, fitness averaged (default 1);
-                                        #   a seed draws the task's instance and noise and the optimizer's own
-                                        #   random numbers (LODO's initial G), so on a noise-free task such as
-                                        #   rosenbrock a deterministic optimizer's seeds repeat one trial
-      trial_seeds: common               #   individual (default: each individual its own trial seed) or
-                                        #   common (common random numbers: one task instance and noise
-                                        #   stream per generation, so selection compares values only)
-      final: finalists                  #   mean (default: the tuned values are the final mean) or
-                                        #   finalists (the last generation row is not drawn: its
-                                        #   population are the mean and the best distinct individuals
-                                        #   of the earlier generations as long as the second-to-last,
-                                        #   trained that row's steps; the best of them is tuned)
-      recombination: weighted           #   equal (default: the next mean is the better half's mean) or
-                                        #   weighted (CMA-ES's log weights, the best pulling hardest)
-      boundary: clip                    #   free (default: draws may leave the box) or clip (every draw
-                                        #   moved to the nearest point of search.bounds' box, rescaled)
+    ga: {init: uniform, step_size: csa} # optional GA options beyond Appendix E (default: the paper's GA):
+                                        #   init, step_size, covariance, seeds, trial_seeds, final,
+                                        #   recombination, boundary (docs/tuning.md; tuner.search.ga.GAConfig)
 
-`schedules/<task>-improved.yaml` use the `ga:` options (benchmarks/RESULTS.md, "Improved GA");
+`schedules/<task>-improved.yaml` use the `ga:` options;
 `Schedule.individual_steps()` is the GA's budget per optimizer.
 
 Every error is a `ScheduleError` whose str is one line naming file, field, value and what is
@@ -71,15 +46,14 @@ import importlib
 import importlib.resources
 import math
 from collections import namedtuple
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
 from tuner.search import SEARCHERS
-from tuner.search.ga import (BOUNDARIES, COVARIANCES, FINALS, INITS, RECOMBINATIONS, SCALES, STEP_SIZES, TRIAL_SEEDS,
-                      Dimension, rescale)
+from tuner.search.ga import SCALES, Dimension, GAConfig, GAOptionError, rescale
 
 Generation = namedtuple("Generation", "noise steps population", defaults=(None,))
 """One row of Table 5 (population None: the schedule's); a tuple, so `schedule.generations` goes
@@ -95,7 +69,7 @@ FULL_RUN_KEYS = ("steps", "seeds", "time_milestone_s")
 GENERATION_KEYS = ("noise", "steps")
 GENERATION_OPTIONAL = ("population",)
 SEARCH_KEYS = ("searcher", "trials", "steps", "round", "bounds")
-GA_KEYS = ("init", "step_size", "covariance", "seeds", "trial_seeds", "final", "recombination", "boundary")
+GA_KEYS = tuple(f.name for f in fields(GAConfig))
 
 
 class ScheduleError(ValueError):
@@ -363,9 +337,7 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
             powers[optimizer] = {hp: p for _, hp, p in pairs}
     search = _validate_search(check, data.get("search"), population, rows, names, known,
                               lambda o: [h.name for h in hyperparameters(o)], scale_of)
-    ga = _validate_ga(check, _optional(data, "ga"))
-    if ga.get("final") == "finalists" and len(rows) < 2:
-        check.fail("ga.final", "finalists", "needs at least 2 generations (the last one is the finalists')")
+    ga = _validate_ga(check, _optional(data, "ga"), len(rows))
 
     return Schedule(
         task=task, population=population, generations=tuple(rows), optimizers=tuple(names), optimizer_specs=specs,
@@ -438,32 +410,17 @@ def _validate_search(check: _Checker, data: Any, population: int, generations: l
     return SearchSettings(searcher=searcher, bounds=bounds, **values)
 
 
-def _validate_ga(check: _Checker, ga: Any) -> dict[str, Any]:
+def _validate_ga(check: _Checker, ga: Any, generations: int) -> dict[str, Any]:
     """The `ga:` mapping as GeneticAlgorithm keyword options; only the keys given (absent: Appendix E's).
+    Every rule on their values is `tuner.search.ga.GAConfig`'s; its error names the field as `ga.<field>`.
     The uniform start's box is the `search.bounds` one (`tuner.search.space.ga_keywords` adds it)."""
     check.mapping("ga", ga, "must be a mapping of GA options: " + ", ".join(GA_KEYS))
     check.keys("ga", ga, (), GA_KEYS)
-    options = {}
-    if "init" in ga:
-        options["init"] = check.name("ga.init", ga["init"], list(INITS), "GA initialisations")
-    if "step_size" in ga:
-        options["step_size"] = check.name("ga.step_size", ga["step_size"], list(STEP_SIZES), "step-size rules")
-    if "covariance" in ga:
-        options["covariance"] = check.name("ga.covariance", ga["covariance"], list(COVARIANCES), "covariance rules")
-    if "seeds" in ga:
-        options["seeds"] = check.integer("ga.seeds", ga["seeds"], 1, "must be an integer >= 1")
-    if "trial_seeds" in ga:
-        options["trial_seeds"] = check.name("ga.trial_seeds", ga["trial_seeds"], list(TRIAL_SEEDS), "trial-seed rules")
-    if "final" in ga:
-        options["final"] = check.name("ga.final", ga["final"], list(FINALS), "final rules")
-    if "recombination" in ga:
-        options["recombination"] = check.name("ga.recombination", ga["recombination"], list(RECOMBINATIONS),
-                                              "recombination rules")
-    if "boundary" in ga:
-        options["boundary"] = check.name("ga.boundary", ga["boundary"], list(BOUNDARIES), "boundary rules")
-    if options.get("init") == "elite" and options.get("covariance") != "rank_mu":
-        check.fail("ga.init", "elite", "needs ga.covariance: rank_mu (it sets the noise's shape, which only rank_mu uses)")
-    return options
+    try:
+        GAConfig(**ga).check_generations(generations)
+    except GAOptionError as e:
+        check.fail(f"ga.{e.field}", e.value, e.allowed)
+    return dict(ga)
 
 
 def ga_options(schedule: Schedule) -> dict[str, Any]:
@@ -648,7 +605,7 @@ lr_scale: 1                      # multiplies the tuned lr before the full runs
 #   round: 8                     # trials run and told together (CMA-ES: its population); default: 8 (TPE, CMA-ES), population (random)
 #   bounds: {lr: [1.0e-4, 1]}    # [low, high] per hyperparameter (or {Adam: {lr: [...]}}); default:
 #                                # log: [default/1000, default·1000], decay: [0, 0.9999]
-# ga: {init: uniform, step_size: csa, covariance: rank_mu}   # the improved GA's options (README), not Appendix E's
+# ga: {init: uniform, step_size: csa, covariance: rank_mu}   # the improved GA's options (docs/tuning.md), not Appendix E's
 '''
 
 

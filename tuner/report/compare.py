@@ -34,10 +34,11 @@ class CompareError(ValueError):
 
 
 def _schedule_key(schedule: dict) -> str:
-    """What makes two runs' schedules the same for a comparison: all but the optimizers tuned and
-    the searcher (which the groups name on their own)."""
+    """What makes two runs' schedules the same for a comparison: all but the searcher (which the
+    groups name on their own). The optimizers count: the same name may be another optimizer
+    (a declared one with other fixed arguments or hyperparameters) or be tuned beside others."""
     search = schedule.get("search") if isinstance(schedule.get("search"), dict) else {}
-    same = {k: v for k, v in schedule.items() if k not in ("optimizers", "search")}
+    same = {k: v for k, v in schedule.items() if k != "search"}
     return json.dumps({**same, "search": {k: v for k, v in search.items() if k != "searcher"}}, sort_keys=True)
 
 

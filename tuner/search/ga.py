@@ -10,8 +10,9 @@
                never enter the mean; if no individual is finite, the mean stays.
     the tuned values = the final mean
 
-Options beyond Appendix E (all off by default, so the default GA is the paper's, bit for bit;
-a schedule's `ga:` mapping sets them, tuner/driver/schedule.py):
+Options beyond Appendix E (`GAConfig`, which validates them; all off by default, so the default
+GA is the paper's, bit for bit; a schedule's `ga:` mapping sets them; when to use each:
+docs/tuning.md):
     init="uniform"     generation 0 drawn uniformly in rescaled space from `bounds` (natural
                        units per hyperparameter; default `default_bounds`), not around the mean;
                        generation 1's mean is its best individual (the better half of a box-wide
@@ -46,8 +47,8 @@ a schedule's `ga:` mapping sets them, tuner/driver/schedule.py):
                        rescaled space (the box the other searchers sample), so the mean, a mean of
                        such points, stays in it too; the default "free" lets the search leave the
                        box, as Appendix E's GA does. For a search that a region beyond the box would
-                       mislead (Yogi on noisy_bowl: beta2 → 1, where the second moment never warms
-                       up within a trial, and lr → 100, a plateau at 8,000 steps)
+                       mislead (a plateau that short trials cannot tell from good values, such as a
+                       decay rate whose warm-up outlasts the trial)
     generation rows (noise, steps, P_g)  a generation of its own size P_g instead of `population`
                        (e.g. a broad uniform generation 0 of short trials); the better half is P_g // 2
     final="finalists"  the last generation row is not drawn: its P_g individuals are the current
@@ -93,6 +94,69 @@ Dimension = namedtuple("Dimension", "name default scale")
 
 Space = Sequence[Any]
 """A list of (name, default, scale) tuples or of objects with .name, .default and .scale."""
+
+
+CHOICES = {"init": INITS, "step_size": STEP_SIZES, "covariance": COVARIANCES, "trial_seeds": TRIAL_SEEDS,
+           "final": FINALS, "recombination": RECOMBINATIONS, "boundary": BOUNDARIES}
+"""Each named option's allowed values, the paper's first."""
+
+
+class GAOptionError(ValueError):
+    """An invalid GA option; str is one line, `Invalid <field>: <value> (<what is allowed>)`, and
+    `.field`, `.value`, `.allowed` let a schedule name it as `ga.<field>` instead."""
+
+    def __init__(self, field: str, value: Any, allowed: str):
+        self.field, self.value, self.allowed = field, value, allowed
+        super().__init__(f"Invalid {field}: {value!r} ({allowed})")
+
+
+@dataclass(frozen=True)
+class GAConfig:
+    """The GA's options beyond Appendix E (module docstring), validated once, here: every rule on
+    them lives in this class, and `GeneticAlgorithm` and a schedule's `ga:` mapping both use it.
+    The defaults are Appendix E's GA (`GAConfig.paper()`); `GAConfig.improved()` is the improved
+    GA of `schedules/noisy_bowl-improved.yaml` (docs/tuning.md)."""
+
+    init: str = "mean"
+    step_size: str = "schedule"
+    covariance: str = "identity"
+    seeds: int = 1
+    trial_seeds: str = "individual"
+    final: str = "mean"
+    recombination: str = "equal"
+    boundary: str = "free"
+
+    def __post_init__(self):
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise GAOptionError(name, getattr(self, name), f"must be one of {', '.join(allowed)}")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, (int, np.integer)) or self.seeds < 1:
+            raise GAOptionError("seeds", self.seeds, "must be an integer >= 1")
+        object.__setattr__(self, "seeds", int(self.seeds))
+        if self.init == "elite" and self.covariance != "rank_mu":
+            raise GAOptionError("init", "elite", "needs covariance: rank_mu; it sets the noise's shape, "
+                                                 "which only rank_mu uses")
+
+    @classmethod
+    def paper(cls) -> "GAConfig":
+        """Appendix E's GA: every option at its default."""
+        return cls()
+
+    @classmethod
+    def improved(cls) -> "GAConfig":
+        """The improved GA on the noisy bowl: a uniform start with an elite-shaped noise, CSA and
+        rank-μ adaptation, finalists, and draws kept inside the search box."""
+        return cls(init="elite", step_size="csa", covariance="rank_mu", final="finalists", boundary="clip")
+
+    def check_generations(self, count: int) -> None:
+        """The rule that needs the schedule: finalists are a generation row of their own."""
+        if self.final == "finalists" and count < 2:
+            raise GAOptionError("final", "finalists", "needs at least 2 generations; the last one is the finalists'")
+
+    @property
+    def is_paper(self) -> bool:
+        """All options at their defaults: Appendix E's GA (its history and JSON keys only)."""
+        return self == GAConfig()
 
 
 def rescale(x: float, scale: str) -> float:
@@ -200,9 +264,10 @@ class GeneticAlgorithm:
 
     `generations` holds (noise std σ, steps) per generation, or (σ, steps, size) for a generation
     of another size than `population` (size None: `population`); `start` optionally replaces some
-    defaults as generation 0's mean. `init`, `bounds`, `step_size`, `seeds`, `covariance`,
-    `trial_seeds`, `final`, `recombination` and `boundary` are the options beyond Appendix E (module docstring); their defaults
-    give the paper's GA.
+    defaults as generation 0's mean. `init`, `step_size`, `seeds`, `covariance`, `trial_seeds`,
+    `final`, `recombination` and `boundary` are the options beyond Appendix E (`GAConfig`, held as
+    `self.config`; `GeneticAlgorithm(..., **dataclasses.asdict(GAConfig.improved()))`), `bounds`
+    the search box; their defaults give the paper's GA.
     """
 
     def __init__(self, space: Space, generations: Iterable[tuple[float, int]], population: int,
@@ -234,30 +299,9 @@ class GeneticAlgorithm:
                 except ValueError as error:
                     raise ValueError(f"Invalid start value for {d.name}: {start[d.name]!r} ({error})") from None
         self.start = {k: float(v) for k, v in start.items()}
-        if init not in INITS:
-            raise ValueError(f"Invalid init: {init!r} (must be one of {', '.join(INITS)})")
-        if init == "elite" and covariance != "rank_mu":
-            raise ValueError(f"Invalid init: 'elite' sets the search shape C, so covariance must be 'rank_mu' "
-                             f"(got {covariance!r})")
-        if step_size not in STEP_SIZES:
-            raise ValueError(f"Invalid step_size: {step_size!r} (must be one of {', '.join(STEP_SIZES)})")
-        if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
-            raise ValueError(f"Invalid seeds: {seeds!r} (must be an integer >= 1)")
-        if covariance not in COVARIANCES:
-            raise ValueError(f"Invalid covariance: {covariance!r} (must be one of {', '.join(COVARIANCES)})")
-        if trial_seeds not in TRIAL_SEEDS:
-            raise ValueError(f"Invalid trial_seeds: {trial_seeds!r} (must be one of {', '.join(TRIAL_SEEDS)})")
-        if final not in FINALS:
-            raise ValueError(f"Invalid final: {final!r} (must be one of {', '.join(FINALS)})")
-        if recombination not in RECOMBINATIONS:
-            raise ValueError(f"Invalid recombination: {recombination!r} (must be one of {', '.join(RECOMBINATIONS)})")
-        if boundary not in BOUNDARIES:
-            raise ValueError(f"Invalid boundary: {boundary!r} (must be one of {', '.join(BOUNDARIES)})")
-        if final == "finalists" and len(self.generations) < 2:
-            raise ValueError("Invalid final: 'finalists' needs at least 2 generations (the last one is the finalists')")
-        self.init, self.step_size, self.seeds, self.covariance = init, step_size, int(seeds), covariance
-        self.trial_seeds, self.final, self.recombination = trial_seeds, final, recombination
-        self.boundary = boundary
+        self.config = GAConfig(init=init, step_size=step_size, covariance=covariance, seeds=seeds,
+                               trial_seeds=trial_seeds, final=final, recombination=recombination, boundary=boundary)
+        self.config.check_generations(len(self.generations))
         self.bounds = self._check_bounds(bounds or {})
         self.generation = 0
         self.history: list[dict] = []
@@ -295,13 +339,13 @@ class GeneticAlgorithm:
     @property
     def sizes(self) -> list[int]:
         """Trials per generation (size × seeds), for progress and budgets."""
-        return [self.size(g) * self.seeds for g in range(len(self.generations))]
+        return [self.size(g) * self.config.seeds for g in range(len(self.generations))]
 
     @property
     def evaluations(self) -> int:
         """Trials in the current generation: its size × seeds (the finalists: as many as there are
         distinct candidates, at most its size); `tell` takes one fitness per index 0..evaluations − 1."""
-        return len(self.ask()) if self._finals() else self.size(self.generation) * self.seeds
+        return len(self.ask()) if self._finals() else self.size(self.generation) * self.config.seeds
 
     @property
     def sigma(self) -> float:
@@ -310,16 +354,14 @@ class GeneticAlgorithm:
 
     def _paper(self) -> bool:
         """All options at their defaults: Appendix E's GA (its history and JSON keys only)."""
-        return (self.init, self.step_size, self.seeds, self.covariance, self.trial_seeds, self.final,
-                self.recombination, self.boundary) == ("mean", "schedule", 1, "identity", "individual", "mean",
-                                                       "equal", "free")
+        return self.config.is_paper
 
     def _uniform(self) -> bool:
-        return self.init in ("uniform", "elite") and self.generation == 0
+        return self.config.init in ("uniform", "elite") and self.generation == 0
 
     def _finals(self) -> bool:
         """The current generation is the finalists' (final "finalists", last row)."""
-        return self.final == "finalists" and self.generation == len(self.generations) - 1
+        return self.config.final == "finalists" and self.generation == len(self.generations) - 1
 
     def _finalists(self, size: int) -> list[dict[str, float]]:
         """The current mean, then the best distinct individuals (by fitness; ties by generation, index)
@@ -381,7 +423,7 @@ class GeneticAlgorithm:
             steps, size = self.generations[self.generation][1], self.size(self.generation)
             sigma = self.sigma
             box = [tuple(rescale(v, d.scale) for v in self.bounds[d.name]) for d in self.space]
-            common = self.trial_seeds == "common"  # repeat r of every individual trains on index r·size's seed
+            common = self.config.trial_seeds == "common"  # repeat r of every individual trains on index r·size's seed
 
             def trial_seed(index: int) -> int:
                 return individual_seed(self.seed, self.name, self.generation, index // size * size if common else index)
@@ -399,14 +441,14 @@ class GeneticAlgorithm:
                     u = [lo + (hi - lo) * float(r) for (lo, hi), r in zip(box, rng.random(len(self.space)))]
                 else:
                     z = rng.standard_normal(len(self.space))
-                    if self.covariance == "rank_mu":
+                    if self.config.covariance == "rank_mu":
                         z = self._root(+0.5) @ z
                     u = [m + sigma * float(zi) for m, zi in zip(self._mean_u, z)]
-                    if self.boundary == "clip":
+                    if self.config.boundary == "clip":
                         u = [min(max(ui, lo), hi) for ui, (lo, hi) in zip(u, box)]
                 hparams = {d.name: unrescale(ui, d.scale) for d, ui in zip(self.space, u)}
                 asked.append(Individual(self.generation, index, trial_seed(index), hparams, steps))
-            for repeat in range(1, self.seeds):
+            for repeat in range(1, self.config.seeds):
                 for ind in asked[:size]:
                     index = repeat * size + ind.index
                     asked.append(Individual(self.generation, index, trial_seed(index), dict(ind.hparams), steps))
@@ -426,47 +468,73 @@ class GeneticAlgorithm:
         if self.done:
             raise RuntimeError(f"all {len(self.generations)} generations are told; nothing left to tell")
         individuals = self.ask()
-        if isinstance(fitness, Mapping):
-            table = {int(k): v for k, v in fitness.items()}
+        trials = self._trial_fitness(fitness)
+        size = len(individuals) // self.config.seeds
+        values = [self._averaged([trials[j * size + i] for j in range(self.config.seeds)]) for i in range(size)]
+        # The rescaled values that were evaluated: a decay clipped at 0 counts as u = 1, not below.
+        rescaled = [[rescale(ind.hparams[d.name], d.scale) for d in self.space] for ind in individuals]
+        mean_before, sigma = list(self._mean_u), self.sigma
+
+        ### Sort by fitness: the better half (the finalists': the best); NaN/inf rank last
+        selected = self._select(values)
+        if not selected:
+            warnings.warn(f"GA {self.name or '(unnamed)'} generation {self.generation}: no individual has a "
+                          f"finite fitness; keeping the previous mean", RuntimeWarning, stacklevel=2)
+        elif self._finals() or self._uniform():
+            ### Take the best: the best finalist; a box-wide draw's better half averages near its centre
+            self._take_best(rescaled, selected, size)
         else:
-            table = dict(enumerate(fitness))
+            ### Recombination: the next mean
+            weights, mu_eff = self._recombine([rescaled[i] for i in selected])
+            ### Adapt the step size σ (step_size "csa")
+            if self.config.step_size == "csa" and sigma > 0:
+                self._adapt(mean_before, sigma, mu_eff)
+            ### Adapt the covariance C (covariance "rank_mu")
+            if self.config.covariance == "rank_mu" and sigma > 0:
+                self._adapt_covariance(mean_before, sigma, [rescaled[i] for i in selected], weights, mu_eff)
+
+        ### Record the generation and advance
+        self._record(individuals, trials, values, rescaled, selected, mean_before, sigma)
+        return self.mean
+
+    def _trial_fitness(self, fitness: Mapping[int, float] | Sequence[float]) -> list[float]:
+        """One fitness per trial index 0..evaluations − 1, checked to be exactly those indices."""
+        table = {int(k): v for k, v in fitness.items()} if isinstance(fitness, Mapping) else dict(enumerate(fitness))
         expected = set(range(self.evaluations))
         if set(table) != expected:
             missing, extra = sorted(expected - set(table)), sorted(set(table) - expected)
             raise ValueError(f"Invalid fitness: indices missing {missing}, unexpected {extra} "
                              f"(must give one value per index 0..{self.evaluations - 1})")
-        size = len(individuals) // self.seeds
-        trials = [float(table[i]) for i in range(self.evaluations)]
-        values = [self._averaged([trials[j * size + i] for j in range(self.seeds)]) for i in range(size)]
-        # The rescaled values that were evaluated: a decay clipped at 0 counts as u = 1, not below.
-        rescaled = [[rescale(ind.hparams[d.name], d.scale) for d in self.space] for ind in individuals]
+        return [float(table[i]) for i in range(self.evaluations)]
 
-        finite = sorted((values[i], i) for i in range(size) if math.isfinite(values[i]))
-        finals = self._finals()
-        selected = [i for _, i in finite[: 1 if finals else size // 2]]  # the better half (finalists: the best); NaN/inf rank last
-        mean_before, sigma = list(self._mean_u), self.sigma
-        if selected and (finals or self._uniform()):  # the best finalist; a box-wide draw's better half averages near its centre
-            self._mean_u = list(rescaled[selected[0]])
-            if self._uniform() and self.init == "elite" and len(self.generations) > 1:
-                # the best quarter, but at least n + 1 draws: fewer span less than n dimensions
-                self._elite_covariance([rescaled[i] for i in selected[: max(len(self.space) + 1, size // 4)]])
-        elif selected:
-            weights = self._weights(len(selected))  # None: equal (Appendix E's mean, computed as it always was)
-            if weights is None:
-                self._mean_u = [math.fsum(rescaled[i][k] for i in selected) / len(selected)
-                                for k in range(len(self.space))]
-                mu_eff = len(selected)
-            else:
-                self._mean_u = [math.fsum(w * rescaled[i][k] for w, i in zip(weights, selected))
-                                for k in range(len(self.space))]
-                mu_eff = 1.0 / math.fsum(w * w for w in weights)
-            if self.step_size == "csa" and sigma > 0:  # (generation 0 of a uniform start took the branch above)
-                self._adapt(mean_before, sigma, mu_eff)
-            if self.covariance == "rank_mu" and sigma > 0:
-                self._adapt_covariance(mean_before, sigma, [rescaled[i] for i in selected], weights, mu_eff)
-        else:
-            warnings.warn(f"GA {self.name or '(unnamed)'} generation {self.generation}: no individual has a "
-                          f"finite fitness; keeping the previous mean", RuntimeWarning, stacklevel=2)
+    def _select(self, values: list[float]) -> list[int]:
+        """The indices of the better half by fitness (the finalists': the best one), best first, ties
+        by index; NaN and inf never selected."""
+        finite = sorted((v, i) for i, v in enumerate(values) if math.isfinite(v))
+        return [i for _, i in finite[: 1 if self._finals() else len(values) // 2]]
+
+    def _take_best(self, rescaled: list[list[float]], selected: list[int], size: int) -> None:
+        """The next mean is the best individual; after a uniform generation 0 with init "elite", C
+        starts as the spread of its best quarter, but at least n + 1 draws (fewer span less than n
+        dimensions)."""
+        self._mean_u = list(rescaled[selected[0]])
+        if self._uniform() and self.config.init == "elite" and len(self.generations) > 1:
+            self._elite_covariance([rescaled[i] for i in selected[: max(len(self.space) + 1, size // 4)]])
+
+    def _recombine(self, chosen: list[list[float]]) -> tuple[list[float] | None, float]:
+        """The next mean: the chosen individuals' equal mean (Appendix E, computed as it always was) or
+        CMA-ES's weighted one; returns the weights (None: equal) and μ_eff."""
+        weights = self._weights(len(chosen))
+        if weights is None:
+            self._mean_u = [math.fsum(u[k] for u in chosen) / len(chosen) for k in range(len(self.space))]
+            return None, len(chosen)
+        self._mean_u = [math.fsum(w * u[k] for w, u in zip(weights, chosen)) for k in range(len(self.space))]
+        return weights, 1.0 / math.fsum(w * w for w in weights)
+
+    def _record(self, individuals: list[Individual], trials: list[float], values: list[float],
+                rescaled: list[list[float]], selected: list[int], mean_before: list[float], sigma: float) -> None:
+        """Append the generation's history entry (the paper's GA: its keys only) and advance."""
+        size = len(values)
         noise, steps = self.generations[self.generation][:2]
         names = [d.name for d in self.space]
         entry = {
@@ -484,20 +552,19 @@ class GeneticAlgorithm:
             "next_mean": self.mean,
             "next_mean_rescaled": self.mean_rescaled,
         }
-        if not self._paper():  # the paper's GA: its keys only
+        if not self._paper():
             entry.update(sigma=sigma, next_sigma=None, fitness=values)
-        if finals:  # the tuned values as trained (the mean above is their rescaled round trip)
+        if self._finals():  # the tuned values as trained (the mean above is their rescaled round trip)
             entry["best"] = dict(individuals[selected[0]].hparams) if selected else entry["next_mean"]
         self.history.append(entry)
         self.generation += 1
         self._asked = None
         if "next_sigma" in entry:
             entry["next_sigma"] = self.sigma if not self.done else noise * self._step
-        return self.mean
 
     def _weights(self, mu: int) -> list[float] | None:
         """CMA-ES's log weights of the μ selected, best first, summing to 1; None for equal weights."""
-        if self.recombination == "equal":
+        if self.config.recombination == "equal":
             return None
         raw = [math.log(mu + 0.5) - math.log(i) for i in range(1, mu + 1)]
         total = math.fsum(raw)
@@ -552,7 +619,7 @@ class GeneticAlgorithm:
 
         Before the last `tell` this is the current mean.
         """
-        if self.done and self.final == "finalists":
+        if self.done and self.config.final == "finalists":
             return dict(self.history[-1]["best"])
         return self.mean
 
@@ -574,10 +641,11 @@ class GeneticAlgorithm:
             "history": history,
         }
         if not self._paper():  # the paper's GA: its keys only
-            state.update(init=self.init, bounds={k: list(v) for k, v in self.bounds.items()},
-                         step_size=self.step_size, seeds=self.seeds, covariance=self.covariance,
-                         trial_seeds=self.trial_seeds, final=self.final, recombination=self.recombination,
-                         boundary=self.boundary, step=self._step, path=self._path, cov=self._cov)
+            c = self.config
+            state.update(init=c.init, bounds={k: list(v) for k, v in self.bounds.items()},
+                         step_size=c.step_size, seeds=c.seeds, covariance=c.covariance,
+                         trial_seeds=c.trial_seeds, final=c.final, recombination=c.recombination,
+                         boundary=c.boundary, step=self._step, path=self._path, cov=self._cov)
         return json.dumps(state, allow_nan=False)
 
     @classmethod
