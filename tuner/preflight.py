@@ -197,19 +197,17 @@ def _check_optimizer(task, state, where: str, name: str, spec, values: dict, ful
         losses.append(loss.item())
         return loss
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
-        for _ in range(STEPS):
-            batch = task.sample()
-            try:
-                opt.step(closure)
-            except Exception as error:  # noqa: BLE001 - the optimizer's or the task's code raised
-                if not all(math.isfinite(x) for x in losses):
-                    return  # diverged: the trials judge that
-                raise PreflightError("optimizers", f"{name}: a step at its starting values raised "
-                                                   f"({_cause(error)})") from None
+    for _ in range(STEPS):
+        batch = task.sample()
+        try:
+            opt.step(closure)
+        except Exception as error:  # noqa: BLE001 - the optimizer's or the task's code raised
             if not all(math.isfinite(x) for x in losses):
-                return
+                return  # diverged: the trials judge that
+            raise PreflightError("optimizers", f"{name}: a step at its starting values raised "
+                                               f"({_cause(error)})") from None
+        if not all(math.isfinite(x) for x in losses):
+            return
     for key in only_kwargs:
         if key not in read:
             taken = sorted(k for k in read if k != "params")
@@ -238,7 +236,8 @@ def check(spec: tasks.TaskSpec, schedule: Schedule, optimizers, given: dict | No
     todo = [name for name in optimizers if not _known_to_run(spec, schedule, name, given, paper)]
     if spec.builtin and not todo and not schedule.task_options:
         return  # the paper's task as bundled, with our optimizers at values the test suite runs
-    with global_rng_kept():
+    with global_rng_kept(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the trials show the user's code's warnings, not the pre-flight
         if spec.builtin and spec.name not in _BUILT:
             task = tasks.create("noisy_bowl", seed=0, **_STAND_IN)
         elif task is None:
