@@ -56,6 +56,11 @@ USER = textwrap.dedent('''
     def float_evaluate(seed=0, device="cpu"):
         return _task(F.cross_entropy, seed, device, cls=FloatEvaluate)
 
+    def frozen(seed=0, device="cpu"):  # a frozen first layer, as when fine-tuning: not a mistake
+        task = good(seed, device)
+        task.model.weight.requires_grad_(False)
+        return task
+
     def global_rng(seed=0, device="cpu"):
         torch.randn(3)  # a user factory drawing from the global generator
         return good(seed, device)
@@ -71,7 +76,7 @@ USER = textwrap.dedent('''
             with torch.enable_grad():
                 loss = closure()
             for group in self.param_groups:
-                for p in group["params"]:
+                for p in (p for p in group["params"] if p.grad is not None):
                     p.mul_(1 - group["lr"] * group["weight_decay"]).add_(p.grad, alpha=-group["lr"])
             return loss
 
@@ -166,6 +171,13 @@ def test_a_task_mistake_is_refused_naming_the_task_and_the_cause(user, tmp_path,
     assert error.parameter == "task" and str(error).startswith(f"task: '{factory}': ")
     for word in words:
         assert word in str(error)
+
+
+def test_a_task_with_a_frozen_parameter_passes(user, tmp_path):
+    file, module = user
+    plan = make_plan(f"{file}:frozen", schedule=_schedule(tmp_path, ["LODO", "Adam", "L-BFGS", _kw(module, {
+        "lr": {"default": 0.1, "scale": "log"}})]), run_dir=tmp_path / "run")
+    assert plan.optimizers == ("LODO", "Adam", "L-BFGS", "KwOpt")
 
 
 def test_an_optimizer_whose_step_raises_is_refused_naming_it(user, tmp_path):

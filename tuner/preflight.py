@@ -4,7 +4,7 @@ A mistake in a user's task or schedule would otherwise surface as a run whose ev
 or, worse, as a run that tunes a value nothing reads. `check` builds the task (seed 0, CPU) and,
 for every optimizer at its starting values, takes `STEPS` optimizer steps:
 
-- `parameters()` is a non-empty list of tensors that require grad;
+- `parameters()` is a non-empty list of tensors, some of which require grad (a frozen one is fine);
 - `loss(sample())` is a one-element floating tensor, finite, with a graph to the parameters;
 - `evaluate()` (a user task's) returns a mapping of names to numbers;
 - each optimizer constructs and steps (a step that raises after a NaN/inf loss is a divergence,
@@ -89,7 +89,7 @@ def _check_loss(loss, params: list[torch.Tensor], where: str) -> None:
     if loss.grad_fn is None:
         raise PreflightError("task", f"{where}: loss() has no graph to the parameters (computed under no_grad, "
                                      f"detached, or from tensors that are not parameters())")
-    grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+    grads = torch.autograd.grad(loss, [p for p in params if p.requires_grad], allow_unused=True, retain_graph=True)
     if all(g is None for g in grads):
         raise PreflightError("task", f"{where}: loss() does not depend on parameters() (no gradient reaches any)")
 
@@ -105,16 +105,14 @@ def _call(where: str, what: str, fn):
 
 
 def _check_task(task, where: str, user: bool) -> None:
-    params = _call(where, "parameters()", task.parameters)
-    if not isinstance(params, (list, tuple)) or not params:
-        raise PreflightError("task", f"{where}: parameters() returned {type(params).__name__} of length "
-                                     f"{len(params) if isinstance(params, (list, tuple)) else '-'} "
-                                     f"(must be a non-empty list of tensors)")
-    for i, p in enumerate(params):
-        if not isinstance(p, torch.Tensor) or not p.requires_grad:
-            what = "a tensor without requires_grad" if isinstance(p, torch.Tensor) else type(p).__name__
-            raise PreflightError("task", f"{where}: parameters()[{i}] is {what} "
-                                         f"(every entry must be a tensor that requires grad)")
+    returned = _call(where, "parameters()", task.parameters)
+    params = list(returned) if isinstance(returned, (list, tuple)) or inspect.isgenerator(returned) else None
+    if params is None or not params or not all(isinstance(p, torch.Tensor) for p in params):
+        raise PreflightError("task", f"{where}: parameters() returned {type(returned).__name__}"
+                                     f"{' without tensors' if params is not None else ''} (must be a non-empty "
+                                     f"list of tensors)")
+    if not any(p.requires_grad for p in params):
+        raise PreflightError("task", f"{where}: none of parameters() requires grad (nothing to optimise)")
     batch = _call(where, "sample()", task.sample)
     _check_loss(_call(where, "loss()", lambda: task.loss(batch)), list(params), where)
     if user:
