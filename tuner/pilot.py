@@ -26,7 +26,7 @@ import numpy as np
 
 import lodo
 import tasks
-from tuner.preflight import global_rng_kept, starting_values
+from tuner.preflight import cause, global_rng_kept, starting_values
 from tuner.schedule import Schedule
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,11 @@ class Pilot:
     start: float
     noise: float
     diverged: bool = False
+    error: str | None = None  # what a step raised (the pilot goes on with the other optimizers)
 
     def describe(self) -> str:
+        if self.error is not None:
+            return f"{self.optimizer}: a step raised after {self.steps} steps ({self.error})"
         if self.diverged:
             return f"{self.optimizer}: the loss diverged after {self.steps} steps at the starting values"
         if self.separated is None:
@@ -95,7 +98,12 @@ def _run(task, state, name: str, spec, values: dict, budget: int) -> Pilot:
 
     while len(losses) < budget:
         batch = task.sample()
-        opt.step(closure)
+        try:
+            opt.step(closure)
+        except Exception as error:  # noqa: BLE001 - the user's task or optimizer raised
+            curve = np.asarray(losses or [math.nan])
+            return Pilot(name, len(losses), None, float(curve[:WINDOW].mean()), 0.0, diverged=True,
+                         error=cause(error))
         curve = np.asarray(losses)
         if not np.isfinite(curve).all():
             return Pilot(name, len(losses), None, float(curve[:WINDOW].mean()), 0.0, diverged=True)

@@ -50,7 +50,7 @@ class PreflightError(ValueError):
         self.parameter, self.message = parameter, message
 
 
-def _cause(error: BaseException) -> str:
+def cause(error: BaseException) -> str:
     """`Type: first line` of an exception, cut to a readable length."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     text = text if len(text) <= 200 else text[:197] + "..."
@@ -101,7 +101,7 @@ def _call(where: str, what: str, fn):
     except PreflightError:
         raise
     except Exception as error:  # noqa: BLE001 - the user's code raised
-        raise PreflightError("task", f"{where}: {what} failed ({_cause(error)})") from None
+        raise PreflightError("task", f"{where}: {what} failed ({cause(error)})") from None
 
 
 def _check_task(task, where: str, user: bool) -> None:
@@ -179,7 +179,7 @@ def _check_optimizer(task, state, where: str, name: str, spec, values: dict, ful
     except Exception as error:  # noqa: BLE001 - the optimizer's own code raised
         shown = ", ".join(f"{k}={v:g}" for k, v in values.items())
         raise PreflightError("hyperparameters" if given else "optimizers",
-                             f"{name}: building it at {shown or 'its defaults'} failed ({_cause(error)})") from None
+                             f"{name}: building it at {shown or 'its defaults'} failed ({cause(error)})") from None
     label, only_kwargs = _kwargs_only(spec) if spec is not None else ("", [])
     read: set = set()
     if only_kwargs:  # watch which of its settings a step reads
@@ -203,7 +203,7 @@ def _check_optimizer(task, state, where: str, name: str, spec, values: dict, ful
             if not all(math.isfinite(x) for x in losses):
                 return  # diverged: the trials judge that
             raise PreflightError("optimizers", f"{name}: a step at its starting values raised "
-                                               f"({_cause(error)})") from None
+                                               f"({cause(error)})") from None
         if not all(math.isfinite(x) for x in losses):
             return
     for key in only_kwargs:
@@ -242,7 +242,7 @@ def check(spec: tasks.TaskSpec, schedule: Schedule, optimizers, given: dict | No
             try:
                 task = spec.create(seed=0, device="cpu", **schedule.task_options)
             except Exception as error:  # noqa: BLE001
-                raise PreflightError("task", f"{where}: building it failed ({_cause(error)})") from None
+                raise PreflightError("task", f"{where}: building it failed ({cause(error)})") from None
         _check_task(task, where, user)
         state = _call(where, "state_dict()", lambda: copy.deepcopy(task.state_dict()))
         for name in todo:
