@@ -171,19 +171,53 @@ def _init_schedule_parser(make=_Parser) -> argparse.ArgumentParser:
                                                           "own task's from (Table 5's shape; docs/tasks.md).")
     p.add_argument("path", nargs="?", default="schedule.yaml", help="where to write it (default schedule.yaml); "
                                                                     "never overwritten")
+    p.add_argument("--task", default=None, help="propose the generations' trial lengths from a pilot of this task "
+                                                "(\"path/to/file.py:Name\", ...): how many steps its loss needs to "
+                                                "leave its start at the optimizers' starting values")
+    p.add_argument("--pilot-steps", type=int, default=1000, metavar="N",
+                   help="the pilot's budget per optimizer (default 1000 steps)")
     return p
 
 
-def _init_schedule(path: str) -> int:
+def _piloted_template(task: str, budget: int) -> tuple[str, str]:
+    """The template with trial lengths from a pilot of `task` (tuner.driver.pilot), and a one-line summary."""
+    import tasks
+    from tuner.driver import pilot, preflight
+    from tuner.driver.schedule import TEMPLATE, Schedule
+
+    if isinstance(budget, bool) or not 2 * pilot.WINDOW <= budget <= 10**6:
+        raise UsageError(f"--pilot-steps: {budget!r} is not allowed (must be an integer in [{2 * pilot.WINDOW}, 1000000])")
+    try:
+        spec = tasks.resolve(task)
+    except ValueError as e:
+        raise UsageError(f"--task: {e}") from None
+    schedule = Schedule.from_dict(yaml.safe_load(TEMPLATE), "the template")
+    try:
+        preflight.check(spec, schedule, schedule.optimizers)
+    except preflight.PreflightError as e:
+        raise UsageError(f"--{'task' if e.parameter == 'task' else 'optimizers'}: {e.message}") from None
+    pilots = pilot.run(spec, schedule, budget=budget)  # logs each optimizer's finding
+    proposal = pilot.propose(pilots, budget)
+    note = "\n".join([f"Trial lengths from a pilot of {spec.name} (lodo-tune init-schedule --task): seed 0, "
+                      f"each optimizer at its starting values,"] + [f"  {p.describe()};" for p in pilots]
+                     + [f"first trials {pilot.FACTOR}x the slowest, rounded (tuner/driver/pilot.py)."])
+    text = template(proposal["generations"], proposal["full_run"], note)
+    steps = ", ".join(map(str, proposal["generations"]))
+    return text, f"trial lengths {steps}, full runs {proposal['full_run']} from a pilot of {spec.name}"
+
+
+def _init_schedule(path: str, task: str | None = None, pilot_steps: int = 1000) -> int:
     target = Path(path)
     if target.exists():
         raise UsageError(f"init-schedule: {path!r} exists (not overwritten; give another path)")
+    text, how = _piloted_template(task, pilot_steps) if task is not None else (template(), "")
     try:
         with open(target, "x", encoding="utf-8") as f:  # "x": never overwrite, even if created meanwhile
-            f.write(template())
+            f.write(text)
     except OSError as e:
         raise UsageError(f"init-schedule: {path!r} cannot be written ({e.strerror or e})") from None
-    print(f"wrote {path}: edit it, then lodo-tune --task path/to/file.py:Name --schedule {path}")
+    print(f"wrote {path}{f' ({how})' if how else ''}: edit it, then lodo-tune --task "
+          f"{task or 'path/to/file.py:Name'} --schedule {path}")
     return 0
 
 
@@ -536,7 +570,7 @@ def _report(args, out: _Output) -> int:
 
 def _init_schedule_command(args, out: _Output) -> int:
     out.start()
-    return _init_schedule(args.path)
+    return _init_schedule(args.path, args.task, args.pilot_steps)
 
 
 def _meta_train(args, out: _Output) -> int:

@@ -38,6 +38,7 @@ _REGISTRY = {
 _FORMS = '"package.module:Name" or "path/to/file.py:Name"'
 _DISPLAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _OWN_PACKAGES = ("tasks", "lodo", "tuner")  # installed with lodo-tune on every worker
+_OWN_NAMES = (*_OWN_PACKAGES, "cli", "schedules")  # every top-level module of lodo-tune
 _FILES: dict[str, Path] = {}  # module name -> the file `_load_file` imported it from
 
 
@@ -142,6 +143,8 @@ def _load_file(spec: str, file: str):
     module_name = path.stem
     if not module_name.isidentifier():
         _fail(spec, f"the file name {path.name!r} must be a Python identifier (it is imported as a module)")
+    if module_name in _OWN_NAMES:
+        _fail(spec, f"its module name {module_name!r} is lodo-tune's own ({', '.join(_OWN_NAMES)}): rename the file")
     path = path.resolve()
     existing = sys.modules.get(module_name)
     if existing is not None:

@@ -33,6 +33,7 @@ and what it sends back, is `tuner.trial.loop.run_job`.
 from __future__ import annotations
 
 import collections
+import contextlib
 import heapq
 import logging
 import math
@@ -83,7 +84,10 @@ def _worker_class():
     class TrialWorker:
         """One worker slot: torch and BLAS pinned to this slot's CPUs."""
 
-        def __init__(self, threads: int, device: str, optimizer_specs=()):
+        def __init__(self, threads: int, device: str, optimizer_specs=(), cwd: str | None = None):
+            if cwd:  # the driver's working directory (`init_ray` started Ray from ours): a task's relative paths
+                with contextlib.suppress(OSError):  # a node without that folder keeps Ray's
+                    os.chdir(cwd)
             torch.set_num_threads(threads)
             self.device = device
             if optimizer_specs:  # the schedule's own optimizers (lodo.register is per process)
@@ -120,12 +124,35 @@ def init_ray(address: str | None = None, workers: int | None = None, cpus_per_tr
     kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
     if runtime_env:
         kw["runtime_env"] = runtime_env
-    if address:
-        ray.init(address=address, **kw)
-    else:
-        cpus = os.cpu_count() if workers is None else max(1, math.ceil(workers * cpus_per_trial))
-        ray.init(address="local", num_cpus=cpus, num_gpus=num_gpus, **kw)  # a new local Ray, never a stray one
+    with _started_from(_HOME):
+        if address:
+            ray.init(address=address, **kw)
+        else:
+            cpus = os.cpu_count() if workers is None else max(1, math.ceil(workers * cpus_per_trial))
+            ray.init(address="local", num_cpus=cpus, num_gpus=num_gpus, **kw)  # a new local Ray, never a stray one
     return True
+
+
+# The folder holding our packages (the repository of an editable install, else site-packages).
+_HOME = os.path.dirname(os.path.dirname(os.path.abspath(lodo.__file__)))
+
+
+@contextlib.contextmanager
+def _started_from(folder: str):
+    """Run the block (`ray.init`) with `folder` as the working directory. Ray puts the driver's working
+    directory first on every worker's sys.path, so a user's folder holding a `tasks.py`, `tuner.py`,
+    `lodo.py`, `cli.py` or `schedules/` would shadow ours in the workers (docs/tasks.md); ours
+    cannot. The actors change back to the driver's (`Executor.start` hands it over)."""
+    try:
+        here = os.getcwd()
+    except OSError:  # the working directory was deleted: nothing to shadow or to return to
+        yield
+        return
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(here)
 
 
 class Executor:
@@ -203,7 +230,8 @@ class Executor:
         memory = {"memory": self.memory_per_trial} if self.memory_per_trial else {}
         cls = _worker_class().options(num_cpus=self.cpus_per_trial, num_gpus=self.gpus_per_trial, **memory,
                                       max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": env})
-        self.actors = [cls.remote(threads, self.device, self.optimizer_specs) for _ in range(self.slots())]
+        cwd = os.getcwd()
+        self.actors = [cls.remote(threads, self.device, self.optimizer_specs, cwd) for _ in range(self.slots())]
         self.size = len(self.actors)
         ray.get([a.ready.remote() for a in self.actors])
         return self

@@ -16,6 +16,7 @@ import torch
 
 import lodo
 import tasks
+from tuner.driver import preflight
 from tuner.driver.rundir import RunDir, RunDirError
 from tuner.search import SEARCHERS
 from tuner.driver.schedule import Schedule, ScheduleError, load_schedule, merge
@@ -169,10 +170,10 @@ def _space_names(schedule: Schedule, optimizer: str) -> list[str]:
     return [h.name for h in (spec.hyperparameters if spec else lodo.hyperparameters(optimizer))]
 
 
-def _check_user_task(spec: tasks.TaskSpec, options: dict) -> None:
+def _check_user_task(spec: tasks.TaskSpec, options: dict) -> tasks.Task:
     """Build a user task once (seed 0, CPU), so a factory that fails or returns no Task stops the run here."""
     try:
-        spec.create(seed=0, device="cpu", **options)
+        return spec.create(seed=0, device="cpu", **options)
     except ValueError as e:
         raise PlanError("task", str(e)) from None
     except Exception as e:  # noqa: BLE001 - the user's code raised
@@ -254,8 +255,8 @@ def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedu
             if name not in spec.options():
                 raise PlanError(f"task_options.{name}", f"not an option of task {task!r} "
                                                         f"(valid: {', '.join(spec.options()) or 'none'})")
-    if not spec.builtin:
-        _check_user_task(spec, schedule.task_options)
+    with preflight.global_rng_kept():  # a user factory may draw from the global generators: not ours to consume
+        built = _check_user_task(spec, schedule.task_options) if not spec.builtin else None
 
     if optimizers is not None:
         optimizers = list(optimizers)
@@ -317,4 +318,8 @@ def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedu
             RunDir.check_new(plan.run_dir)
         except RunDirError as e:
             raise PlanError("run_dir", str(e)) from None
+    try:  # the task and every optimizer, a couple of steps each: a mistake is exit 2 before any trial
+        preflight.check(spec, schedule, plan.optimizers, plan.given(), plan.mode == "paper", task=built)
+    except preflight.PreflightError as e:
+        raise PlanError(e.parameter, e.message) from None
     return plan

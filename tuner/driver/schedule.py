@@ -609,6 +609,20 @@ lr_scale: 1                      # multiplies the tuned lr before the full runs
 '''
 
 
-def template() -> str:
-    """A commented schedule to start a user task's from (`lodo-tune init-schedule` writes it); it loads as is."""
-    return TEMPLATE
+def template(generations: list[int] | None = None, full_run: int | None = None, note: str = "") -> str:
+    """A commented schedule to start a user task's from (`lodo-tune init-schedule` writes it); it loads as is.
+
+    generations, full_run: the four generations' and the full runs' steps instead of the template's
+    (200, 200, 400, 800; 2000), e.g. `tuner.driver.pilot.propose`'s; note: comment lines put below the header."""
+    import re
+
+    text = TEMPLATE
+    if generations is not None:
+        rows = iter(generations)
+        text = re.sub(r"(?m)^(  - \{noise: [0-9.]+, steps: )\d+\}", lambda m: f"{m.group(1)}{next(rows)}}}", text)
+    if full_run is not None:
+        text = text.replace("full_run: {steps: 2000,", f"full_run: {{steps: {full_run},", 1)
+    if note:
+        head, _, rest = text.partition("population:")
+        text = head + "".join(f"# {line}\n" for line in note.splitlines()) + "population:" + rest
+    return text
