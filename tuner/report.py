@@ -132,8 +132,8 @@ def ga_means(rd: RunDir, optimizer: str, space, schedule: dict, seed: int, optio
                     not math.isclose(rec["hparams"].get(k, math.nan), v, rel_tol=1e-9)
                     for k, v in ind.hparams.items())):
                 return None, None, records
-        if any(rec is None for rec in found):
-            break
+        if any(rec is None for rec in found) or 2 * sum("error" in rec for rec in found) > len(found):
+            break  # not told yet, or the generation its optimizer failed at (tuner.session)
         ga.tell({rec["index"]: float(rec["fitness"]) for rec in found})
     means = [h["mean"] for h in ga.history] + [ga.mean]
     return list(range(len(means))), means, records
