@@ -583,10 +583,10 @@ def noise_section(rd: RunDir, manifest: dict) -> list[str]:
         return lines + ["Not measured (the schedule's `noise_check: false`)."]
     if not rows:
         return lines + ["No generation was within the noise: in each one checked, re-running its best on "
-                        "another seed moved it less than the gap from the best to the median."]
+                        f"another seed moved it less than 1/{noise.RATIO:g} of the gap from the best to the median."]
     return lines + [
         "In these generations selection could not tell the individuals apart: re-running the best on another "
-        "seed moved its fitness at least as far as the gap from the best to the generation's median.", ""] + \
+        f"seed moved its fitness at least 1/{noise.RATIO:g} of the gap from the best to the generation's median.", ""] + \
         markdown_table(["Optimizer", "generation", "spread (median − best)", "re-run moved"], rows) + [
         "", f"- What helps: {noise.HELP}."]
 

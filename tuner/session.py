@@ -308,7 +308,7 @@ class Session:
                           indistinguishable=record["indistinguishable"])
         if record["indistinguishable"]:
             logger.warning("%s generation %d: selection cannot tell its individuals apart (the best, %.6g, "
-                           "scored %.6g on another seed; the median is %.6g above the best). What helps: %s",
+                           "scored %.6g on another seed; the median is only %.6g above the best). What helps: %s",
                            optimizer, generation, best["fitness"], rerun, record["spread"], noise.HELP)
         return []
 
