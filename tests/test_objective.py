@@ -1,6 +1,7 @@
 """The objective is the user's (issue 37): a schedule's `objective` selects on a metric of the
 task's `evaluate()` (min or max) instead of the training loss; SupervisedTask's validation split
 is what it sees, the test split is only reported."""
+import math
 import sys
 import uuid
 
@@ -156,3 +157,24 @@ def test_supervised_validation_and_test_splits_are_reported_apart():
                                held_out=(tx, ty)).evaluate()) == ["test_loss", "test_accuracy"]
     with pytest.raises(ValueError, match="^Invalid validation"):
         SupervisedTask(lambda: torch.nn.Linear(5, 3), F.cross_entropy, (x, y), batch_size=8, validation=(vx,))
+
+
+def test_the_ray_tune_searcher_selects_on_the_schedules_objective():
+    pytest.importorskip("ray.tune")
+    from tuner.searcher import GASearcher
+
+    schedule = Schedule.from_dict({"population": 4, "generations": [{"noise": 1, "steps": 5}] * 2,
+                                   "optimizers": ["Adam"], "lr_scale": 1, "objective": {"metric": "val_accuracy", "mode": "max"},
+                                   "full_run": {"steps": 5, "seeds": 1, "time_milestone_s": None}})
+    searcher = GASearcher.from_schedule(schedule, "Adam")
+    assert (searcher.metric, searcher.mode) == ("val_accuracy", "max")
+    configs = [searcher.suggest(f"t{i}") for i in range(4)]
+    accuracy = [0.5, 0.9, 0.7, None]
+    for i, value in enumerate(accuracy):
+        searcher.on_trial_complete(f"t{i}", None if value is None else {"val_accuracy": value}, error=value is None)
+    told = searcher.ga.history[0]
+    assert [i["fitness"] for i in told["individuals"]] == [-0.5, -0.9, -0.7, math.inf]
+    assert told["selected"] == [1, 2] and searcher.errors == 1
+    assert [i["hparams"] for i in told["individuals"]] == [{k: c[k] for k in ("lr", "beta1", "beta2")} for c in configs]
+    assert GASearcher.from_schedule(Schedule.from_dict({**schedule.to_dict(), "objective": "train_loss"}), "Adam").metric \
+        == "train_loss"

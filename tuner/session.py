@@ -164,7 +164,8 @@ class Session:
                     errored[ind.index] = rec
                 self.reused += 1
             asked = len(fitness) + len(missing)
-            if not missing and self._failing(errored, asked):  # the generation it failed at: run its errors again
+            told = (self.rd.read_state(optimizer) or {}).get("generation", 0) > ga.generation  # (older runs told such)
+            if not missing and not told and self._failing(errored, asked):  # the generation it failed at: run its errors again
                 missing = [ind for ind in ga.ask() if ind.index in errored]
                 for ind in missing:
                     del fitness[ind.index]
