@@ -562,6 +562,9 @@ def errors_section(data: dict) -> list[str]:
     failed = [f"- **{o} failed** and is not tuned: {failure_note(e)}. Fix the cause and `lodo-tune --resume "
               f"RUN_DIR`: it continues from that generation; finished work is kept."
               for o, e in data["tuned"].items() if e["status"] == "failed"]
+    failed += [f"- **{o} failed** in its full runs: {r['errors']} of {r['seeds']} raised. Fix the cause and "
+               "`lodo-tune --resume RUN_DIR`: the runs that raised run again." for o, r in data["results"].items()
+               if 2 * r.get("errors", 0) > r["seeds"]]
     if not rows and not failed:
         return lines + ["None: no trial raised or diverged."]
     if rows:
