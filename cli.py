@@ -52,13 +52,16 @@ from tuner.driver.rundir import LOG, RunDirError
 from tuner.driver.schedule import merge, template
 
 PROG = "lodo-tune"
-BAD_INPUT, PERSISTENT_FAILURE, INTERRUPTED = 2, 3, 130
+BAD_INPUT, PERSISTENT_FAILURE, OPTIMIZERS_FAILED, INTERRUPTED = 2, 3, 4, 130
 EXIT_CODES = """exit codes:
   0    done
   1    an internal error (a bug: the traceback is on stderr)
   2    bad input: one line on stderr naming the flag and the value; nothing written, Ray not started
   3    stopped by a persistent failure of the environment (workers keep dying, out of memory, ...):
        the records written so far are kept; fix the cause and --resume the run
+  4    finished, but some optimizers failed: most trials of one generation (or most full runs)
+       raised; stderr names them with the first error and its traceback file; they are not tuned
+       (status "failed"), the others' results stand; fix the cause and --resume the run
   130  interrupted (Ctrl-C): every finished record is on disk; --resume DIR continues the run
 
 With --json, stdout is exactly one JSON document on every exit: the results, or
@@ -323,7 +326,7 @@ def _print_tables(result, console) -> None:
         console.print(t)
     line = f"run dir {result.run_dir} · individuals ran {result.ran}, reused {result.reused}"
     if result.errors:
-        line += f", {result.errors} raised (see errors/)"
+        line += f", {result.errors} raised (errors, not divergences: see errors/)"
     if result.ran:
         line += f" · efficiency {result.efficiency:.2f} on {result.workers} workers"
     console.print(line + f" · {result.wall_seconds:.1f} s")
@@ -350,6 +353,7 @@ def _run(args, out: "_Output", demo: dict | None = None) -> int:
     if args.json:
         data = json.loads(export(result.run_dir, "json"))
         data.update(run_dir=str(result.run_dir), reused=result.reused, ran=result.ran, errors=result.errors,
+                    failed=result.failed, exit_code=OPTIMIZERS_FAILED if result.failed else 0,
                     full_reused=result.full_reused, full_ran=result.full_ran,
                     efficiency=None if math.isnan(result.efficiency) else result.efficiency,
                     wall_seconds=result.wall_seconds, workers=result.workers,
@@ -360,7 +364,17 @@ def _run(args, out: "_Output", demo: dict | None = None) -> int:
         if report is not None:
             print(f"report {report}")
         print(f"run log {log}")
-    return 0
+    return _failed(result)
+
+
+def _failed(result) -> int:
+    """Exit code 4 (one stderr line per failed optimizer) when some optimizers failed, else 0."""
+    for optimizer, why in result.failed.items():
+        stage = f"generation {why['generation']}" if why.get("generation") is not None else why["stage"]
+        print(f"{PROG}: {optimizer} failed: {why['errors']} of {why['trials']} trials of {stage} raised: "
+              f"{why['error']} (traceback: {result.run_dir / why['traceback']}); fix the cause and "
+              f"{PROG} --resume {result.run_dir}", file=sys.stderr)
+    return OPTIMIZERS_FAILED if result.failed else 0
 
 
 def _write_report(run_dir):

@@ -1,8 +1,12 @@
 """A ready `Task` from a model, a batch sampler and a loss: the short way to tune on your own model.
 
     SupervisedTask(model=lambda: nn.Sequential(...), loss=F.cross_entropy,
-                   data=(inputs, targets), batch_size=32, held_out=(test_inputs, test_targets),
-                   seed=seed, device=device, name="digits")
+                   data=(inputs, targets), batch_size=32, validation=(val_inputs, val_targets),
+                   held_out=(test_inputs, test_targets), seed=seed, device=device, name="digits")
+
+The validation split is what a schedule's `objective` selects on (`val_loss`, `val_accuracy`); the
+test split (`held_out`: `test_loss`, `test_accuracy`) is only reported, after each full run:
+a value chosen by its score on a split is no longer an unbiased estimate on that split.
 
 Every random number comes from the seed (docs/tasks.md): the model is built under
 `torch.random.fork_rng` seeded from it, on the CPU, so a seed gives the same initial weights on
@@ -50,14 +54,17 @@ class SupervisedTask(ModelTask):
         rows uniformly with replacement. Or instead
     sample: a function (generator) -> (inputs, targets) drawing every random number it needs
         from `generator` (a CPU torch.Generator) and keeping no other state.
-    held_out: optional (inputs, targets); `evaluate()` -> {"test_loss"} (+ "test_accuracy" when
-        the targets are class indices), in eval mode, in chunks of `eval_batch_size`.
+    validation: optional (inputs, targets); `evaluate()` -> {"val_loss"} (+ "val_accuracy" when the
+        targets are class indices): what `objective: {metric: val_accuracy, mode: max}` selects on.
+    held_out: optional (inputs, targets), the test split; `evaluate()` -> {"test_loss"} (+
+        "test_accuracy"), reported after each full run, never for selection. Both in eval mode, in
+        chunks of `eval_batch_size`.
     name: the display name of the instance (tables use the spec's name, see docs/tasks.md).
     """
 
     def __init__(self, model: Callable[[], nn.Module], loss: Callable, data=None, *, batch_size: int | None = None,
                  sample: Callable | None = None, held_out=None, seed: int = 0, device="cpu",
-                 name: str | None = None, eval_batch_size: int = 1024):
+                 name: str | None = None, eval_batch_size: int = 1024, validation=None):
         if isinstance(model, nn.Module) or not callable(model):
             raise ValueError(f"Invalid model: {type(model).__name__} (must be a function that builds the "
                              f"nn.Module, so that the seed decides its initialisation)")
@@ -81,6 +88,7 @@ class SupervisedTask(ModelTask):
         if data is not None:
             self.train_inputs, self.train_targets = (t.to(self.device) for t in _pair("data", data))
         self.held_out = None if held_out is None else tuple(t.to(self.device) for t in _pair("held_out", held_out))
+        self.validation = None if validation is None else tuple(t.to(self.device) for t in _pair("validation", validation))
         with torch.random.fork_rng(devices=[]):  # CPU init: the same weights on every device
             torch.manual_seed(derived_seed(self.seed, _INIT_STREAM))
             built = model()
@@ -123,12 +131,18 @@ class SupervisedTask(ModelTask):
         """`loss(model(inputs), targets)` on the batch; the same value on every call with that batch."""
         return self.loss_fn(self._forward(batch.inputs, batch.seed), batch.targets)
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Held-out loss (the mean of the chunks' losses weighted by size) and accuracy; {} without held-out data."""
-        if self.held_out is None:
-            return {}
-        inputs, targets = self.held_out
+        """Validation (`val_loss`, `val_accuracy`) and test (`test_loss`, `test_accuracy`) metrics of the
+        splits given; {} without either."""
+        metrics = {}
+        for prefix, split in (("val", self.validation), ("test", self.held_out)):
+            if split is not None:
+                metrics.update({f"{prefix}_{k}": v for k, v in self._metrics(*split).items()})
+        return metrics
+
+    @torch.no_grad()
+    def _metrics(self, inputs, targets) -> dict[str, float]:
+        """Loss (the mean of the chunks' losses weighted by size) and, for class-index targets, accuracy."""
         classes = targets.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8) and targets.dim() == 1
         was_training = self.model.training
         self.model.eval()
@@ -142,7 +156,7 @@ class SupervisedTask(ModelTask):
                     correct += int((outputs.argmax(1) == y).sum())
         finally:
             self.model.train(was_training)
-        metrics = {"test_loss": total / len(inputs)}
+        metrics = {"loss": total / len(inputs)}
         if classes:
-            metrics["test_accuracy"] = correct / len(inputs)
+            metrics["accuracy"] = correct / len(inputs)
         return metrics

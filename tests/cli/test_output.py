@@ -239,7 +239,7 @@ def test_a_trial_that_raises_is_a_warning_of_the_session_logger_and_a_run_log_li
     assert [r.name for r in warnings] == ["tuner.driver.session"] and "Adam full-seed-0 raised" in warnings[0].getMessage()
     errors = [e for e in RunLog(rd / "log.jsonl").read() if e["event"] == "trial_error"]
     assert errors[0]["traceback"] == "errors/Adam/full-seed-0.txt" and "lr" in errors[0]["error"]
-    assert _events(rd) == ["start", "machine", "trial_error", "full_run", "end"]
+    assert _events(rd) == ["start", "machine", "trial_error", "full_run", "failed", "end"]  # its only full run raised
 
 
 # -- the run log -----------------------------------------------------------------------------------

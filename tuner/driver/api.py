@@ -56,7 +56,8 @@ def _summary(session: Session, executor: Executor, t0: float, workers: int, **mo
             "efficiency": executor.efficiency(), "wall_seconds": time.perf_counter() - t0, "workers": workers,
             "resubmitted": executor.resubmitted, "compute_seconds": executor.compute_seconds,
             "retries": executor.retries, "retry_causes": dict(executor.retry_causes),
-            "memory_per_trial": executor.memory_per_trial, **more}
+            "memory_per_trial": executor.memory_per_trial, "failed": dict(session.failed),
+            "noise_checks": session.noise_ran, **more}
 
 
 def run_plan(plan: Plan, progress: ProgressFn | None = None) -> TuneResult:
@@ -137,7 +138,8 @@ def _run_session(plan: Plan, rd: RunDir, given, memory, optimizer_specs, progres
         reused=session.reused, ran=session.ran, errors=session.errors, efficiency=executor.efficiency(),
         wall_seconds=time.perf_counter() - t0, workers=workers,
         report=session.report(plan.optimizers) if plan.full_runs else None,
-        full_reused=session.full_reused, full_ran=session.full_ran, retries=executor.retries)
+        full_reused=session.full_reused, full_ran=session.full_ran, retries=executor.retries,
+        failed=dict(session.failed))
     summary = _summary(session, executor, t0, workers, wall_seconds=result.wall_seconds)
     rd.write_summary(summary)
     rd.log.write("end", **summary)

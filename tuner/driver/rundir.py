@@ -7,10 +7,12 @@ Layout (one file per record, so a crash can only lose the record being written):
                                     fitness, curve; trial_hparams: what the trial ran, where a schedule's
                                     `horizon` scaled them)
     tuning/<optimizer>/state.json   the GA's mean after its last complete generation
+    tuning/<optimizer>/noise-g03.json  the noise check of generation 3: its best re-run on another seed
     errors/<optimizer>/g03-i17.txt  traceback of an individual whose trial raised (fitness +inf)
     errors/<optimizer>/full-seed-2.txt  traceback of a full run that raised
     tuned.json                      tuned hyperparameters (after lr scaling), the raw GA means (or best
-                                    trials), "searcher" (ga, random, tpe, cmaes) and "schedule" (its file)
+                                    trials), "searcher" (ga, random, tpe, cmaes) and "schedule" (its file);
+                                    "failed": {optimizer: why} for those whose trials kept raising
     full/<optimizer>/seed-2.json    one finished full-length run (seed-2.ckpt: its checkpoint until then)
     summary.json                    reused/ran counts, retries, efficiency, wall time of the last session
     log.jsonl                       the run log: what happened, one JSON object per line (below)
@@ -32,7 +34,9 @@ milliseconds) and ``event``; the events, in the order a run writes them::
     trial_error      a trial that raised: optimizer, trial, error (last line), traceback (file)
     generation       optimizer, generation, best, mean (finite fitness), diverged, individuals,
                      seconds (wall, this session), ga_mean (the GA's mean after it)
+    selection_noise  optimizer, generation, best, rerun, spread, noise, indistinguishable (`tuner.driver.noise`)
     tuned            optimizer, hyperparameters
+    failed           optimizer, stage (tuning, full runs), generation, errors, trials, error, traceback
     full_run         optimizer, seed_index, final_loss, diverged, seconds
     error            the run stopped on an exception: error ("Type: message")
     interrupted      the run stopped on Ctrl-C / SIGINT

@@ -29,6 +29,13 @@
       steps: 8000                       # steps per trial; default: the last generation's (finalists: the one before)
       round: 8                          # trials asked, run and told together; default: 8 (TPE, CMA-ES), population (random)
       bounds: {lr: [1.0e-3, 10], L-BFGS: {tau: [10, 1.0e7]}}   # [low, high] of the value, all or one optimizer
+    objective: train_loss               # optional: what every searcher selects on. train_loss (default, the
+                                        #   paper's: mean training loss over a trial's last 10 %) or a metric
+                                        #   of the task's evaluate() after the trial: {metric: val_accuracy,
+                                        #   mode: max} (mode min or max)
+    noise_check: true                   # optional (default true): re-run each generation's best on another
+                                        #   seed (one extra trial per generation, GA state untouched) and flag a
+                                        #   generation whose spread is within that noise (tuner.driver.noise)
     ga: {init: uniform, step_size: csa} # optional GA options beyond Appendix E (default: the paper's GA):
                                         #   init, step_size, covariance, seeds, trial_seeds, final,
                                         #   recombination, boundary (docs/tuning.md; tuner.search.ga.GAConfig)
@@ -63,13 +70,30 @@ FullRun = namedtuple("FullRun", "steps seeds time_milestone_s")
 """The full-length runs after tuning: steps, number of seeds, wall-clock milestone (s) or None."""
 
 REQUIRED = ("population", "generations", "optimizers", "full_run", "lr_scale")
-OPTIONAL = ("task", "task_options", "scales", "start", "horizon", "search", "ga")
+OPTIONAL = ("task", "task_options", "scales", "start", "horizon", "search", "ga", "objective", "noise_check")
 SPEC_KEYS, SPEC_OPTIONAL, HYPERPARAMETER_KEYS = ("name", "optimizer"), ("hyperparameters", "fixed"), ("default", "scale")
 FULL_RUN_KEYS = ("steps", "seeds", "time_milestone_s")
 GENERATION_KEYS = ("noise", "steps")
 GENERATION_OPTIONAL = ("population",)
 SEARCH_KEYS = ("searcher", "trials", "steps", "round", "bounds")
 GA_KEYS = tuple(f.name for f in fields(GAConfig))
+OBJECTIVE_KEYS, MODES, TRAIN_LOSS = ("metric", "mode"), ("min", "max"), "train_loss"
+
+
+class Objective(namedtuple("Objective", "metric mode", defaults=(TRAIN_LOSS, "min"))):
+    """What every searcher selects on: `train_loss` (the paper's: the mean training loss over a trial's
+    last 10 %) or `metric`, a key of the task's `evaluate()` after the trial, minimised or maximised."""
+
+    @property
+    def is_train_loss(self) -> bool:
+        return self.metric == TRAIN_LOSS
+
+    def to_dict(self):
+        return TRAIN_LOSS if self.is_train_loss else {"metric": self.metric, "mode": self.mode}
+
+    def describe(self) -> str:
+        """"train_loss (min)", "val_accuracy (max)"."""
+        return f"{self.metric} ({self.mode})"
 
 
 class ScheduleError(ValueError):
@@ -123,6 +147,8 @@ class Schedule:
     optimizer_specs: dict[str, Any] = field(default_factory=dict)
     ga: dict[str, Any] = field(default_factory=dict)   # GeneticAlgorithm's keyword options (`_validate_ga`)
     horizon: dict[str, dict[str, float]] = field(default_factory=dict)  # optimizer -> {hyperparameter: power p}
+    objective: Objective = Objective()                  # what the searchers select on (train_loss: the paper's)
+    noise_check: bool = True                            # re-run each generation's best on a second seed (tuner.driver.noise)
 
     def to_dict(self) -> dict:
         """Plain data in the YAML layout (for run manifests); `Schedule.from_dict` reads it back."""
@@ -142,6 +168,8 @@ class Schedule:
             **({"search": self.search.to_dict()} if self.search.to_dict() else {}),
             **({"ga": copy.deepcopy(self.ga)} if self.ga else {}),
             **({"horizon": {o: _horizon_entry(powers) for o, powers in self.horizon.items()}} if self.horizon else {}),
+            **({"objective": self.objective.to_dict()} if not self.objective.is_train_loss else {}),
+            **({"noise_check": False} if not self.noise_check else {}),
         }
 
     def size(self, generation: Generation) -> int:
@@ -338,13 +366,36 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
     search = _validate_search(check, data.get("search"), population, rows, names, known,
                               lambda o: [h.name for h in hyperparameters(o)], scale_of)
     ga = _validate_ga(check, _optional(data, "ga"), len(rows))
+    objective = _validate_objective(check, data.get("objective"))
+    noise_check = data.get("noise_check", True)
+    if not isinstance(noise_check, bool):
+        check.fail("noise_check", noise_check, "must be true or false")
 
     return Schedule(
         task=task, population=population, generations=tuple(rows), optimizers=tuple(names), optimizer_specs=specs,
         full_run=full_run, lr_scale=lr_scale, task_options=dict(task_options),
         scales={o: dict(e) for o, e in scales.items()},
         start={o: {k: float(v) for k, v in e.items()} for o, e in start.items()},
-        search=search, source=source, ga=ga, horizon=powers)
+        search=search, source=source, ga=ga, horizon=powers, objective=objective, noise_check=noise_check)
+
+
+def _validate_objective(check: _Checker, data: Any) -> Objective:
+    """`objective:` absent, null or `train_loss`: the paper's; else {metric: NAME, mode: min|max}, a
+    key of the task's `evaluate()` (mode is required: a metric's direction is never guessed)."""
+    if data is None or data == TRAIN_LOSS:
+        return Objective()
+    allowed = f"must be {TRAIN_LOSS} or a mapping {{metric: NAME, mode: min|max}} (NAME a key of the task's evaluate())"
+    if not isinstance(data, dict):
+        check.fail("objective", data, allowed)
+    check.keys("objective", data, OBJECTIVE_KEYS)
+    metric, mode = data["metric"], data["mode"]
+    if not isinstance(metric, str) or not metric.strip():
+        check.fail("objective.metric", metric, "must be a non-empty name of a metric of the task's evaluate()")
+    if mode not in MODES:
+        check.fail("objective.mode", mode, "must be min or max")
+    if metric == TRAIN_LOSS and mode != "min":
+        check.fail("objective.mode", mode, f"must be min for {TRAIN_LOSS}")
+    return Objective(metric, mode)
 
 
 def _horizon_entry(powers: dict[str, float]) -> list[str] | dict[str, float]:
@@ -606,6 +657,7 @@ lr_scale: 1                      # multiplies the tuned lr before the full runs
 #   bounds: {lr: [1.0e-4, 1]}    # [low, high] per hyperparameter (or {Adam: {lr: [...]}}); default:
 #                                # log: [default/1000, default·1000], decay: [0, 0.9999]
 # ga: {init: uniform, step_size: csa, covariance: rank_mu}   # the improved GA's options (docs/tuning.md), not Appendix E's
+# objective: {metric: val_accuracy, mode: max}   # select on a metric of the task's evaluate() (default: train_loss)
 '''
 
 

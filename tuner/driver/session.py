@@ -5,6 +5,15 @@ A resumed session re-runs only what is missing: each GA is rebuilt from the sche
 fitness values are told back to it generation by generation. Another searcher (the schedule's
 `search.searcher`: random, tpe, cmaes; `tuner.search.optuna`) has the same ask/tell interface, a round
 of trials standing for a generation, and is replayed the same way.
+
+Fitness is the schedule's `objective` (`_fitness`): the trial's final training loss (the paper's), or
+a metric of the task's `evaluate()` after the trial, negated when maximised. A trial that raised is an
+error (recorded with its traceback, ranked last), never a divergence. An optimizer most of whose
+trials of one generation raised stops there (`_fail`): it is not tuned, tuned.json holds it under
+"failed" with the first error, and a resumed session runs that generation's errored trials again
+(a generation that was told never had most of its trials raise, so replay stays exact). A full
+run that raised runs again on resume too; most of an optimizer's full runs raising fails it likewise.
+After each generation the noise check (`tuner.driver.noise`) re-runs its best on another seed.
 """
 from __future__ import annotations
 
@@ -13,12 +22,13 @@ import math
 import time
 from typing import Callable, Mapping
 
+from tuner.driver import noise
 from tuner.trial.loop import BatchJob, Job, batchable
 from tuner.search.ga import GeneticAlgorithm
 from tuner.report.results import summarise_full
 from tuner.driver.rundir import RunDir, RunDirError
 from tuner.driver.schedule import Schedule, space_for, trial_hparams
-from tuner.search.optuna import SamplerSearch, rounds
+from tuner.search.optuna import SamplerSearch, budget, rounds
 from tuner.search.space import bounded_space, ga_keywords
 
 ProgressFn = Callable[[dict], None]
@@ -60,10 +70,18 @@ class Session:
         self.full_reused = self.full_ran = 0
         self.full_left: dict[str, int] = {}             # optimizer -> full runs still to finish
         self.generation_started: dict[str, float] = {}  # optimizer -> when its jobs were issued (run log)
+        self.errored: dict[str, dict[int, dict]] = {}   # the current generation's records that raised
+        self.failed: dict[str, dict] = {}               # optimizer -> why it stopped (`_fail`)
+        self.noise_ran = 0                              # noise checks run (tuner.driver.noise; not in `ran`)
 
     def start(self, optimizers, given: Mapping[str, Mapping[str, float]] | None = None) -> list[Job]:
         """The first jobs: each optimizer's GA, or (with `given` hyperparameters) its full runs."""
         if given is None:
+            if self.schedule.search.searcher != "ga":  # what the searcher gets, before it starts
+                logger.info("searcher %s", budget(self.schedule))
+            if not self.schedule.objective.is_train_loss:
+                logger.info("objective: %s of the task's evaluate() after each trial",
+                            self.schedule.objective.describe())
             return [job for o in optimizers for job in self.start_ga(o)]
         return [job for o in optimizers for job in self.start_full(o, given[o])] if self.full_runs else []
 
@@ -76,8 +94,23 @@ class Session:
         return {o: summarise_full(self.rd.full_runs(o)) for o in optimizers}
 
     def _job(self, key: tuple, optimizer: str, hparams, steps: int, seed: int, **kw) -> Job:
+        objective = self.schedule.objective
         return Job(key=key, task=self.task, optimizer=optimizer, hparams=dict(hparams), steps=steps,
-                   seed=seed, task_options=dict(self.schedule.task_options), **kw)
+                   seed=seed, task_options=dict(self.schedule.task_options),
+                   metric=None if objective.is_train_loss else objective.metric, **kw)
+
+    def _fitness(self, result: dict) -> float:
+        """What the searchers minimise: the final training loss (the paper's objective), or the
+        objective's metric of `evaluate()` (negated for mode max); +inf for an error or divergence."""
+        if "error" in result:
+            return math.inf
+        objective = self.schedule.objective
+        if objective.is_train_loss:
+            return float(result["final_loss"])
+        value = (result.get("held_out") or {}).get(objective.metric)
+        if result.get("diverged") or value is None or not math.isfinite(value):
+            return math.inf
+        return -float(value) if objective.mode == "max" else float(value)
 
     def _record_retries(self, result: dict, record: dict) -> None:
         """The environmental failures before this result (`Executor.run`), never part of its fitness."""
@@ -111,8 +144,9 @@ class Session:
     def _advance(self, optimizer: str) -> list[Job]:
         """Replay recorded generations; return the jobs of the first incomplete one (or full runs)."""
         ga = self.gas[optimizer]
+        checks: list[Job] = []  # noise checks of the generations replayed without one
         while not ga.done:
-            fitness, missing = {}, []
+            fitness, missing, errored = {}, [], {}
             for ind in ga.ask():
                 rec = self.rd.read_individual(optimizer, ind.generation, ind.index)
                 if rec is None:
@@ -126,14 +160,25 @@ class Session:
                         or math.isnan(rec["fitness"]):
                     raise RunDirError(f"{path}: fitness {rec['fitness']!r} is not a number: damaged?")
                 fitness[ind.index] = float(rec["fitness"])
+                if "error" in rec:
+                    errored[ind.index] = rec
                 self.reused += 1
-            self.partial[optimizer] = fitness
+            asked = len(fitness) + len(missing)
+            told = (self.rd.read_state(optimizer) or {}).get("generation", 0) > ga.generation  # (older runs told such)
+            if not missing and not told and self._failing(errored, asked):  # the generation it failed at: run its errors again
+                missing = [ind for ind in ga.ask() if ind.index in errored]
+                for ind in missing:
+                    del fitness[ind.index]
+                self.reused -= len(missing)
+                errored = {}
+            self.partial[optimizer], self.errored[optimizer] = fitness, errored
             self._emit(optimizer)
             if missing:
                 self.generation_started[optimizer] = time.perf_counter()
-                return self._batched([self._tuning_job(optimizer, ind) for ind in missing])
+                return self._batched([self._tuning_job(optimizer, ind) for ind in missing]) + checks
             self._tell(optimizer, fitness)
-        return self._record_tuned(optimizer, ga.best())
+            checks += self._noise_check(optimizer)
+        return self._record_tuned(optimizer, ga.best()) + checks
 
     def _tuning_job(self, optimizer: str, ind) -> Job:
         """Individual `ind`'s trial: its values as the trial runs them (`trial_hparams`: the schedule's
@@ -150,23 +195,57 @@ class Session:
         self.rd.write_state(optimizer, {"generation": ga.generation, "generations": len(ga.generations),
                                         "done": ga.done, "mean": ga.mean})
 
+    def _tuned(self) -> dict:
+        """tuned.json as it stands, or a new one."""
+        return self.rd.read_tuned() or {"lr_scale": self.schedule.lr_scale, "source": "tuned",
+                                        "searcher": self.schedule.search.searcher,
+                                        "schedule": self.rd.manifest.get("schedule_source"),
+                                        "hyperparameters": {}, "raw": {}}
+
     def _record_tuned(self, optimizer: str, best: dict[str, float]) -> list[Job]:
         self.raw[optimizer] = best
         self.hyperparameters[optimizer] = scale_lr(best, self.schedule.lr_scale)
-        tuned = self.rd.read_tuned() or {"lr_scale": self.schedule.lr_scale, "source": "tuned",
-                                         "searcher": self.schedule.search.searcher,
-                                         "schedule": self.rd.manifest.get("schedule_source"),
-                                         "hyperparameters": {}, "raw": {}}
+        tuned = self._tuned()
         tuned["hyperparameters"][optimizer] = self.hyperparameters[optimizer]
         tuned["raw"][optimizer] = self.raw[optimizer]
+        if optimizer in tuned.get("failed", {}):  # failed before, resumed after the cause was fixed
+            del tuned["failed"][optimizer]
+            if not tuned["failed"]:
+                del tuned["failed"]
         self.rd.write_tuned(tuned)
         if optimizer in self.generation_started or optimizer not in self.gas:  # tuned in this session
             self.rd.log.write("tuned", optimizer=optimizer, hyperparameters=self.hyperparameters[optimizer])
         return self.start_full(optimizer) if self.full_runs else []
 
+    @staticmethod
+    def _failing(errored: dict, trials: int) -> bool:
+        """Most of a generation's trials raised: the optimizer stops there (`_fail`)."""
+        return 2 * len(errored) > trials
+
+    def _fail(self, optimizer: str, generation: int, trials: int) -> list[Job]:
+        """`optimizer` is not tuned: most of generation `generation` raised. tuned.json and the run
+        log say why (the first error's last line and its traceback file); its state stays at the
+        last generation told, so a resumed session runs this generation's errors again."""
+        errored = self.errored[optimizer]
+        first = errored[min(errored)]
+        info = {"stage": "tuning", "generation": generation, "errors": len(errored), "trials": trials,
+                "error": first["error"], "traceback": first["traceback"]}
+        self.failed[optimizer] = info
+        tuned = self._tuned()
+        tuned.setdefault("failed", {})[optimizer] = info
+        self.rd.write_tuned(tuned)
+        self.rd.log.write("failed", optimizer=optimizer, **info)
+        logger.error("%s failed: %d of %d trials of generation %d raised (first: %s; traceback: %s); "
+                     "not tuned, no full runs. Fix the cause and --resume the run", optimizer, len(errored),
+                     trials, generation, info["error"], self.rd.path / info["traceback"])
+        self.full_left[optimizer] = 0
+        return []
+
     def _tuning_result(self, job: Job, result: dict) -> list[Job]:
+        if job.key[0] == "noise":
+            return self._noise_result(job, result)
         _, optimizer, generation, index = job.key
-        fitness = math.inf if "error" in result else float(result["final_loss"])
+        fitness = self._fitness(result)
         asked = self.gas[optimizer].ask()  # the same list until the generation is told (GA and SamplerSearch)
         searched = next(ind.hparams for ind in asked if ind.index == index)
         record = {"generation": generation, "index": index, "seed": job.seed, "hparams": searched,
@@ -174,8 +253,12 @@ class Session:
                   "diverged": result.get("diverged", False), "curve": result.get("curve")}
         if job.hparams != searched:  # `horizon`: what the trial ran differs from the searcher's values
             record["trial_hparams"] = job.hparams
+        if not self.schedule.objective.is_train_loss and "error" not in result:
+            record["objective"] = (result.get("held_out") or {}).get(self.schedule.objective.metric)
+            record["diverged"] = record["diverged"] or not math.isfinite(fitness)
         if "error" in result:
             self._record_error(optimizer, self.rd.individual_path(optimizer, generation, index).stem, result, record)
+            self.errored.setdefault(optimizer, {})[index] = record
         self._record_retries(result, record)
         self.rd.write_individual(optimizer, record)
         self.ran += 1
@@ -185,9 +268,50 @@ class Session:
         if len(fit) < len(asked):  # the generation's trials (a GA's population × seeds, a round's size)
             return []
         generation = self.gas[optimizer].generation
+        if self._failing(self.errored.get(optimizer, {}), len(asked)):
+            return self._fail(optimizer, generation, len(asked))
         self._tell(optimizer, fit)
         self._log_generation(optimizer, generation, fit)
-        return self._advance(optimizer)
+        checks = self._noise_check(optimizer)  # behind the next generation: it unlocks nothing
+        return self._advance(optimizer) + checks
+
+    # -- the noise check (tuner.driver.noise) ---------------------------------------------------------
+    def _noise_check(self, optimizer: str) -> list[Job]:
+        """The re-run of the generation just told's best on another seed, unless it is recorded, the
+        schedule turns it off (`noise_check: false`), or fewer than two trials were finite."""
+        ga = self.gas[optimizer]
+        told = ga.history[-1]
+        generation = told["generation"]
+        best = noise.best(told["individuals"])
+        if not self.schedule.noise_check or best is None or noise.read(self.rd, optimizer, generation) is not None:
+            return []
+        steps = told["steps"]
+        job = self._job(("noise", optimizer, generation), optimizer,
+                        trial_hparams(self.schedule, optimizer, best["hparams"], steps), steps,
+                        noise.seed(self.seed, optimizer, generation))
+        return self._batched([job])
+
+    def _noise_result(self, job: Job, result: dict) -> list[Job]:
+        _, optimizer, generation = job.key
+        told = next(h for h in self.gas[optimizer].history if h["generation"] == generation)
+        best = noise.best(told["individuals"])
+        rerun = self._fitness(result)
+        record = {"generation": generation, "index": best["index"], "seed": job.seed, "hparams": best["hparams"],
+                  "steps": job.steps, "fitness": rerun, "best_fitness": best["fitness"],
+                  **noise.verdict([i["fitness"] for i in told["individuals"]], best["fitness"], rerun)}
+        if "error" in result:
+            record["error"] = result["error"].strip().splitlines()[-1]
+        self._record_retries(result, record)
+        noise.write(self.rd, optimizer, record)
+        self.noise_ran += 1
+        self.rd.log.write("selection_noise", optimizer=optimizer, generation=generation, best=best["fitness"],
+                          rerun=rerun, spread=record["spread"], noise=record["noise"],
+                          indistinguishable=record["indistinguishable"])
+        if record["indistinguishable"]:
+            logger.warning("%s generation %d: selection cannot tell its individuals apart (the best, %.6g, "
+                           "scored %.6g on another seed; the median is only %.6g above the best). What helps: %s",
+                           optimizer, generation, best["fitness"], rerun, record["spread"], noise.HELP)
+        return []
 
     def _log_generation(self, optimizer: str, generation: int, fitness: dict[int, float]) -> None:
         """A generation finished in this session: its summary into the run log (and a debug line)."""
@@ -227,7 +351,7 @@ class Session:
         jobs = []
         for i in range(seeds):
             rec = self.rd.read_full(optimizer, i)
-            if rec is not None:
+            if rec is not None and "error" not in rec:  # a run that raised runs again (the cause may be fixed)
                 mine = (i, full_run_seed(self.seed, i), hp, steps, milestone)
                 theirs = (rec["seed_index"], rec["seed"], rec["hparams"], rec["steps"], rec.get("time_milestone_s"))
                 if theirs != mine:
@@ -263,7 +387,23 @@ class Session:
         self.full_ran += 1
         self.full_left[optimizer] -= 1
         self._emit_full(optimizer)
+        if self.full_left[optimizer] == 0:
+            self._check_full(optimizer)
         return []
+
+    def _check_full(self, optimizer: str) -> None:
+        """Most of `optimizer`'s full runs raised: it failed (the run log and `failed` say why)."""
+        records = self.rd.full_runs(optimizer)
+        errored = [r for r in records if r.get("error")]
+        if not self._failing(errored, len(records)):
+            return
+        info = {"stage": "full runs", "errors": len(errored), "trials": len(records),
+                "error": errored[0]["error"], "traceback": errored[0]["traceback"]}
+        self.failed[optimizer] = info
+        self.rd.log.write("failed", optimizer=optimizer, **info)
+        logger.error("%s failed: %d of %d full runs raised (first: %s; traceback: %s). Fix the cause and "
+                     "--resume the run", optimizer, len(errored), len(records), info["error"],
+                     self.rd.path / info["traceback"])
 
     def _emit_full(self, optimizer: str) -> None:
         seeds = self.schedule.full_run.seeds
@@ -294,7 +434,7 @@ class Session:
 
     def _finished(self, optimizer: str) -> bool:
         """No work outstanding for `optimizer`: its full runs are recorded (or, without full runs, it is tuned)."""
-        return self.full_left.get(optimizer) == 0 if self.full_runs else optimizer in self.raw
+        return self.full_left.get(optimizer) == 0 if self.full_runs else optimizer in self.raw or optimizer in self.failed
 
     def _batch_result(self, batch: BatchJob, result: dict) -> list[Job | BatchJob]:
         """Record each lane's result as its own job's (a batch that failed as a whole: its error for each)."""

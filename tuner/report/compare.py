@@ -49,7 +49,9 @@ def compare_runs(run_dirs) -> dict:
     "schedules": {id: description}, "optimizers": {optimizer: [group, ...]}}, each group
     {"values_from", "schedule", "runs": [paths], "losses": [one per run with full runs],
     "loss": spread(losses), "fewer_seeds": runs whose full runs are not all done,
-    "hyperparameters": {name: {"values": [...], **spread(values)}}, "tuning": runs still tuning}.
+    "hyperparameters": {name: {"values": [...], **spread(values)}}, "tuning": runs still tuning,
+    "failed": runs where the optimizer failed (its trials kept raising), "objective": the schedule's
+    objective {"metric", "mode"} and "objectives": spread of each run's full-run mean of its metric}.
     Raises RunDirError for a path that is not a readable run directory and CompareError for
     repeated paths or runs of different tasks.
     """
@@ -89,19 +91,22 @@ def compare_runs(run_dirs) -> dict:
             if group is None:
                 group = groups[(o, values_from, sid)] = {
                     "values_from": values_from, "schedule": sid, "runs": [], "losses": [], "fewer_seeds": 0,
-                    "hyperparameters": {}, "tuning": 0}
+                    "hyperparameters": {}, "tuning": 0, "failed": 0, "objective": data["objective"], "objectives": []}
                 out["optimizers"].setdefault(o, []).append(group)
             group["runs"].append(str(p))
             if not done:
-                group["tuning"] += 1
+                group["failed" if entry is not None and entry["status"] == "failed" else "tuning"] += 1
             for name, value in (values or {}).items():
                 group["hyperparameters"].setdefault(name, {"values": []})["values"].append(float(value))
             result = data["results"].get(o)
             if result is not None and result["final_loss_mean"] is not None:
                 group["losses"].append(result["final_loss_mean"])
                 group["fewer_seeds"] += result["seeds"] < result["planned_seeds"]
+            if result is not None and result.get("objective_mean") is not None:
+                group["objectives"].append(result["objective_mean"])
     for group in groups.values():
         group["loss"] = spread(group["losses"])
+        group["objectives"] = spread(group["objectives"])
         for stats in group["hyperparameters"].values():
             stats.update(spread(stats["values"]))
     return out
@@ -124,6 +129,9 @@ def _tuned_by(group: dict) -> str:
 def loss_rows(data: dict) -> tuple[list[str], list[list[str]]]:
     paper = RESULTS.get(data["task"])
     header = ["Optimizer", "values from · schedule", "runs", "mean", "std", "min – max"]
+    metrics = any(g["objective"]["metric"] != "train_loss" for gs in data["optimizers"].values() for g in gs)
+    if metrics:
+        header += ["objective: mean ± std over runs"]
     if paper:
         header += [f"paper ({paper.name})", "mean/paper"]
     rows = []
@@ -138,6 +146,10 @@ def loss_rows(data: dict) -> tuple[list[str], list[list[str]]]:
                 cells = [_num(s["mean"]) + (f" ({s['diverged']} diverged)" if s["diverged"] else ""),
                          _num(s["std"], s["mean"]), f"{_num(s['min'], s['mean'])} – {_num(s['max'], s['mean'])}"]
             row = [o, _tuned_by(g), runs] + cells
+            if metrics:
+                m, objective = g["objectives"], g["objective"]
+                row += ["—" if m["mean"] is None or objective["metric"] == "train_loss" else
+                        f"{objective['metric']} ({objective['mode']}) {m['mean']:.4g} ± {m['std']:.2g}"]
             if paper:
                 entry = paper.rows.get(o)
                 row += [report._paper_cell(entry), report.ratio(s["mean"], entry[0] if entry else None)]
@@ -192,6 +204,10 @@ def comparison_lines(data: dict) -> list[str]:
     lines += ["", "- The values the full runs used (learning rates after the schedule's lr_scale)."]
     if tuning:
         lines += [f"- {tuning} optimizer runs are still being tuned: left out of these numbers."]
+    failed = sum(g["failed"] for gs in data["optimizers"].values() for g in gs)
+    if failed:
+        lines += [f"- {failed} optimizer runs failed (their trials kept raising; each run's report.md says why): "
+                  "left out of these numbers."]
     return lines
 
 

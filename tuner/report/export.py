@@ -1,5 +1,8 @@
 """Export a run directory (finished or not) as the paper's Table 6 and Table 1 layouts
-(`tuner.report.results`): markdown, csv, latex or json (full precision; non-finite means become null)."""
+(`tuner.report.results`): markdown, csv, latex or json (full precision; non-finite means become null).
+Runs that raised are counted apart from divergences ("errors"); a failed optimizer has status
+"failed", no values, and its first error and traceback file; a schedule `objective` other than the
+training loss has its own column (csv: objective_mean, objective_std)."""
 from __future__ import annotations
 
 import csv
@@ -7,8 +10,8 @@ import io
 import json
 import math
 
-from tuner.report.results import (collect, held_out_names, markdown_table, table1_header, table1_rows, table6_header,
-                           table6_rows)
+from tuner.report.results import (collect, failure_note, held_out_names, markdown_table, objective_header, table1_header,
+                           table1_rows, table6_header, table6_rows)
 
 FORMATS = ("markdown", "csv", "latex", "json")
 
@@ -54,17 +57,21 @@ def _csv(data: dict) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["optimizer", "hyperparameter", "value", "status", "searcher"])
     for o, entry in data["tuned"].items():
+        if entry["status"] == "failed":
+            w.writerow([o, "", "", failure_note(entry), data.get("searcher") or data["source"]])
         for name, value in (entry["hyperparameters"] or {}).items():
             w.writerow([o, name, _num(value), entry["status"], data.get("searcher") or data["source"]])
     if data["results"]:
         w.writerow([])
         w.writerow(["optimizer", "steps", "final_loss_mean", "final_loss_std", "time_milestone_s",
-                    "time_loss_mean", "time_loss_std", "steps_per_second", "diverged", "seeds"]
+                    "time_loss_mean", "time_loss_std", "steps_per_second", "diverged", "errors", "seeds"]
+                   + (["objective_mean", "objective_std"] if objective_header(data) else [])
                    + [f"held_out_{k}" for k in held_out_names(data)])
         for o, r in data["results"].items():
             w.writerow([o, r["steps"], _num(r["final_loss_mean"]), _num(r["final_loss_std"]),
                         _num(r["time_milestone_s"]), _num(r["time_loss_mean"]), _num(r["time_loss_std"]),
-                        _num(r["steps_per_second"]), r["diverged"], r["seeds"]]
+                        _num(r["steps_per_second"]), r["diverged"], r.get("errors", 0), r["seeds"]]
+                       + ([_num(r.get("objective_mean")), _num(r.get("objective_std"))] if objective_header(data) else [])
                        + [_num(r.get("held_out", {}).get(k)) for k in held_out_names(data)])
     return buf.getvalue()
 

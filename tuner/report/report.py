@@ -8,7 +8,12 @@ atomically (`tuner.driver.rundir.atomic_write`):
 - results next to the paper's Table 1 (noisy_bowl), Table 2 + 3 (image_generation, train NLL)
   and Table 4 (resnet18_cifar10, train loss), with the ratio ours / paper ("—" where the paper
   has no row or either side diverged);
-- the tuned hyperparameters next to Table 6 (`lodo.paper_hyperparameters(task)`);
+- the tuned hyperparameters next to Table 6 (`lodo.paper_hyperparameters(task)`); an optimizer
+  that failed (its trials kept raising) shows no values, only why;
+- errors and divergences, counted apart per optimizer (tuning trials, full runs), with the first
+  error's last line and its traceback file;
+- selection noise (`tuner.driver.noise`): the generations whose individuals the noise check could not
+  tell apart, with what would help;
 - ``figures/loss.png``: training loss by step and by wall time, mean ± std over seeds of the
   full runs' decimated curves (seeds interpolated onto a common grid), one line per optimizer;
 - ``figures/tuning-<optimizer>.png``: per hyperparameter, the GA's generation mean (replayed
@@ -37,7 +42,9 @@ import tasks
 from lodo.paper import RESULTS
 from tasks.rosenbrock import MINIMUM, START, rosenbrock
 from tuner.search.ga import GeneticAlgorithm
-from tuner.report.results import collect, held_out_names, markdown_table, sig, speed_cell, step_cell, time_cell
+from tuner.driver import noise
+from tuner.report.results import (collect, failure_note, held_out_names, markdown_table, objective_cell, objective_header, sig,
+                           speed_cell, step_cell, time_cell)
 from tuner.driver.rundir import LOG, RunDir, atomic_write, atomic_write_text, safe_name
 from tuner.report.provenance import SEARCHERS, schedule_info, searcher, values_source
 from tuner.driver.schedule import Schedule, space_for
@@ -125,8 +132,8 @@ def ga_means(rd: RunDir, optimizer: str, space, schedule: dict, seed: int, optio
                     not math.isclose(rec["hparams"].get(k, math.nan), v, rel_tol=1e-9)
                     for k, v in ind.hparams.items())):
                 return None, None, records
-        if any(rec is None for rec in found):
-            break
+        if any(rec is None for rec in found) or 2 * sum("error" in rec for rec in found) > len(found):
+            break  # not told yet, or the generation its optimizer failed at (tuner.driver.session)
         ga.tell({rec["index"]: float(rec["fitness"]) for rec in found})
     means = [h["mean"] for h in ga.history] + [ga.mean]
     return list(range(len(means))), means, records
@@ -362,7 +369,7 @@ def results_section(data: dict, manifest: dict) -> list[str]:
     if paper is None:
         lines += ([] if not results else [f"The paper has no results table for {task}.", ""])
     timed = milestone is not None and paper is not None and paper.time_s is not None
-    header = ["Optimizer", f"ours, {steps} steps"]
+    header = ["Optimizer", f"ours, {steps} steps"] + objective_header(data)
     if paper:
         header += [f"paper, {paper.steps} steps", "ours/paper"]
     if milestone is not None:
@@ -383,7 +390,7 @@ def results_section(data: dict, manifest: dict) -> list[str]:
         if r is not None:
             ours = step_cell(r)
             ours_mean, ours_time = r["final_loss_mean"], r["time_loss_mean"]
-        row = [o, ours]
+        row = [o, ours] + ([objective_cell(r)] if objective_header(data) else [])
         if paper:
             entry = paper.rows.get(o)
             row += [_paper_cell(entry), ratio(ours_mean, entry[0] if entry else None)]
@@ -406,6 +413,10 @@ def results_section(data: dict, manifest: dict) -> list[str]:
         notes.append(f"Our time milestone is {milestone:g} s, the paper's {paper.time_s:g} s (other hardware).")
     if paper:
         notes += [f"{o}: {n}." for o, n in paper.notes.items() if o in names]
+    if objective_header(data):
+        notes.append(f"Objective: the searchers selected on `{data['objective']['metric']}` of the task's "
+                     f"`evaluate()` ({data['objective']['mode']}imised) after each trial; its column is the mean ± std "
+                     "over the full runs' seeds.")
     if held_out:
         notes.append("Held-out: the task's `evaluate()` after each full run (mean over seeds).")
     if manifest["schedule"].get("task_options"):
@@ -420,11 +431,15 @@ def tuned_section(data: dict, paper_hparams: dict[str, dict[str, float]]) -> lis
     if data["task"] not in tasks.available():
         rows = [[o, name, _value(v) + ("" if e["status"] == "done" else f" ({e['status']})")]
                 for o, e in data["tuned"].items() for name, v in (e["hyperparameters"] or {}).items()]
+        rows += [[o, "—", failure_note(e)] for o, e in data["tuned"].items() if e["status"] == "failed"]
         lines = [f"## Tuned hyperparameters ({data['source']})", "", f"The paper has no Table 6 values for {data['task']}.", ""]
         return lines + (markdown_table(["Optimizer", "hyperparameter", "ours"], rows) if rows else ["No tuning records yet."])
     lines = [f"## Tuned hyperparameters ({data['source']}) vs the paper's Table 6", ""]
     rows = []
     for o, entry in data["tuned"].items():
+        if entry["status"] == "failed":  # nothing presented as tuned
+            rows.append([o, "—", failure_note(entry), "—"])
+            continue
         ours, paper = entry["hyperparameters"], paper_hparams.get(o, {})
         status = "" if entry["status"] == "done" else f" ({entry['status']})"
         names = list(ours or {}) or list(paper)
@@ -519,11 +534,64 @@ def provenance_section(data: dict, manifest: dict) -> list[str]:
         if source:
             rows.append([o, source, "—", info.label, "—"])
         else:
-            state = "tuned" if done else f"being tuned ({entry['status']})" if entry else "not tuned yet"
+            state = ("tuned" if done else "failed (see Errors)" if entry and entry["status"] == "failed"
+                     else f"being tuned ({entry['status']})" if entry else "not tuned yet")
             rows.append([o, state, tuned_by, info.label, faithful])
     lines += markdown_table(["Optimizer", "values", "searcher", "schedule", "faithful Table 5"], rows)
     return lines + ["", "- One run is one searcher seed: `lodo-tune report DIR1 DIR2 ...` compares runs of "
                         "other seeds (`--seed`) and shows the spread of the tuned values and their losses."]
+
+
+def errors_section(data: dict) -> list[str]:
+    """Per optimizer, trials that raised (errors) and that diverged (NaN/inf), counted apart, in
+    tuning and in the full runs, with the first error's last line and traceback file; then which
+    optimizers failed (their trials kept raising) and how to continue them."""
+    lines = ["## Errors and divergences", ""]
+    rows, first = [], []
+    for o in dict.fromkeys(list(data["tuned"]) + list(data["results"])):
+        tuning, full = data["tuned"].get(o, {}).get("tuning"), data["results"].get(o)
+        if not (tuning and (tuning["errors"] or tuning["diverged"])) and not (full and (full["errors"] or full["diverged"])):
+            continue
+        cell = lambda n, total: f"{n} of {total}" if total else "—"  # noqa: E731
+        rows.append([o, cell(tuning["errors"], tuning["trials"]) if tuning else "—",
+                     cell(tuning["diverged"], tuning["trials"]) if tuning else "—",
+                     cell(full["errors"], full["seeds"]) if full else "—", cell(full["diverged"], full["seeds"]) if full else "—"])
+        for where, r in (("tuning", tuning), ("full runs", full)):
+            if r and r.get("first_error"):
+                first.append(f"- {o} ({where}), first error: `{r['first_error']}` (traceback: `{r['traceback']}`)")
+    failed = [f"- **{o} failed** and is not tuned: {failure_note(e)}. Fix the cause and `lodo-tune --resume "
+              f"RUN_DIR`: it continues from that generation; finished work is kept."
+              for o, e in data["tuned"].items() if e["status"] == "failed"]
+    failed += [f"- **{o} failed** in its full runs: {r['errors']} of {r['seeds']} raised. Fix the cause and "
+               "`lodo-tune --resume RUN_DIR`: the runs that raised run again." for o, r in data["results"].items()
+               if 2 * r.get("errors", 0) > r["seeds"]]
+    if not rows and not failed:
+        return lines + ["None: no trial raised or diverged."]
+    if rows:
+        lines += markdown_table(["Optimizer", "tuning: raised", "tuning: diverged", "full runs: raised",
+                                 "full runs: diverged"], rows) + [""]
+    return lines + failed + first + ["", "- A trial that raised is an error (its traceback under `errors/`), "
+                                         "never a divergence (a NaN/inf loss); both rank last in selection."]
+
+
+def noise_section(rd: RunDir, manifest: dict) -> list[str]:
+    """The generations whose individuals the noise check could not tell apart (`tuner.driver.noise`)."""
+    rows = []
+    for o in manifest["optimizers"]:
+        for r in noise.records(rd, o):
+            if r.get("indistinguishable"):
+                rows.append([o, str(r["generation"]), f"{r['spread']:.4g}", f"{r['noise']:.4g}"])
+    lines = ["## Selection noise", ""]
+    if manifest["schedule"].get("noise_check") is False:
+        return lines + ["Not measured (the schedule's `noise_check: false`)."]
+    if not rows:
+        return lines + ["No generation was within the noise: in each one checked, re-running its best on "
+                        f"another seed moved it less than 1/{noise.RATIO:g} of the gap from the best to the median."]
+    return lines + [
+        "In these generations selection could not tell the individuals apart: re-running the best on another "
+        f"seed moved its fitness at least 1/{noise.RATIO:g} of the gap from the best to the generation's median.", ""] + \
+        markdown_table(["Optimizer", "generation", "spread (median − best)", "re-run moved"], rows) + [
+        "", f"- What helps: {noise.HELP}."]
 
 
 def retries_section(rd: RunDir, manifest: dict) -> list[str]:
@@ -573,6 +641,8 @@ def write_report(run_dir, out_dir=None) -> Path:
     lines += provenance_section(data, manifest) + [""]
     lines += results_section(data, manifest) + [""]
     lines += tuned_section(data, paper_hparams) + [""]
+    lines += errors_section(data) + [""]
+    lines += noise_section(rd, manifest) + [""]
     lines += retries_section(rd, manifest) + [""]
     lines += ["## Figures", ""]
     if _figure_class() is None:

@@ -4,7 +4,10 @@ tables, shared by `tuner.driver.api`, `tuner.report.export`, `tuner.report.repor
 Table 6 layout: one row per optimizer, "lr / beta1 / beta2" and "1.164 / 0.465 / 0.9884" (4
 significant digits); an optimizer still tuning shows its current GA mean, "(generation g/G)".
 Table 1 layout: one row per optimizer, "mean ± std" over seeds at the step milestone and (when
-the run has one) at the time milestone; "diverged" when no seed stayed finite.
+the run has one) at the time milestone; "diverged" when no seed stayed finite; runs that raised are
+errors, counted apart ("(k/n raised)"), never divergences. With a schedule `objective` other than
+the training loss, its mean over seeds is a column of its own beside the loss.
+An optimizer whose trials kept raising is "failed": no values, the first error and its traceback file.
 """
 from __future__ import annotations
 
@@ -36,12 +39,16 @@ class TuneResult:
     full_reused: int = 0
     full_ran: int = 0
     retries: int = 0                               # environmental failures run again (never in `errors`)
+    failed: dict = dataclasses.field(default_factory=dict)  # optimizer -> why it failed (Session._fail)
 
 
 def summarise_full(records: list[dict]) -> dict:
-    """Mean ± std (population std, ddof 0) over seeds of the finite losses; diverged runs counted."""
+    """Mean ± std (population std, ddof 0) over seeds of the finite losses; diverged runs and runs
+    that raised (errors: the first one's last line and traceback file) counted apart."""
+    raised = [r for r in records if r.get("error")]
+
     def stats(key):
-        vals = [r[key] for r in records if r.get(key) is not None]
+        vals = [r[key] for r in records if r.get(key) is not None and not r.get("error")]
         finite = [v for v in vals if math.isfinite(v)]
         if not vals:
             return None, None
@@ -63,8 +70,11 @@ def summarise_full(records: list[dict]) -> dict:
         "final_loss_mean": step_mean, "final_loss_std": step_std,
         "time_loss_mean": time_mean, "time_loss_std": time_std,
         "steps_per_second": float(np.mean(sps)) if sps else None,
-        "diverged": sum(1 for r in records if r.get("diverged") or not math.isfinite(r.get("final_loss", math.inf))),
-        "errors": sum(1 for r in records if r.get("error")),
+        "diverged": sum(1 for r in records if not r.get("error") and
+                        (r.get("diverged") or not math.isfinite(r.get("final_loss", math.inf)))),
+        "errors": len(raised),
+        "first_error": raised[0]["error"] if raised else None,
+        "traceback": raised[0].get("traceback") if raised else None,
         "held_out": {k: float(np.mean(v)) for k, v in held_out.items()},
     }
 
@@ -80,21 +90,43 @@ def spread(values: list[float]) -> dict:
     return {**out, "mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max())}
 
 
+def tuning_failures(records: list[dict]) -> dict:
+    """A searcher's trials that raised and that diverged, counted apart, and the first error."""
+    raised = [r for r in records if r.get("error")]
+    return {"trials": len(records), "errors": len(raised),
+            "diverged": sum(1 for r in records if not r.get("error") and not math.isfinite(r["fitness"])),
+            "first_error": raised[0]["error"] if raised else None,
+            "traceback": raised[0].get("traceback") if raised else None}
+
+
+def objective_of(manifest: dict) -> dict:
+    """The run's objective {"metric", "mode"} (train_loss, min: the paper's, and every older run's)."""
+    value = manifest["schedule"].get("objective") or "train_loss"
+    return {"metric": "train_loss", "mode": "min"} if value == "train_loss" else dict(value)
+
+
 def collect(path) -> dict:
-    """The data behind the tables: {"task", "source", "searcher", "schedule", "tuned": {optimizer:
-    {"hyperparameters", "status"}}, "results": {optimizer: summarise_full(...) + "planned_seeds"}}.
-    "searcher" is what tuned the values ("ga", "random", "tpe", "cmaes"; None for given values),
-    "schedule" the schedule file the run started from (None when not recorded)."""
+    """The data behind the tables: {"task", "source", "searcher", "schedule", "objective", "tuned":
+    {optimizer: {"hyperparameters", "status", "tuning": tuning_failures(...)}}, "results": {optimizer:
+    summarise_full(...) + "planned_seeds" (+ "objective_mean/std")}}. "searcher" is what tuned the
+    values ("ga", "random", "tpe", "cmaes"; None for given values), "schedule" the schedule file the
+    run started from (None when not recorded). A failed optimizer's status is "failed", its
+    hyperparameters None, and "error", "traceback", "generation" say why."""
     rd = RunDir.open(path)
     manifest = rd.manifest
     tuned = rd.read_tuned() or {"hyperparameters": {}, "source": manifest.get("hparams", "tuned")}
     generations = len(manifest["schedule"]["generations"])
     source = tuned.get("source", "tuned")
     searcher = (manifest["schedule"].get("search") or {}).get("searcher", "ga") if source == "tuned" else None
+    objective = objective_of(manifest)
     out = {"task": manifest["task"], "source": source, "searcher": searcher,
-           "schedule": manifest.get("schedule_source"), "tuned": {}, "results": {}}
+           "schedule": manifest.get("schedule_source"), "objective": objective, "tuned": {}, "results": {}}
     for o in manifest["optimizers"]:
-        if o in tuned["hyperparameters"]:
+        failed = (tuned.get("failed") or {}).get(o)
+        if failed is not None:
+            out["tuned"][o] = {"hyperparameters": None, "status": "failed", "error": failed["error"],
+                               "traceback": failed["traceback"], "generation": failed.get("generation")}
+        elif o in tuned["hyperparameters"]:
             out["tuned"][o] = {"hyperparameters": tuned["hyperparameters"][o], "status": "done"}
         else:
             state = rd.read_state(o)
@@ -103,10 +135,18 @@ def collect(path) -> dict:
                                    "status": f"generation {state['generation']}/{state.get('generations', generations)}"}
             elif (rd.path / "tuning").is_dir():
                 out["tuned"][o] = {"hyperparameters": None, "status": f"generation 0/{generations}"}
+        trials = rd.individuals(o) if o in out["tuned"] and source == "tuned" else []
+        if trials:
+            out["tuned"][o]["tuning"] = tuning_failures(trials)
         records = rd.full_runs(o)
         if records:
             out["results"][o] = {**summarise_full(records),
                                  "planned_seeds": manifest["schedule"]["full_run"]["seeds"]}
+            if objective["metric"] != "train_loss":
+                values = [r.get("held_out", {}).get(objective["metric"]) for r in records if not r.get("error")]
+                finite = [v for v in values if v is not None and math.isfinite(v)]
+                out["results"][o].update(objective_mean=float(np.mean(finite)) if finite else None,
+                                         objective_std=float(np.std(finite)) if finite else None)
     return out
 
 
@@ -118,25 +158,47 @@ def sig(x: float) -> str:
     return f"{x:.4g}"
 
 
-def pm(mean, std, diverged: int, seeds: int, sign: str = "±") -> str:
-    """"15.50 ± 0.50" with 4 significant digits in the mean, "(k/n diverged)"; "—" when missing."""
+def pm(mean, std, diverged: int, seeds: int, sign: str = "±", errors: int = 0) -> str:
+    """"15.50 ± 0.50" with 4 significant digits in the mean, "(k/n diverged)", "(k/n raised)"; "—"
+    when missing ("raised" when every seed raised)."""
+    raised = f" ({errors}/{seeds} raised)" if errors else ""
     if mean is None:
-        return "—"
+        return "raised" if errors and errors == seeds else "—" + raised
     if not math.isfinite(mean):
-        return "diverged"
+        return "diverged" + raised
     d = 2 if mean == 0 else max(0, 3 - math.floor(math.log10(abs(mean))))
     text = f"{mean:.{d}f} {sign} {std:.{d}f}" if std is not None else f"{mean:.{d}f}"
-    return text + (f" ({diverged}/{seeds} diverged)" if diverged else "")
+    return text + (f" ({diverged}/{seeds} diverged)" if diverged else "") + raised
 
 
 def step_cell(r: dict, sign: str = "±") -> str:
     """The step-milestone cell of a `collect` result, "(k/n seeds)" while seeds are missing."""
-    text = pm(r["final_loss_mean"], r["final_loss_std"], r["diverged"], r["seeds"], sign)
+    text = pm(r["final_loss_mean"], r["final_loss_std"], r["diverged"], r["seeds"], sign, r.get("errors", 0))
     return text + (f" ({r['seeds']}/{r['planned_seeds']} seeds)" if r["seeds"] < r["planned_seeds"] else "")
 
 
 def time_cell(r: dict | None, sign: str = "±") -> str:
-    return pm(r["time_loss_mean"], r["time_loss_std"], r["diverged"], r["seeds"], sign) if r else "—"
+    return pm(r["time_loss_mean"], r["time_loss_std"], r["diverged"], r["seeds"], sign, r.get("errors", 0)) if r else "—"
+
+
+def objective_cell(r: dict | None) -> str:
+    """The objective's mean ± std over the seeds that neither raised nor diverged ("—" when none)."""
+    if not r or r.get("objective_mean") is None:
+        return "—"
+    std = r["objective_std"]
+    return f"{r['objective_mean']:.4g}" + (f" ± {std:.2g}" if std is not None else "")
+
+
+def objective_header(data: dict) -> list[str]:
+    """The objective's column, [] for the training loss (the loss column is the objective)."""
+    o = data.get("objective") or {"metric": "train_loss"}
+    return [] if o["metric"] == "train_loss" else [f"objective {o['metric']} ({o['mode']})"]
+
+
+def failure_note(entry: dict) -> str:
+    """"failed at generation 0: ValueError: boom (errors/Adam/g00-i00.txt)"."""
+    where = f" at generation {entry['generation']}" if entry.get("generation") is not None else ""
+    return f"failed{where}: {entry['error']} ({entry['traceback']})"
 
 
 def speed_cell(r: dict | None) -> str:
@@ -151,6 +213,9 @@ def table6_header(data: dict) -> list[str]:
 def table6_rows(data: dict) -> list[list[str]]:
     rows = []
     for o, entry in data["tuned"].items():
+        if entry["status"] == "failed":  # no values are presented as tuned
+            rows.append([o, "—", failure_note(entry)])
+            continue
         hp = entry["hyperparameters"]
         names = " / ".join(hp) if hp else "—"
         values = " / ".join(sig(v) for v in hp.values()) if hp else "—"
@@ -170,14 +235,15 @@ def held_out_names(data: dict) -> list[str]:
 def table1_header(data: dict) -> list[str]:
     steps = next((r["steps"] for r in data["results"].values()), None)
     milestone = next((r["time_milestone_s"] for r in data["results"].values() if r["time_milestone_s"]), None)
-    return (["Optimizer", f"{steps} steps"] + ([f"{milestone:g} s"] if milestone else []) + ["steps/s"]
-            + [f"held-out {k}" for k in held_out_names(data)])
+    return (["Optimizer", f"{steps} steps"] + objective_header(data) + ([f"{milestone:g} s"] if milestone else [])
+            + ["steps/s"] + [f"held-out {k}" for k in held_out_names(data)])
 
 
 def table1_rows(data: dict, sign: str = "±") -> list[list[str]]:
     milestone = any(r["time_milestone_s"] for r in data["results"].values())
     held_out = held_out_names(data)
-    return [[o, step_cell(r, sign)] + ([time_cell(r, sign)] if milestone else []) + [speed_cell(r)]
+    objective = [objective_cell] if objective_header(data) else []
+    return [[o, step_cell(r, sign)] + [f(r) for f in objective] + ([time_cell(r, sign)] if milestone else []) + [speed_cell(r)]
             + [f"{r['held_out'][k]:.4g}" if k in r.get("held_out", {}) else "—" for k in held_out]
             for o, r in data["results"].items()]
 

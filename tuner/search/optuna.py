@@ -2,14 +2,16 @@
 ask/tell interface, so the session, run directory, resume, batching and reports treat them alike.
 
     budget     = Σ_g population_g · seeds · steps_g  the GA schedule's individual-steps (Schedule.individual_steps)
-    trials     = budget // steps                     steps: `trial_steps`, the GA's trial length (noisy_bowl: 800,000 / 8,000 = 100)
+    trials     = max(MIN_TRIALS, budget // steps)    steps: `trial_steps`, the GA's trial length (noisy_bowl: 800,000 / 8,000 = 100);
+                 both settable: `search: {trials: N, steps: S}` (`budget` says what a run gets, at its start)
     rounds     = trials in rounds of R (default: the population for random search, 8 for TPE and
                  CMA-ES, which learn only between rounds; the last one may be smaller),
                  asked together, evaluated in parallel, told together
     trial i of round r:  hyperparameters from the sampler (`tuner.search.space`'s bounded space: log-uniform
                  per log-scaled value, 1 − log-uniform per decay), trial seed individual_seed(seed, name, r, i)
-    fitness    = mean training loss over the last 10 % of the steps (as the GA's); NaN/inf is told as
-                 WORST, a finite value worse than any loss, so every sampler keeps its bookkeeping
+    fitness    = the schedule's objective (as the GA's: by default the mean training loss over the last
+                 10 % of the steps; a maximised metric negated); NaN/inf is told as WORST, a finite
+                 value worse than any loss, so every sampler keeps its bookkeeping
     tuned      = the best trial's hyperparameters
 
 The samplers are Optuna's (`RandomSampler`, `TPESampler`, `CmaEsSampler(popsize=R)`: a round is a
@@ -70,16 +72,39 @@ of 32 give it 3 updates (the first round is its random start); rounds of 8 give 
 fill a batched trial per worker on a small machine (benchmarks/RESULTS.md, tuning quality)."""
 
 
+MIN_TRIALS = 20
+"""The fewest trials a searcher gets by default: a small schedule's budget // steps can be a handful
+(9 trials of TPE are 8 random draws and one suggestion); every bundled schedule's is above it
+(noisy_bowl 100, rosenbrock 320, resnet18_cifar10 44), so their searchers' trials are unchanged."""
+
+
 def rounds(schedule: Schedule) -> tuple[Round, ...]:
-    """The rounds a non-GA searcher runs: `search.trials` trials (default budget // steps, whole
-    trials) of `search.steps` steps (default: `trial_steps`), R = `search.round` at a time
-    (default: the population for random search, MODEL_ROUND for TPE and CMA-ES)."""
+    """The rounds a non-GA searcher runs: `search.trials` trials (default max(MIN_TRIALS, budget //
+    steps), whole trials) of `search.steps` steps (default: `trial_steps`), R = `search.round` at a
+    time (default: the population for random search, MODEL_ROUND for TPE and CMA-ES)."""
     s = schedule.search
     steps = s.steps or trial_steps(schedule)
-    trials = s.trials or schedule.individual_steps() // steps  # the GA's budget: Σ_g P_g · seeds · steps_g
+    trials = s.trials or max(MIN_TRIALS, schedule.individual_steps() // steps)  # the GA's budget: Σ_g P_g · seeds · steps_g
     size = min(s.round or (MODEL_ROUND if s.searcher in ("tpe", "cmaes") else schedule.population), trials)
     full, rest = divmod(trials, size)
     return tuple(Round(size, steps) for _ in range(full)) + ((Round(rest, steps),) if rest else ())
+
+
+def budget(schedule: Schedule) -> str:
+    """What a non-GA searcher gets, in words (printed at a run's start): "tpe: 100 trials of 8000 steps
+    in rounds of 8 (default: the GA's 800000 individual-steps // 8000; set search.trials, search.steps)"."""
+    s, plan = schedule.search, rounds(schedule)
+    trials, steps = sum(r.size for r in plan), plan[0].steps
+    ga = schedule.individual_steps()
+    why = []
+    if s.trials is None:
+        derived = ga // steps
+        why.append(f"the GA's {ga} individual-steps // {steps} = {derived}" if derived >= MIN_TRIALS
+                   else f"at least {MIN_TRIALS} (the GA's {ga} individual-steps // {steps} = {derived})")
+    if s.steps is None:
+        why.append("steps: the GA's trial length")
+    text = f"{s.searcher}: {trials} trials of {steps} steps in rounds of {plan[0].size} per optimizer"
+    return text + (f" (default: {'; '.join(why)}; set search.trials and search.steps)" if why else " (the schedule's)")
 
 
 def sampler_seed(seed: int, name: str, searcher: str) -> int:

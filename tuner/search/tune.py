@@ -8,7 +8,10 @@ Like Tune's Optuna adapter, this is a thin wrapper: `suggest` hands out the curr
 individuals one per trial (config = the hyperparameters plus ``ga_steps`` and ``ga_seed``, the
 individual's training length and seed), returns None while a generation is still running, and
 `Searcher.FINISHED` after the last one. `on_trial_complete` records the metric (negated for
-mode "max"); an errored trial or a missing/non-finite metric ranks last (+inf).
+mode "max"); an errored trial or a missing/non-finite metric ranks last (+inf), and errored trials
+are counted apart (`errors`), never as a metric. `GASearcher.from_schedule` takes the space,
+generations, population and objective (metric and mode) from a lodo-tune schedule, so Tune selects
+on what `lodo-tune` would.
 """
 from __future__ import annotations
 
@@ -32,6 +35,18 @@ class GASearcher(Searcher):
         self._assigned: dict[str, int] = {}   # trial_id -> index in the current generation
         self._next = 0
         self._fitness: dict[int, float] = {}
+        self.errors = 0                       # trials Tune reported as errored (ranked last, not a metric)
+
+    @classmethod
+    def from_schedule(cls, schedule, optimizer: str, seed: int = 0) -> "GASearcher":
+        """The GA of `schedule` (a `tuner.driver.schedule.Schedule`) for `optimizer`, selecting on its
+        `objective`: metric "train_loss" (report the trial's final training loss under that name) or
+        the objective's metric, with its mode."""
+        from tuner.driver.schedule import space_for
+
+        objective = schedule.objective
+        return cls(space_for(schedule, optimizer), list(schedule.generations), schedule.population,
+                   metric=objective.metric, mode=objective.mode, seed=seed, name=optimizer)
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         if self._metric is None and metric:
@@ -55,6 +70,7 @@ class GASearcher(Searcher):
         index = self._assigned.pop(trial_id, None)
         if index is None:
             return
+        self.errors += bool(error)
         value = None if (error or not result) else result.get(self._metric)
         fitness = math.inf if value is None or not math.isfinite(float(value)) else float(value)
         if self._mode == "max" and math.isfinite(fitness):

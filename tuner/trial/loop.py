@@ -87,6 +87,7 @@ class Job:
     kind: str = "tuning"
     time_limit: float | None = None
     checkpoint: str | None = None      # full runs: mid-run checkpoint file (`run_trial(checkpoint=...)`)
+    metric: str | None = None          # the schedule's objective metric: `task.evaluate()` after the trial
 
     def describe(self) -> str:
         """The job in words: "LODO generation 2 index 5 (seed 123)", "Adam full run 1 (seed 1)"."""
@@ -572,7 +573,7 @@ def batchable(job: Job) -> bool:
     time of a single unbatched run: such runs keep `run_trial`) and no unbatched run's checkpoint to
     continue from (an unbatched run interrupted earlier continues unbatched; a batched lane's
     checkpoint, `is_lane_checkpoint`, continues batched)."""
-    if not supports_batched(job.task, job.optimizer):
+    if not supports_batched(job.task, job.optimizer) or job.metric is not None:
         return False
     if job.kind != "full":
         return True
@@ -780,7 +781,10 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
         saving = dict(checkpoint=job.checkpoint, checkpoint_every_s=checkpoint_every_s) if job.checkpoint else {}
         res = run_trial(job.task, job.optimizer, dict(job.hparams), job.steps, job.seed, **kwargs, **saving,
                         observe_every=observe_every_for(job.steps) if full else None,
-                        evaluate=full and not _builtin(job.task))
+                        evaluate=(full and not _builtin(job.task)) or job.metric is not None)
+        if job.metric is not None and res.held_out is not None and job.metric not in res.held_out:
+            raise ValueError(f"Invalid objective.metric: {job.metric!r} is not a metric of the task's evaluate() "
+                             f"(it returned: {', '.join(res.held_out) or 'nothing'})")
         timed = res
         if full and job.time_limit is not None and not res.diverged and res.seconds < job.time_limit:
             cap = max(job.steps, math.ceil(1.5 * len(res.losses) * job.time_limit / max(res.seconds, 1e-9)))
@@ -800,8 +804,8 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
            "curve": decimate(res.losses, res.times), "pid": os.getpid()}
     if full:
         out.update(observations(res))
-        if res.held_out:  # the task's held-out metrics after the step run (SupervisedTask: test loss, accuracy)
-            out["held_out"] = res.held_out
+    if res.held_out and (full or job.metric is not None):  # evaluate() after the step run: the objective's metric
+        out["held_out"] = res.held_out if full else {job.metric: res.held_out[job.metric]}
     if full and job.time_limit is not None:
         out["time_loss"] = math.inf if timed.diverged else time_budget_loss(timed.losses, timed.times, job.time_limit)
         out["time_evaluations"] = int(np.sum(timed.times <= job.time_limit))

@@ -163,7 +163,7 @@ def test_a_session_with_finalists_tunes_the_best_finalist_and_resumes_bit_identi
                                    "generations": [{"noise": 1.0, "steps": 60}, {"noise": 0.5, "steps": 60},
                                                    {"noise": 0, "steps": 240, "population": 3}],
                                    "optimizers": ["Momentum"], "full_run": {"steps": 50, "seeds": 1, "time_milestone_s": None},
-                                   "lr_scale": 1.0, "ga": {"final": "finalists"}})
+                                   "lr_scale": 1.0, "ga": {"final": "finalists"}, "noise_check": False})
     ga = GeneticAlgorithm(space_for(schedule, "Momentum"), schedule.generations, 4, seed=1, name="Momentum",
                           final="finalists")
     while not ga.done:

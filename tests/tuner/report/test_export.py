@@ -63,9 +63,9 @@ LODO,lr,0.27,generation 1/2,ga
 LODO,meta_lr,0.00096,generation 1/2,ga
 LODO,beta,0.195,generation 1/2,ga
 
-optimizer,steps,final_loss_mean,final_loss_std,time_milestone_s,time_loss_mean,time_loss_std,steps_per_second,diverged,seeds
-Adam,1000,15.5,0.5,30.0,15.25,0.25,1500.0,0,2
-LODO,1000,9.0,0.0,30.0,10.0,0.0,500.0,0,1
+optimizer,steps,final_loss_mean,final_loss_std,time_milestone_s,time_loss_mean,time_loss_std,steps_per_second,diverged,errors,seeds
+Adam,1000,15.5,0.5,30.0,15.25,0.25,1500.0,0,0,2
+LODO,1000,9.0,0.0,30.0,10.0,0.0,500.0,0,0,1
 """
     rows = list(csv.reader(io.StringIO(text.split("\n\n")[1])))
     assert (float(rows[1][2]), float(rows[1][3])) == (15.5, 0.5)
