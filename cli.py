@@ -33,7 +33,6 @@ import time
 import traceback
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -44,10 +43,11 @@ from tuner import compare, meta_train, report, results
 from tuner.executor import PersistentFailure  # no Ray import: that waits for init_ray
 from tuner.export import export, provenance
 from tuner.plan import PlanError, Resources, make_plan
-from tuner.rundir import LOG, RunDirError
-from tuner.schedule import merge, template
+from tuner.rundir import LOG, RunDirError, RunDirLocked
+from tuner.schedule import ScheduleError, clean, merge, parse_yaml, read_text, template
 
 PROG = "lodo-tune"
+MAX_MESSAGE = 600  # characters of an error line
 BAD_INPUT, PERSISTENT_FAILURE, INTERRUPTED = 2, 3, 130
 EXIT_CODES = """exit codes:
   0    done
@@ -184,16 +184,15 @@ def _init_schedule(path: str) -> int:
 
 
 def _load_hparams_file(path: str) -> dict:
+    """The --hparams file through the schedule's bounded loader (a regular UTF-8 file of at most 1 MiB,
+    no duplicate keys, aliases expanded to a bounded size; YAML is a superset of JSON)."""
+    shown = repr(clean(path, 120))
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise UsageError(f"--hparams: {path!r} cannot be read ({e.strerror or e})") from None
-    try:
-        data = yaml.safe_load(text)  # YAML is a superset of JSON
-    except yaml.YAMLError:
-        raise UsageError(f"--hparams: {path!r} is not valid YAML/JSON") from None
+        data = parse_yaml(read_text(path, shown), shown)
+    except ScheduleError as e:
+        raise UsageError(f"--hparams: {e}") from None
     if not isinstance(data, dict) or not data:
-        raise UsageError(f"--hparams: {path!r} must map optimizer -> {{hparam: value}}")
+        raise UsageError(f"--hparams: {shown} must map optimizer -> {{hparam: value}}")
     return data
 
 
@@ -447,8 +446,10 @@ class _Output:
             sys.stdout.flush()
 
     def fail(self, message: str, code: int) -> int:
-        """One line on stderr (and with --json the document on stdout); the exit code."""
+        """One line on stderr (and with --json the document on stdout); the exit code. Whatever the
+        message quotes (a 1 MB key, a name with a newline), it stays one line of bounded length."""
         self.stop()
+        message = clean(message, MAX_MESSAGE)
         print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
         if self.json and not self.emitted:
             data = {"error": message, "exit_code": code}
@@ -485,6 +486,8 @@ def _command(argv: list[str], out: _Output) -> int:
                 print(report.write_report(args.run_dirs[0], args.out))
             else:
                 print(compare.write_comparison(args.run_dirs, args.out))
+        except RunDirLocked as e:  # a session runs on it: its report.md is the session's to write
+            raise UsageError(f"report: {e} (or write the report elsewhere: --out DIR)") from None
         except ValueError as e:  # a missing or invalid run directory, runs of different tasks
             raise UsageError(f"report: {e}") from None
         return 0
@@ -530,8 +533,10 @@ def main(argv=None) -> int:
         where = f"; {PROG} --resume {out.run_dir} continues it" if out.run_dir is not None else ""
         return out.fail(f"{e} (what finished is saved{where})", PERSISTENT_FAILURE)
     except KeyboardInterrupt:
-        where = f"; {PROG} --resume {out.run_dir} continues it" if out.run_dir is not None else ""
-        return out.fail(f"interrupted (every finished record is on disk{where})", INTERRUPTED)
+        started = out.run_dir is not None and (Path(out.run_dir) / "manifest.json").is_file()
+        where = f"; {PROG} --resume {out.run_dir} continues it" if started else ""
+        return out.fail(f"interrupted (every finished record is on disk{where})" if started else
+                        "interrupted before the run started (nothing was written)", INTERRUPTED)
     except SystemExit as e:  # --help
         out.stop()
         return int(e.code or 0)

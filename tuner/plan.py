@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import math
 import os
 import re
@@ -22,6 +23,9 @@ import tasks
 from tuner.rundir import RunDir, RunDirError
 from tuner.schedule import SEARCHERS, Schedule, ScheduleError, clean, load_schedule, merge, value_problem
 from tuner.search import SearcherUnavailable, require
+
+
+logger = logging.getLogger(__name__)
 
 
 class PlanError(ValueError):
@@ -294,7 +298,8 @@ def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedu
         if run_dir is None:
             raise PlanError("run_dir", "required to resume")
         try:
-            manifest = RunDir.open(run_dir).manifest
+            opened = RunDir.open(run_dir)
+            manifest = opened.manifest
         except RunDirError as e:
             raise PlanError("run_dir", str(e)) from None
     where = repr(clean(run_dir, 200))
@@ -392,4 +397,7 @@ def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedu
             raise PlanError("run_dir", str(e)) from None
     if plan.resources.address is not None:  # last: every other check answers before this wait
         check_address(plan.resources.address)
+    if resume and opened.legacy:
+        logger.warning("%r is a format-1 run directory (from before digests were required): its records "
+                       "are checked against their sha256 where they have one", clean(run_dir, 200))
     return plan

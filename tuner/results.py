@@ -85,7 +85,7 @@ def collect(path) -> dict:
     {"hyperparameters", "status"}}, "results": {optimizer: summarise_full(...) + "planned_seeds"}}.
     "searcher" is what tuned the values ("ga", "random", "tpe", "cmaes"; None for given values),
     "schedule" the schedule file the run started from (None when not recorded)."""
-    rd = RunDir.open(path)
+    rd = RunDir.open(path, schedule=True)
     manifest = rd.manifest
     tuned = rd.read_tuned() or {"hyperparameters": {}, "source": manifest.get("hparams", "tuned")}
     generations = len(manifest["schedule"]["generations"])
