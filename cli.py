@@ -203,8 +203,9 @@ def _flag(parameter: str, args) -> str:
     """The flag of a `PlanError` parameter: "resources.cpus_per_trial" -> "--cpus-per-trial"."""
     if parameter == "run_dir" and args.resume:
         return "--resume"
-    if parameter.startswith("task_options.") and parameter.split(".", 1)[1] not in ("noise_variance", "data_dir"):
-        return f"--schedule: {parameter}"  # an option only the schedule can set (a user task's)
+    if parameter.startswith("task_options.") and (parameter.split(".", 1)[1] not in ("noise_variance", "data_dir")
+                                                  or getattr(args, parameter.split(".", 1)[1], None) is None):
+        return f"--schedule: {parameter}"  # an option only the schedule can set (a user task's), or it set it
     return FLAGS.get(parameter, "--" + parameter.split(".")[-1].replace("_", "-"))
 
 

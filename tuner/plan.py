@@ -61,10 +61,12 @@ def address_parts(address: str) -> tuple[str, int] | None:
     if address in ("auto", "local"):
         return None
     match = _ADDRESS.fullmatch(address) if isinstance(address, str) else None
-    if match is None or not 0 < int(match["port"]) < 65536:
+    host = match and (match["host"] or match["ip6"])
+    if match is None or not 0 < int(match["port"]) < 65536 or len(host) > 253 \
+            or any(not 0 < len(label) <= 63 for label in host.split(".") if match["host"]):
         raise PlanError("resources.address", f"{clean(repr(address), 80)} is not allowed (must be host:port, "
                                              "ray://host:port or auto)")
-    return match["host"] or match["ip6"], int(match["port"])
+    return host, int(match["port"])
 
 
 def check_address(address: str, timeout: float = ADDRESS_TIMEOUT_S) -> None:
@@ -75,8 +77,8 @@ def check_address(address: str, timeout: float = ADDRESS_TIMEOUT_S) -> None:
         return
     try:
         socket.create_connection(parts, timeout=timeout).close()
-    except OSError as e:
-        why = "did not answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__).lower()
+    except (OSError, UnicodeError) as e:  # UnicodeError: a host name the resolver cannot encode
+        why = "did not answer" if isinstance(e, TimeoutError) else (getattr(e, "strerror", None) or type(e).__name__).lower()
         raise PlanError("resources.address", f"{clean(repr(address), 80)}: {why} within {timeout:g} s "
                                              "(is the Ray cluster running there?)") from None
 
@@ -331,7 +333,7 @@ def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedu
         try:
             tasks.check_options(spec, schedule.task_options)
         except tasks.OptionError as e:
-            raise PlanError(f"task_options.{e.option}", e.message) from None
+            raise PlanError(f"task_options.{e.option}", f"{e.message}; in {schedule.source}") from None
     if not spec.builtin:
         _check_user_task(spec, schedule.task_options)
 

@@ -434,6 +434,12 @@ class RunDir:
         if not found:
             raise RunDirError(f"{_shown(rd.path)} is not a run directory (no {MANIFEST})")
         manifest = rd.manifest  # reads, verifies and checks the identity's types
+        # tuned.json and state.json up front (a few small files), so resume refuses them before Ray starts;
+        # in format 1 a sealed one shows a manifest stripped of its format
+        for p, shape in [(rd.path / "tuned.json", _TUNED_SHAPE),
+                         *((p, _STATE_SHAPE) for p in sorted((rd.path / "tuning").glob("*/state.json")))]:
+            if p.is_file():
+                rd._verified(p, shape)
         problem = _schedule_problem(manifest["schedule"]) if schedule else None
         if problem:
             raise RunDirError(f"{_shown(rd.path / MANIFEST)}: schedule.{problem}: damaged?")
