@@ -141,8 +141,17 @@ def read_json(path: Path, kind: type | None = dict):
     return data
 
 
+def _present(path: Path) -> bool:
+    """Whether a run directory's file is there; RunDirError when something else (a folder, a FIFO) is in its place."""
+    if not os.path.lexists(path):
+        return False
+    if not path.is_file():
+        raise RunDirError(f"{_shown(path)} is not a regular file: damaged? (delete it)")
+    return True
+
+
 def _read_if_exists(path: Path):
-    return read_json(path) if path.is_file() else None
+    return read_json(path) if _present(path) else None
 
 
 def record_digest(record: dict) -> str:
@@ -438,7 +447,7 @@ class RunDir:
         # in format 1 a sealed one shows a manifest stripped of its format
         for p, shape in [(rd.path / "tuned.json", _TUNED_SHAPE),
                          *((p, _STATE_SHAPE) for p in sorted((rd.path / "tuning").glob("*/state.json")))]:
-            if p.is_file():
+            if _present(p):
                 rd._verified(p, shape)
         problem = _schedule_problem(manifest["schedule"]) if schedule else None
         if problem:
@@ -529,7 +538,7 @@ class RunDir:
 
     def read_individual(self, optimizer: str, generation: int, index: int) -> dict | None:
         p = self.individual_path(optimizer, generation, index)
-        return read_record(p, self.INDIVIDUAL, self._sealed()) if p.is_file() else None
+        return read_record(p, self.INDIVIDUAL, self._sealed()) if _present(p) else None
 
     def individuals(self, optimizer: str) -> list[dict]:
         d = self.path / "tuning" / safe_name(optimizer)
@@ -559,7 +568,7 @@ class RunDir:
     def read_state(self, optimizer: str) -> dict | None:
         """The GA's state.json {generation, generations, done, mean}, verified; None if there is none."""
         p = self.path / "tuning" / safe_name(optimizer) / "state.json"
-        if not p.is_file():
+        if not _present(p):
             return None
         return self._verified(p, _STATE_SHAPE)
 
@@ -575,7 +584,7 @@ class RunDir:
     def read_tuned(self) -> dict | None:
         """tuned.json {hyperparameters, raw, lr_scale, source, ...}, verified; None if there is none."""
         p = self.path / "tuned.json"
-        if not p.is_file():
+        if not _present(p):
             return None
         return self._verified(p, _TUNED_SHAPE)
 
@@ -588,7 +597,7 @@ class RunDir:
 
     def read_full(self, optimizer: str, seed_index: int) -> dict | None:
         p = self.full_path(optimizer, seed_index)
-        return read_record(p, self.FULL, self._sealed()) if p.is_file() else None
+        return read_record(p, self.FULL, self._sealed()) if _present(p) else None
 
     def full_runs(self, optimizer: str) -> list[dict]:
         d = self.path / "full" / safe_name(optimizer)
