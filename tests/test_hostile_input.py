@@ -488,3 +488,15 @@ def test_damaged_manifest_is_refused_by_resume_before_ray(here, capsys):
     refused(capsys, ["--resume", "run"], "manifest.json")
     with pytest.raises(RunDirError):
         RunDir.open(rd.path)
+
+
+def test_a_run_refused_once_ray_is_asked_leaves_neither_run_dir_nor_runs(here, capsys, monkeypatch):
+    def refuses(*a, **kw):  # as when Ray cannot join --address within its time
+        raise PlanError("resources.address", "'10.0.0.1:6379': Ray could not join a cluster there within 60 s")
+
+    monkeypatch.setattr("tuner.api.init_ray", refuses)
+    refused(capsys, ["--task", "noisy_bowl", "--quiet"], "--address", "could not join")
+    nothing_written(here)
+    (here / "kept").mkdir()
+    refused(capsys, ["--task", "noisy_bowl", "--quiet", "--run-dir", "kept/a/b"], "--address")
+    assert list((here / "kept").iterdir()) == []  # the folders it made are gone, the user's stays

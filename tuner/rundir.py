@@ -273,6 +273,17 @@ class Lock:
 
     def __init__(self, path: Path, fd: int):
         self.path, self.fd = path, fd
+        self.created: list[Path] = []  # the folders taking the lock created (the run directory, runs/, ...)
+
+    def remove_created(self) -> None:
+        """Remove the lock file and the folders taking it created, where empty (a run refused before it
+        started leaves neither its run directory nor runs/ behind)."""
+        self.path.unlink(missing_ok=True)
+        for folder in self.created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
     def release(self) -> None:
         if self.fd is not None:
@@ -376,6 +387,7 @@ class RunDir:
         then names this process; RunDirLocked naming the holder if another process has it. The OS
         drops the lock when the process ends, however it ends."""
         path = self.path / LOCK
+        created = [p for p in (self.path, *self.path.parents) if not os.path.lexists(p)]  # deepest first
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -390,7 +402,9 @@ class RunDir:
               "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
-        return Lock(path, fd)
+        lock = Lock(path, fd)
+        lock.created = created
+        return lock
 
     @staticmethod
     def check_unlocked(path) -> None:
