@@ -500,3 +500,10 @@ def test_a_run_refused_once_ray_is_asked_leaves_neither_run_dir_nor_runs(here, c
     (here / "kept").mkdir()
     refused(capsys, ["--task", "noisy_bowl", "--quiet", "--run-dir", "kept/a/b"], "--address")
     assert list((here / "kept").iterdir()) == []  # the folders it made are gone, the user's stays
+
+
+def test_a_seed_torch_cannot_take_is_refused(here, capsys):
+    refused(capsys, ["--task", "noisy_bowl", "--seed", str(10**100)], "--seed", "below 2**40")
+    with pytest.raises((RuntimeError, ValueError, OverflowError)):  # why: torch's generator cannot take it
+        torch.Generator().manual_seed(1000 * 10**100)
+    nothing_written(here)

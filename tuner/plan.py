@@ -38,6 +38,7 @@ class PlanError(ValueError):
 
 # Resources no machine has (docs/tasks.md, "Limits"); beyond them Ray would refuse, hang or schedule nothing.
 MAX_WORKERS, MAX_CPUS_PER_TRIAL, MAX_GPUS_PER_TRIAL, MAX_MEMORY_GIB = 10_000, 1024, 64, 2**20
+MAX_SEED = 2**40
 ADDRESS_TIMEOUT_S = 10.0  # how long a cluster's --address may take to accept a connection
 _ADDRESS = re.compile(r"(?:ray://)?(?:(?P<host>[A-Za-z0-9_.-]+)|\[(?P<ip6>[0-9A-Fa-f:.]+)\]):(?P<port>[0-9]{1,5})")
 
@@ -378,7 +379,9 @@ def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedu
     if seed is None:
         seed = (manifest or {}).get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise PlanError("seed", f"{seed!r} is not allowed (must be an integer >= 0)")
+        raise PlanError("seed", f"{clean(repr(seed), 60)} is not allowed (must be an integer >= 0)")
+    if seed >= MAX_SEED:  # full run i of tuner seed s is trial seed 1000·s + i, which torch's generator must take
+        raise PlanError("seed", f"{clean(repr(seed), 60)} is not allowed (must be below 2**40)")
     if manifest is not None and manifest["seed"] != seed:
         raise PlanError("seed", f"{where} was run with seed {manifest['seed']}, not {seed}")
 

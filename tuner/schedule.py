@@ -103,7 +103,7 @@ GA_KEYS = ("init", "step_size", "covariance", "seeds", "trial_seeds", "final", "
 # starts, so an absurd value cannot loop, allocate or run for ever. Steps: each trial keeps its losses
 # in memory (16 bytes a step); 10^8 steps is days on the smallest task.
 LIMITS = {"population": 100_000, "generations": 10_000, "steps": 10**8, "seeds": 10_000, "trials": 10**7,
-          "time_milestone_s": 10**7, "noise": 50.0, "lr_scale": 1e6, "power": 10.0}
+          "time_milestone_s": 10**7, "noise": 50.0, "lr_scale": 1e6, "power": 10.0, "optimizers": 1000}
 MAX_BYTES = 1 << 20         # a schedule or --hparams file (they are a few kB)
 MAX_DEPTH = 32              # nesting of YAML collections (a schedule needs 5)
 MAX_NODES = 100_000         # YAML nodes after aliases are expanded (a schedule has a few hundred)
@@ -342,6 +342,8 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
     optimizers = data["optimizers"]
     if not isinstance(optimizers, list) or not optimizers:
         check.fail("optimizers", optimizers, "must be a non-empty list of optimizer names or mappings")
+    if len(optimizers) > LIMITS["optimizers"]:
+        check.fail("optimizers", f"{len(optimizers)} entries", f"must be at most {LIMITS['optimizers']} entries")
     specs = {f"optimizers[{i}]": _optimizer_spec(check, f"optimizers[{i}]", entry, registry)
              for i, entry in enumerate(optimizers) if isinstance(entry, dict)}
     known = list(registry.available()) + [spec.name for spec in specs.values() if spec.name not in registry.available()]
