@@ -80,7 +80,7 @@ from typing import Any, Mapping
 import yaml
 
 from tuner.ga import (BOUNDARIES, COVARIANCES, FINALS, INITS, RECOMBINATIONS, SCALES, STEP_SIZES, TRIAL_SEEDS,
-                      Dimension, rescale)
+                      Dimension)
 
 Generation = namedtuple("Generation", "noise steps population", defaults=(None,))
 """One row of Table 5 (population None: the schedule's); a tuple, so `schedule.generations` goes
@@ -212,7 +212,7 @@ def _show(value: Any) -> str:
 
 def clean(text: Any, limit: int = 120) -> str:
     """`text` as one line of at most `limit` characters: control characters escaped (a newline is
-    shown as \\n), the middle of a long text cut out (a 1 MB key must not become a 1 MB message)."""
+    shown as \\n), a long text cut with "..." (a 1 MB key must not become a 1 MB message)."""
     text = str(text)[:4 * limit + 16]
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= limit else text[:limit - 3] + "..."
