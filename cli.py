@@ -34,7 +34,6 @@ import time
 import traceback
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -48,10 +47,11 @@ from tuner.report import results
 from tuner.driver.executor import PersistentFailure  # no Ray import: that waits for init_ray
 from tuner.report.export import export, provenance
 from tuner.driver.plan import PlanError, Resources, make_plan
-from tuner.driver.rundir import LOG, RunDirError
-from tuner.driver.schedule import merge, template
+from tuner.driver.rundir import LOG, RunDirError, RunDirLocked
+from tuner.driver.schedule import ScheduleError, clean, merge, parse_yaml, read_text, template
 
 PROG = "lodo-tune"
+MAX_MESSAGE = 600  # characters of an error line
 BAD_INPUT, PERSISTENT_FAILURE, OPTIMIZERS_FAILED, INTERRUPTED = 2, 3, 4, 130
 EXIT_CODES = """exit codes:
   0    done
@@ -225,16 +225,15 @@ def _init_schedule(path: str, task: str | None = None, pilot_steps: int = 1000) 
 
 
 def _load_hparams_file(path: str) -> dict:
+    """The --hparams file through the schedule's bounded loader (a regular UTF-8 file of at most 1 MiB,
+    no duplicate keys, aliases expanded to a bounded size; YAML is a superset of JSON)."""
+    shown = repr(clean(path, 120))
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise UsageError(f"--hparams: {path!r} cannot be read ({e.strerror or e})") from None
-    try:
-        data = yaml.safe_load(text)  # YAML is a superset of JSON
-    except yaml.YAMLError:
-        raise UsageError(f"--hparams: {path!r} is not valid YAML/JSON") from None
+        data = parse_yaml(read_text(path, shown), shown)
+    except ScheduleError as e:
+        raise UsageError(f"--hparams: {e}") from None
     if not isinstance(data, dict) or not data:
-        raise UsageError(f"--hparams: {path!r} must map optimizer -> {{hparam: value}}")
+        raise UsageError(f"--hparams: {shown} must map optimizer -> {{hparam: value}}")
     return data
 
 
@@ -245,8 +244,9 @@ def _flag(parameter: str, args) -> str:
     """The flag of a `PlanError` parameter: "resources.cpus_per_trial" -> "--cpus-per-trial"."""
     if parameter == "run_dir" and args.resume:
         return "--resume"
-    if parameter.startswith("task_options.") and parameter.split(".", 1)[1] not in ("noise_variance", "data_dir"):
-        return f"--schedule: {parameter}"  # an option only the schedule can set (a user task's)
+    if parameter.startswith("task_options.") and (parameter.split(".", 1)[1] not in ("noise_variance", "data_dir")
+                                                  or getattr(args, parameter.split(".", 1)[1], None) is None):
+        return f"--schedule: {parameter}"  # an option only the schedule can set (a user task's), or it set it
     return FLAGS.get(parameter, "--" + parameter.split(".")[-1].replace("_", "-"))
 
 
@@ -499,8 +499,10 @@ class _Output:
             sys.stdout.flush()
 
     def fail(self, message: str, code: int) -> int:
-        """One line on stderr (and with --json the document on stdout); the exit code."""
+        """One line on stderr (and with --json the document on stdout); the exit code. Whatever the
+        message quotes (a 1 MB key, a name with a newline), it stays one line of bounded length."""
         self.stop()
+        message = clean(message, MAX_MESSAGE)
         print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
         if self.json and not self.emitted:
             data = {"error": message, "exit_code": code}
@@ -577,6 +579,8 @@ def _report(args, out: _Output) -> int:
             print(report.write_report(args.run_dirs[0], args.out))
         else:
             print(compare.write_comparison(args.run_dirs, args.out))
+    except RunDirLocked as e:  # a session runs on it: its report.md is the session's to write
+        raise UsageError(f"report: {e} (or write the report elsewhere: --out DIR)") from None
     except ValueError as e:  # a missing or invalid run directory, runs of different tasks
         raise UsageError(f"report: {e}") from None
     return 0
@@ -618,8 +622,10 @@ def main(argv=None) -> int:
         where = f"; {PROG} --resume {out.run_dir} continues it" if out.run_dir is not None else ""
         return out.fail(f"{e} (what finished is saved{where})", PERSISTENT_FAILURE)
     except KeyboardInterrupt:
-        where = f"; {PROG} --resume {out.run_dir} continues it" if out.run_dir is not None else ""
-        return out.fail(f"interrupted (every finished record is on disk{where})", INTERRUPTED)
+        started = out.run_dir is not None and (Path(out.run_dir) / "manifest.json").is_file()
+        where = f"; {PROG} --resume {out.run_dir} continues it" if started else ""
+        return out.fail(f"interrupted (every finished record is on disk{where})" if started else
+                        "interrupted before the run started (nothing was written)", INTERRUPTED)
     except SystemExit as e:  # --help
         out.stop()
         return int(e.code or 0)

@@ -17,6 +17,7 @@ import inspect
 import logging
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -184,6 +185,7 @@ def paper_hyperparameters(task: str) -> dict[str, dict[str, float]]:
 # --- user optimizers: any torch optimizer, declared by an OptimizerSpec ---------------------------
 
 SCALES = ("log", "decay")
+LOG_RANGE = (1e-30, 1e30)  # where a log-scale value may lie: the GA's ln(x) and a box of ×/÷ 1000 stay finite
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*\Z")
 _SPECS: dict[str, "OptimizerSpec"] = {}  # registered with `register`, in registration order
 
@@ -280,23 +282,45 @@ class OptimizerSpec:
         return spec
 
 
+_ALLOWED = "must be a torch.optim.Optimizer subclass or a Python function returning one (docs/tasks.md)"
+
+
+def _standard_library(module: str | None) -> bool:
+    """Whether `module` (a dotted name) is Python's own: the standard library or the builtins."""
+    top = (module or "").partition(".")[0]
+    return top in sys.stdlib_module_names or top in ("builtins", "__builtin__")
+
+
 def _resolve_constructor(spec: OptimizerSpec):
+    """What `spec.optimizer` names, checked BEFORE anything is called: a torch.optim.Optimizer subclass,
+    or a function written in Python outside the standard library (a factory). A name in the standard
+    library (`os.system`, `subprocess.run`, ...) is refused before its module is even imported, and
+    builtins, other callables (instances, partials, C functions) and non-Optimizer classes are refused;
+    importing a user's module runs its code, which is the trust a schedule asks for (docs/tasks.md)."""
     target = spec.optimizer
     if isinstance(target, str):
         module, sep, attribute = target.rpartition(":") if ":" in target else target.rpartition(".")
         if not module or not attribute:
             raise OptimizerSpecError(spec.name, "optimizer", target, 'must be "module.attr", e.g. "torch.optim.AdamW"')
+        if _standard_library(module):
+            raise OptimizerSpecError(spec.name, "optimizer", target, f"{_ALLOWED}; {module!r} is the standard library")
         try:
-            target = getattr(importlib.import_module(module), attribute)
-        except ImportError as error:
+            imported = importlib.import_module(module)
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - importing the user's module raised
+            what = "does not resolve" if isinstance(error, ImportError) else "importing it failed"
+            first = str(error).splitlines()[0][:200] if str(error) else ""
             raise OptimizerSpecError(spec.name, "optimizer", spec.optimizer,
-                                     f"does not resolve: {type(error).__name__}: {error}") from None
+                                     f"{what}: {type(error).__name__}: {first}") from None
+        try:
+            target = getattr(imported, attribute)
         except AttributeError:
             raise OptimizerSpecError(spec.name, "optimizer", spec.optimizer,
                                      f"does not resolve: module {module!r} has no attribute {attribute!r}") from None
-    if inspect.isclass(target) and not issubclass(target, torch.optim.Optimizer) or not callable(target):
-        raise OptimizerSpecError(spec.name, "optimizer", spec.optimizer,
-                                 "must be a torch.optim.Optimizer subclass or a factory returning one")
+    if inspect.isclass(target):
+        if not issubclass(target, torch.optim.Optimizer):
+            raise OptimizerSpecError(spec.name, "optimizer", spec.optimizer, _ALLOWED)
+    elif not inspect.isfunction(target) or _standard_library(getattr(target, "__module__", None)):
+        raise OptimizerSpecError(spec.name, "optimizer", spec.optimizer, _ALLOWED)
     return target
 
 
@@ -375,8 +399,10 @@ def validate(spec: OptimizerSpec):
         if h.scale not in SCALES:
             raise OptimizerSpecError(spec.name, f"{where}.scale", h.scale, f"must be one of: {', '.join(SCALES)}")
         ok = isinstance(h.default, (int, float)) and not isinstance(h.default, bool) and math.isfinite(h.default)
-        if not ok or (h.scale == "log" and not h.default > 0) or (h.scale == "decay" and not 0 <= h.default < 1):
-            allowed = "must be > 0 for scale log" if h.scale == "log" else "must be in [0, 1) for scale decay"
+        if not ok or (h.scale == "log" and not LOG_RANGE[0] <= h.default <= LOG_RANGE[1]) \
+                or (h.scale == "decay" and not 0 <= h.default < 1):
+            allowed = "must be in [0, 1) for scale decay" if h.scale == "decay" else "must be > 0 for scale log" \
+                if not (ok and h.default > 0) else f"must be within [{LOG_RANGE[0]:g}, {LOG_RANGE[1]:g}] for scale log"
             raise OptimizerSpecError(spec.name, f"{where}.default", h.default, allowed)
     kwargs = _kwargs(spec, constructor, {h.name: h.default for h in spec.hyperparameters})
     if "seed" in named:

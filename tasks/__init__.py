@@ -15,6 +15,7 @@ import importlib
 import logging
 import importlib.util
 import inspect
+import math
 import os
 import re
 import sys
@@ -27,7 +28,7 @@ from tasks.base import Task
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library: the application configures logging
 
-__all__ = ["Task", "TaskSpec", "available", "create", "options", "resolve"]
+__all__ = ["OptionError", "Task", "TaskSpec", "available", "check_options", "create", "options", "resolve"]
 
 _REGISTRY = {
     "noisy_bowl": "tasks.noisy_bowl:NoisyBowl",
@@ -244,6 +245,51 @@ def resolve(spec) -> TaskSpec:
             source = f"{_FILES.get(module_name, module_name)}:{qualname}"
     return _from_object(spec, f"{module_name}:{qualname}" if module_name else name, name, source, spec,
                         module_name if module_name != "__main__" else None)
+
+
+class OptionError(ValueError):
+    """A built-in task's option value it cannot take; `.option` names it, `.message` says why (one line)."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(f"{option}: {message}")
+        self.option, self.message = option, message
+
+
+def _integer(low: int, high: int | None = None):
+    return lambda v: not isinstance(v, bool) and isinstance(v, int) and low <= v and (high is None or v <= high)
+
+
+def _nonnegative(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and v >= 0 and math.isfinite(v) and v <= 1e30
+
+
+# The built-in tasks' options and the values they take, checked before any trial (their constructors
+# check them too, but only once a trial builds the task, where an error is a trial's fitness).
+_OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "noise_variance": (_nonnegative, "a finite number >= 0 (at most 1e30)"),
+    "dim": (_integer(1, 10**6), "an integer in [1, 1000000]"),
+    "batch_size": (_integer(1, 10**6), "an integer in [1, 1000000]"),
+    "eval_batch_size": (_integer(1, 10**6), "an integer in [1, 1000000]"),
+    "num_train": (lambda v: v is None or _integer(1)(v), "a positive integer or null"),
+    "num_test": (lambda v: v is None or _integer(1)(v), "a positive integer or null"),
+    "data_dir": (lambda v: v is None or isinstance(v, str) and "\0" not in v, "a path or null"),
+    "synthetic": (lambda v: isinstance(v, bool), "true or false"),
+    "download": (lambda v: isinstance(v, bool), "true or false"),
+    "channels_last": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def check_options(spec, options: dict) -> None:
+    """OptionError for a built-in task's option value it cannot take (noise_variance -1, "abc", NaN);
+    a user task's options are its own business (the tuner builds it once to check them)."""
+    spec = resolve(spec)
+    if not spec.builtin:
+        return
+    for name, value in options.items():
+        rule = _OPTION_RULES.get(name)
+        if rule is not None and not rule[0](value):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise OptionError(name, f"{shown} is not allowed for task {spec.name!r} (must be {rule[1]})")
 
 
 def options(spec) -> list[str]:

@@ -104,9 +104,7 @@ def run_plan(plan: Plan, progress: ProgressFn | None = None) -> TuneResult:
             ray.shutdown()
         lock.release()
         if fresh and not (rd.path / "manifest.json").exists():  # refused before it started: leave nothing
-            lock.path.unlink(missing_ok=True)
-            if rd.path.is_dir() and not any(rd.path.iterdir()):
-                rd.path.rmdir()
+            lock.remove_created()
 
 
 def _run_session(plan: Plan, rd: RunDir, given, memory, optimizer_specs, progress) -> TuneResult:

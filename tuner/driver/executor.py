@@ -39,7 +39,9 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
+import _thread
 from typing import Callable, Iterable
 
 import torch
@@ -51,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 # `ray` is imported inside the functions that use it: `init_ray` sets RAY_AUTH_MODE before the first import.
 MAX_ATTEMPTS = 20      # environmental failures of one job before the run stops
+JOIN_TIMEOUT_S = 60.0  # joining a cluster at --address (a live one answers in seconds)
 BACKOFF_S, BACKOFF_MAX_S = 0.5, 30.0
 STALL_S = 600.0        # jobs waiting and no live worker for this long: the run stops
 
@@ -108,6 +111,42 @@ def _worker_class():
     return ray.remote(TrialWorker)
 
 
+def _join(ray, address: str, kw: dict) -> None:
+    """`ray.init(address=...)` within `JOIN_TIMEOUT_S`: an address that accepts connections but is no
+    Ray cluster keeps Ray's start waiting for minutes, and refuses to join are one line
+    (`PlanError("resources.address")`), not a traceback. Ray's waits are in C, so the timer's interrupt
+    lands when one of them returns (tens of seconds later at most); a Ctrl-C stays the user's."""
+    from tuner.driver.plan import PlanError
+
+    fired, guard, waiting = threading.Event(), threading.Lock(), [True]
+
+    def interrupt():
+        with guard:  # never once ray.init has returned: the interrupt then lands inside the try below
+            if waiting[0]:
+                fired.set()
+                _thread.interrupt_main()
+
+    timer = threading.Timer(JOIN_TIMEOUT_S, interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        ray.init(address=address, **kw)
+        with guard:
+            waiting[0] = False
+    except KeyboardInterrupt:
+        if not fired.is_set():
+            raise
+        ray.shutdown()
+        raise PlanError("resources.address", f"{address[:80]!r}: Ray could not join a cluster there within "
+                                             f"{JOIN_TIMEOUT_S:g} s") from None
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+        ray.shutdown()
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise PlanError("resources.address", f"{address[:80]!r}: Ray could not join it ({type(e).__name__}: {first})") from None
+    finally:
+        timer.cancel()
+
+
 def init_ray(address: str | None = None, workers: int | None = None, cpus_per_trial: float = 1,
              num_gpus: int | None = None, runtime_env: dict | None = None) -> bool:
     """Join `address` or start a local Ray with `workers` × `cpus_per_trial` CPUs (default: all cores);
@@ -126,7 +165,7 @@ def init_ray(address: str | None = None, workers: int | None = None, cpus_per_tr
         kw["runtime_env"] = runtime_env
     with _started_from(_HOME):
         if address:
-            ray.init(address=address, **kw)
+            _join(ray, address, kw)
         else:
             cpus = os.cpu_count() if workers is None else max(1, math.ceil(workers * cpus_per_trial))
             ray.init(address="local", num_cpus=cpus, num_gpus=num_gpus, **kw)  # a new local Ray, never a stray one

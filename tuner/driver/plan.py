@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import math
+import os
+import re
+import socket
 from pathlib import Path
 from typing import Mapping
 
@@ -19,8 +23,11 @@ import tasks
 from tuner.driver import preflight
 from tuner.driver.rundir import RunDir, RunDirError
 from tuner.search import SEARCHERS
-from tuner.driver.schedule import Schedule, ScheduleError, load_schedule, merge
+from tuner.driver.schedule import Schedule, ScheduleError, clean, load_schedule, merge, value_problem
 from tuner.search.optuna import SearcherUnavailable, require
+
+
+logger = logging.getLogger(__name__)
 
 
 class PlanError(ValueError):
@@ -31,11 +38,52 @@ class PlanError(ValueError):
         self.parameter, self.message = parameter, message
 
 
-def _number(parameter: str, value, minimum: float, strict: bool) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) \
-        and (value > minimum if strict else value >= minimum)
+# Resources no machine has (docs/tasks.md, "Limits"); beyond them Ray would refuse, hang or schedule nothing.
+MAX_WORKERS, MAX_CPUS_PER_TRIAL, MAX_GPUS_PER_TRIAL, MAX_MEMORY_GIB = 10_000, 1024, 64, 2**20
+MAX_SEED = 2**40
+ADDRESS_TIMEOUT_S = 10.0  # how long a cluster's --address may take to accept a connection
+_ADDRESS = re.compile(r"(?:ray://)?(?:(?P<host>[A-Za-z0-9_.-]+)|\[(?P<ip6>[0-9A-Fa-f:.]+)\]):(?P<port>[0-9]{1,5})")
+
+
+def _number(parameter: str, value, minimum: float, strict: bool, maximum: float = math.inf) -> None:
+    try:
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) \
+            and (value > minimum if strict else value >= minimum)
+    except OverflowError:  # an int too large for a float
+        ok = False
     if not ok:
-        raise PlanError(parameter, f"{value!r} is not allowed (must be a number {'>' if strict else '>='} {minimum})")
+        raise PlanError(parameter, f"{clean(repr(value), 60)} is not allowed (must be a number "
+                                   f"{'>' if strict else '>='} {minimum})")
+    if value > maximum:
+        raise PlanError(parameter, f"{value!r} is not allowed (must be at most {maximum:g}: no machine has more)")
+
+
+def address_parts(address: str) -> tuple[str, int] | None:
+    """(host, port) of a cluster address "host:port" or "ray://host:port"; None for "auto"/"local"
+    (Ray finds or starts the cluster itself); PlanError for anything else."""
+    if address in ("auto", "local"):
+        return None
+    match = _ADDRESS.fullmatch(address) if isinstance(address, str) else None
+    host = match and (match["host"] or match["ip6"])
+    if match is None or not 0 < int(match["port"]) < 65536 or len(host) > 253 \
+            or any(not 0 < len(label) <= 63 for label in host.split(".") if match["host"]):
+        raise PlanError("resources.address", f"{clean(repr(address), 80)} is not allowed (must be host:port, "
+                                             "ray://host:port or auto)")
+    return host, int(match["port"])
+
+
+def check_address(address: str, timeout: float = ADDRESS_TIMEOUT_S) -> None:
+    """PlanError unless the cluster at `address` accepts a TCP connection within `timeout` seconds
+    (a host that does not answer would otherwise keep Ray's start waiting for minutes)."""
+    parts = address_parts(address)
+    if parts is None:
+        return
+    try:
+        socket.create_connection(parts, timeout=timeout).close()
+    except (OSError, UnicodeError) as e:  # UnicodeError: a host name the resolver cannot encode
+        why = "did not answer" if isinstance(e, TimeoutError) else (getattr(e, "strerror", None) or type(e).__name__).lower()
+        raise PlanError("resources.address", f"{clean(repr(address), 80)}: {why} within {timeout:g} s "
+                                             "(is the Ray cluster running there?)") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,15 +108,30 @@ class Resources:
             raise PlanError("resources.batch", f"{self.batch!r} is not allowed (must be True or False)")
         w = self.workers
         if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
-            raise PlanError("resources.workers", f"{w!r} is not allowed (must be an integer >= 1 or None)")
-        _number("resources.cpus_per_trial", self.cpus_per_trial, 0, strict=True)
-        _number("resources.gpus_per_trial", self.gpus_per_trial, 0, strict=False)
+            raise PlanError("resources.workers", f"{clean(repr(w), 60)} is not allowed (must be an integer >= 1 or None)")
+        if w is not None and w > MAX_WORKERS:
+            raise PlanError("resources.workers", f"{w!r} is not allowed (must be at most {MAX_WORKERS:,}: no machine has more)")
+        _number("resources.cpus_per_trial", self.cpus_per_trial, 0, strict=True, maximum=MAX_CPUS_PER_TRIAL)
+        _number("resources.gpus_per_trial", self.gpus_per_trial, 0, strict=False, maximum=MAX_GPUS_PER_TRIAL)
         if self.memory_per_trial is not None:
-            _number("resources.memory_per_trial", self.memory_per_trial, 0, strict=True)
+            _number("resources.memory_per_trial", self.memory_per_trial, 0, strict=True, maximum=MAX_MEMORY_GIB)
         if self.device not in ("cpu", "cuda"):
-            raise PlanError("resources.device", f"{self.device!r} is not allowed (must be 'cpu' or 'cuda')")
+            raise PlanError("resources.device", f"{clean(repr(self.device), 60)} is not allowed (must be 'cpu' or 'cuda')")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise PlanError("resources.device", "cuda is not available here (torch sees no CUDA device)")
+        if self.address is not None:
+            if not isinstance(self.address, str):
+                raise PlanError("resources.address", f"{clean(repr(self.address), 60)} is not allowed (must be a string)")
+            address_parts(self.address)
+        else:  # a local Ray has this machine's CPUs and GPUs: a trial needing more would never be scheduled
+            cpus = os.cpu_count() or 1
+            if self.workers is None and self.cpus_per_trial > cpus:
+                raise PlanError("resources.cpus_per_trial", f"{self.cpus_per_trial:g} is more than this machine's "
+                                                            f"{cpus} CPUs (give --workers to oversubscribe them)")
+            gpus = torch.cuda.device_count()
+            if self.gpus_per_trial > gpus:
+                raise PlanError("resources.gpus_per_trial", f"{self.gpus_per_trial:g} is more than this machine's "
+                                                            f"{gpus} GPUs (a trial would never start)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +217,9 @@ def _task(task, manifest: dict | None, where: str) -> tasks.TaskSpec:
         message = str(e)
         if message.startswith("Unknown task: "):  # a name that is neither built-in nor a spec
             message = f"unknown task {message[len('Unknown task: '):]}"
-        raise PlanError("task", message) from None
+        raise PlanError("task", clean(message, 400)) from None
+    except SystemExit as e:  # the task's module called sys.exit() while being imported
+        raise PlanError("task", f"importing {clean(repr(task), 120)} called sys.exit({clean(repr(e.code), 40)})") from None
     if manifest is not None and manifest["task"] != spec.name:
         raise PlanError("task", f"{where} is a run of task {manifest['task']!r}, not {spec.name!r}")
     return spec
@@ -175,10 +240,11 @@ def _check_user_task(spec: tasks.TaskSpec, options: dict) -> tasks.Task:
     try:
         return spec.create(seed=0, device="cpu", **options)
     except ValueError as e:
-        raise PlanError("task", str(e)) from None
-    except Exception as e:  # noqa: BLE001 - the user's code raised
+        raise PlanError("task", clean(e, 400)) from None
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's code raised (or called sys.exit)
         first = str(e).splitlines()[0] if str(e) else ""
-        raise PlanError("task", f"building {spec.source or spec.name!r} failed ({type(e).__name__}: {first})") from None
+        raise PlanError("task", f"building {clean(spec.source or spec.name, 120)!r} failed "
+                                f"({type(e).__name__}: {clean(first, 200)})") from None
 
 
 def _hyperparameters(value, optimizers: list[str], schedule: Schedule) -> dict:
@@ -187,15 +253,21 @@ def _hyperparameters(value, optimizers: list[str], schedule: Schedule) -> dict:
         raise PlanError("hyperparameters", f"{value!r} is not allowed (must be 'tuned', 'paper' or "
                                            "a mapping optimizer -> {hyperparameter: value})")
     for opt, hp in value.items():
-        _one_of("hyperparameters", "optimizer", opt, _optimizer_names(schedule))
+        if opt not in _optimizer_names(schedule):
+            raise PlanError("hyperparameters", f"unknown optimizer {clean(repr(opt), 60)} "
+                                               f"(valid: {', '.join(_optimizer_names(schedule))})")
         if not isinstance(hp, Mapping):
-            raise PlanError("hyperparameters", f"{opt}: {hp!r} is not allowed (must map hyperparameter -> value)")
-        valid = _space_names(schedule, opt)
+            raise PlanError("hyperparameters", f"{opt}: {clean(repr(hp), 60)} is not allowed (must map hyperparameter -> value)")
+        spec = schedule.optimizer_specs.get(opt)
+        scales = {h.name: h.scale for h in (spec.hyperparameters if spec else lodo.hyperparameters(opt))}
         for name, v in hp.items():
-            if name not in valid:
-                raise PlanError("hyperparameters", f"unknown hyperparameter {name!r} for {opt} (valid: {', '.join(valid)})")
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise PlanError("hyperparameters", f"{opt}.{name}: {v!r} is not allowed (must be a finite number)")
+            if name not in scales:
+                raise PlanError("hyperparameters", f"unknown hyperparameter {clean(repr(name), 60)} for {opt} "
+                                                   f"(valid: {', '.join(scales)})")
+            problem = "must be a finite number" if isinstance(v, bool) or not isinstance(v, (int, float)) \
+                else value_problem(v, scales[name])  # lodo.registry's domain: lr > 0, a decay rate in [0, 1), ...
+            if problem:
+                raise PlanError("hyperparameters", f"{opt}.{name}: {clean(repr(v), 60)} is not allowed ({problem})")
     missing = [o for o in optimizers if o not in value]
     if missing:
         raise PlanError("hyperparameters", f"no values for {', '.join(missing)}")
@@ -207,7 +279,7 @@ def _searcher(searcher, manifest: dict | None, where: str) -> dict:
     if searcher is None:
         return {}
     if searcher not in SEARCHERS:
-        raise PlanError("searcher", f"unknown searcher {searcher!r} (valid: {', '.join(SEARCHERS)})")
+        raise PlanError("searcher", f"unknown searcher {clean(repr(searcher), 60)} (valid: {', '.join(SEARCHERS)})")
     if manifest is not None:
         recorded = (manifest["schedule"].get("search") or {}).get("searcher", "ga")
         if recorded != searcher:
@@ -231,12 +303,17 @@ def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedu
         if run_dir is None:
             raise PlanError("run_dir", "required to resume")
         try:
-            manifest = RunDir.open(run_dir).manifest
+            opened = RunDir.open(run_dir)
+            manifest = opened.manifest
         except RunDirError as e:
             raise PlanError("run_dir", str(e)) from None
-    where = repr(str(run_dir))
+    where = repr(clean(run_dir, 200))
     spec = _task(task, manifest, where)
     task = spec.name
+    if searcher is not None and hyperparameters not in (None, "tuned"):
+        raise PlanError("searcher", f"{clean(repr(searcher), 40)} tunes, and hyperparameters "
+                                    f"{clean(repr(hyperparameters), 40) if isinstance(hyperparameters, str) else '(a mapping)'} "
+                                    "are not tuned: give one or the other")
     searcher_override = _searcher(searcher, manifest, where)
     if searcher_override:
         schedule_overrides = merge(dict(schedule_overrides or {}), searcher_override)
@@ -253,8 +330,13 @@ def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedu
     if not spec.accepts_any_option():
         for name in schedule.task_options:
             if name not in spec.options():
-                raise PlanError(f"task_options.{name}", f"not an option of task {task!r} "
-                                                        f"(valid: {', '.join(spec.options()) or 'none'})")
+                raise PlanError(f"task_options.{clean(name, 40)}", f"not an option of task {task!r} "
+                                                                  f"(valid: {', '.join(spec.options()) or 'none'})")
+    if spec.builtin:
+        try:
+            tasks.check_options(spec, schedule.task_options)
+        except tasks.OptionError as e:
+            raise PlanError(f"task_options.{e.option}", f"{e.message}; in {schedule.source}") from None
     with preflight.global_rng_kept():  # a user factory may draw from the global generators: not ours to consume
         built = _check_user_task(spec, schedule.task_options) if not spec.builtin else None
 
@@ -299,7 +381,9 @@ def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedu
     if seed is None:
         seed = (manifest or {}).get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise PlanError("seed", f"{seed!r} is not allowed (must be an integer >= 0)")
+        raise PlanError("seed", f"{clean(repr(seed), 60)} is not allowed (must be an integer >= 0)")
+    if seed >= MAX_SEED:  # full run i of tuner seed s is trial seed 1000·s + i, which torch's generator must take
+        raise PlanError("seed", f"{clean(repr(seed), 60)} is not allowed (must be below 2**40)")
     if manifest is not None and manifest["seed"] != seed:
         raise PlanError("seed", f"{where} was run with seed {manifest['seed']}, not {seed}")
 
@@ -322,4 +406,9 @@ def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedu
         preflight.check(spec, schedule, plan.optimizers, plan.given(), plan.mode == "paper", task=built)
     except preflight.PreflightError as e:
         raise PlanError(e.parameter, e.message) from None
+    if plan.resources.address is not None:  # last: every other check answers before this wait
+        check_address(plan.resources.address)
+    if resume and opened.legacy:
+        logger.warning("%r is a format-1 run directory (from before digests were required): its records "
+                       "are checked against their sha256 where they have one", clean(run_dir, 200))
     return plan

@@ -49,9 +49,19 @@ the process ends, kill -9 included) for as long as it runs; a second one is refu
 `RunDirLocked` naming the holder, a stale ``.lock`` of a dead process blocks nothing.
 
 Reading is safe: every file is parsed as JSON (no code runs), and anything unreadable, truncated,
-of the wrong shape or whose "sha256" (written with each tuning and full-run record) does not match
-its content is a `RunDirError` naming the file. The digest catches damage and hand edits, not a
-forger, who can recompute it.
+of the wrong shape or whose "sha256" does not match its content is a `RunDirError` naming the file.
+
+Integrity (docs/tasks.md, "Trust model and integrity"): the manifest's ``format`` says which files
+must carry a digest. Format 2 (`FORMAT`, every run directory created now): manifest.json, each
+tuning and full-run record, state.json and tuned.json carry "sha256" (of their canonical JSON
+without it), and a missing or wrong one is a `RunDirError` naming the file, so a check cannot be
+switched off by deleting the field. A manifest without ``format`` (format 1, written before) is
+read as before, a digest verified where present and not required, and resumed as it was written
+(records sealed, state.json and tuned.json not); `RunDir.legacy` flags it and resuming it logs a
+warning. Since format-1 code never sealed state.json or tuned.json, a format-1 manifest next to a
+sealed one is a manifest stripped of its format: a `RunDirError`. The digest catches accidental damage (a torn copy,
+a flipped bit, a hand edit made by mistake); it does not stop someone who can write the files,
+who can recompute it (or rewrite the manifest as format 1).
 """
 from __future__ import annotations
 
@@ -70,6 +80,7 @@ import tempfile
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+FORMAT = 2  # the run-directory format written now: every file listed in the module docstring carries a digest
 LOG = "log.jsonl"
 LOCK = ".lock"
 IDENTITY = ("task", "schedule", "seed", "optimizers")  # what a resumed run must match
@@ -134,8 +145,17 @@ def read_json(path: Path, kind: type | None = dict):
     return data
 
 
+def _present(path: Path) -> bool:
+    """Whether a run directory's file is there; RunDirError when something else (a folder, a FIFO) is in its place."""
+    if not os.path.lexists(path):
+        return False
+    if not path.is_file():
+        raise RunDirError(f"{_shown(path)} is not a regular file: damaged? (delete it)")
+    return True
+
+
 def _read_if_exists(path: Path):
-    return read_json(path) if path.is_file() else None
+    return read_json(path) if _present(path) else None
 
 
 def record_digest(record: dict) -> str:
@@ -148,18 +168,100 @@ def _seal(record: dict) -> dict:
     return {**record, "sha256": record_digest(record)}
 
 
-def read_record(path: Path, required: tuple[str, ...] = ()) -> dict:
+def _unseal(path: Path, rec: dict, sealed: bool, remedy: str = "delete it to run it again") -> dict:
+    """`rec` without its "sha256", which must match (and, when `sealed`, be there); RunDirError naming the file."""
+    if "sha256" not in rec:
+        if sealed:
+            raise RunDirError(f"{str(path)!r} has no sha256 (every file of a format-{FORMAT} run directory has "
+                              f"one): damaged or edited? ({remedy})")
+        return rec
+    if rec.pop("sha256") != record_digest(rec):
+        raise RunDirError(f"{str(path)!r} is damaged or was edited (its content does not match its sha256); {remedy}")
+    return rec
+
+
+def read_record(path: Path, required: tuple[str, ...] = (), sealed: bool = False) -> dict:
     """A tuning or full-run record: RunDirError naming the file if it is unreadable, lacks one of
-    `required`, or does not match its "sha256" (records written before digests have none); the
-    record is returned without its digest."""
-    rec = read_json(path)
-    if "sha256" in rec and rec.pop("sha256") != record_digest(rec):
-        raise RunDirError(f"{str(path)!r} is damaged or was edited (its content does not match its sha256); "
-                          "delete it to run it again")
+    `required`, or does not match its "sha256" (required when `sealed`: a format-2 run directory;
+    records written before digests have none); the record is returned without its digest."""
+    rec = _unseal(path, read_json(path), sealed)
     missing = [k for k in required if k not in rec]
     if missing:
         raise RunDirError(f"{str(path)!r} lacks {', '.join(missing)}: damaged? (delete it to run it again)")
     return rec
+
+
+def _shown(path) -> str:
+    """A path for a one-line message: quoted, control characters escaped, at most 200 characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path)[:800])
+    return repr(text if len(text) <= 200 else text[:197] + "...")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _values(v) -> bool:
+    """{hyperparameter: number}"""
+    return isinstance(v, dict) and all(isinstance(k, str) and _number(x) for k, x in v.items())
+
+
+def _per_optimizer(v) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and (x is None or _values(x)) for k, x in v.items())
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+# key -> (test, what it must be): what the session, results and report read from each file
+_STATE_SHAPE = {"generation": (_integer, "an integer >= 0"), "mean": (lambda v: v is None or _values(v), "a mapping of numbers")}
+_TUNED_SHAPE = {"hyperparameters": (_per_optimizer, "a mapping optimizer -> {hyperparameter: number}")}
+_INDIVIDUAL_SHAPE = {"generation": (_integer, "an integer >= 0"), "index": (_integer, "an integer >= 0"),
+                     "steps": (_integer, "an integer >= 0"), "fitness": (_number, "a number")}
+_FULL_SHAPE = {"seed_index": (_integer, "an integer >= 0"), "steps": (_integer, "an integer >= 0")}
+_OPTIONAL = {"raw": (_per_optimizer, "a mapping optimizer -> {hyperparameter: number}"),
+             "generations": (_integer, "an integer >= 0"), "lr_scale": (_number, "a number"),
+             "hparams": (lambda v: v is None or _values(v), "a mapping of numbers")}
+
+
+def _shaped(path: Path, data: dict, shape: dict) -> dict:
+    """`data` if each key of `shape` (and of `_OPTIONAL`, where present) has the right type; else a
+    RunDirError naming the file and the key (a state.json of the wrong shape must not be a TypeError)."""
+    for key, (ok, what) in shape.items():
+        if key not in data:
+            raise RunDirError(f"{_shown(path)} lacks {key}: damaged? (delete it to run it again)")
+        if not ok(data[key]):
+            raise RunDirError(f"{_shown(path)}: {key} is not {what}: damaged? (delete it to run it again)")
+    for key, (ok, what) in _OPTIONAL.items():
+        if key in data and key not in shape and not ok(data[key]):
+            raise RunDirError(f"{_shown(path)}: {key} is not {what}: damaged? (delete it to run it again)")
+    return data
+
+
+def _schedule_problem(schedule: dict) -> str | None:
+    """What the report, export and comparison read from a manifest's schedule, where it is missing or of
+    the wrong type ("full_run.seeds is missing"); None when it has the shape they need."""
+    generations, full = schedule.get("generations"), schedule.get("full_run")
+    if not isinstance(generations, list) or not generations or not all(isinstance(g, dict) for g in generations):
+        return "generations is missing or not a list of rows"
+    if not isinstance(schedule.get("population"), int) or isinstance(schedule.get("population"), bool):
+        return "population is missing or not an integer"
+    if not isinstance(full, dict):
+        return "full_run is missing or not a mapping"
+    for key in ("steps", "seeds"):
+        if not _integer(full.get(key)):
+            return f"full_run.{key} is missing or not an integer"
+    if full.get("time_milestone_s") is not None and not _number(full["time_milestone_s"]):
+        return "full_run.time_milestone_s is not a number"
+    for key in ("task_options", "scales", "start", "search", "ga", "horizon"):
+        if schedule.get(key) is not None and not isinstance(schedule[key], dict):
+            return f"{key} is not a mapping"
+    if "lr_scale" in schedule and not _number(schedule["lr_scale"]):
+        return "lr_scale is not a number"
+    if not isinstance(schedule.get("optimizers", []), list):
+        return "optimizers is not a list"
+    return None
 
 
 def _holder(path: Path) -> dict:
@@ -175,6 +277,17 @@ class Lock:
 
     def __init__(self, path: Path, fd: int):
         self.path, self.fd = path, fd
+        self.created: list[Path] = []  # the folders taking the lock created (the run directory, runs/, ...)
+
+    def remove_created(self) -> None:
+        """Remove the lock file and the folders taking it created, where empty (a run refused before it
+        started leaves neither its run directory nor runs/ behind)."""
+        self.path.unlink(missing_ok=True)
+        for folder in self.created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
     def release(self) -> None:
         if self.fd is not None:
@@ -270,15 +383,20 @@ class RunDir:
 
     def __init__(self, path):
         self.path = Path(path)
+        self._format: int | None = None
 
     # -- the one writer ------------------------------------------------------------------------
     def lock(self) -> Lock:
         """Take the run directory for this process (creating the folder): flock on ``.lock``, which
         then names this process; RunDirLocked naming the holder if another process has it. The OS
         drops the lock when the process ends, however it ends."""
-        self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        created = [p for p in (self.path, *self.path.parents) if not os.path.lexists(p)]  # deepest first
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # under a regular file, in /proc, read-only, ...
+            raise RunDirError(f"{_shown(self.path)} cannot be created or locked ({e.strerror or e})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -288,7 +406,9 @@ class RunDir:
               "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
-        return Lock(path, fd)
+        lock = Lock(path, fd)
+        lock.created = created
+        return lock
 
     @staticmethod
     def check_unlocked(path) -> None:
@@ -314,8 +434,15 @@ class RunDir:
         folder holding only a stale ``.lock`` (a run killed while starting) counts as empty, and so
         does one holding our own (`holding_lock`)."""
         p = Path(path)
-        if p.exists() and not p.is_dir():
-            raise RunDirError(f"{str(p)!r} exists and is not a directory")
+        try:
+            exists = p.exists()
+        except OSError as e:  # a name too long, ...
+            raise RunDirError(f"{_shown(p)} cannot be used ({e.strerror or e})") from None
+        if exists and not p.is_dir():
+            raise RunDirError(f"{_shown(p)} exists and is not a directory")
+        above = next((q for q in p.absolute().parents if q.exists()), None)
+        if not exists and above is not None and not above.is_dir():
+            raise RunDirError(f"{_shown(p)} cannot be created: {_shown(above)} is not a directory")
         if p.is_dir():
             if not holding_lock:
                 RunDir.check_unlocked(p)
@@ -323,30 +450,79 @@ class RunDir:
                 raise RunDirError(f"{str(p)!r} is not empty (resume it to continue it)")
 
     @classmethod
-    def open(cls, path) -> "RunDir":
-        """An existing run directory; RunDirError unless its manifest reads and has the run's identity."""
+    def open(cls, path, schedule: bool = False) -> "RunDir":
+        """An existing run directory; RunDirError unless its manifest reads, verifies and has the run's
+        identity, and (`schedule`: for export, report and comparison) the schedule fields they read."""
         rd = cls(path)
-        if not (rd.path / MANIFEST).is_file():
-            raise RunDirError(f"{str(rd.path)!r} is not a run directory (no {MANIFEST})")
         try:
-            manifest = json.loads((rd.path / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            raise RunDirError(f"unreadable {MANIFEST} in {str(rd.path)!r} ({type(e).__name__}: {str(e)[:120]})") from None
+            found = (rd.path / MANIFEST).is_file()
+        except OSError as e:
+            raise RunDirError(f"{_shown(rd.path)} cannot be read ({e.strerror or e})") from None
+        if not found:
+            raise RunDirError(f"{_shown(rd.path)} is not a run directory (no {MANIFEST})")
+        manifest = rd.manifest  # reads, verifies and checks the identity's types
+        # tuned.json and state.json up front (a few small files), so resume refuses them before Ray starts;
+        # in format 1 a sealed one shows a manifest stripped of its format
+        for p, shape in [(rd.path / "tuned.json", _TUNED_SHAPE),
+                         *((p, _STATE_SHAPE) for p in sorted((rd.path / "tuning").glob("*/state.json")))]:
+            if _present(p):
+                rd._verified(p, shape)
+        problem = _schedule_problem(manifest["schedule"]) if schedule else None
+        if problem:
+            raise RunDirError(f"{_shown(rd.path / MANIFEST)}: schedule.{problem}: damaged?")
+        return rd
+
+    def _read_manifest(self) -> dict:
+        """manifest.json, verified: readable, its digest (format 2), the identity fields and the
+        schedule fields every reader uses, of the right types; RunDirError naming the file otherwise."""
+        path = self.path / MANIFEST
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise RunDirError(f"unreadable {MANIFEST} in {_shown(self.path)} ({type(e).__name__}: {str(e)[:120]})") from None
         if not isinstance(manifest, dict) or not all(k in manifest for k in IDENTITY):
-            raise RunDirError(f"{MANIFEST} in {str(rd.path)!r} lacks one of {', '.join(IDENTITY)}")
+            raise RunDirError(f"{MANIFEST} in {_shown(self.path)} lacks one of {', '.join(IDENTITY)}")
+        form = manifest.get("format", 1)
+        if isinstance(form, bool) or not isinstance(form, int) or form < 2 and "format" in manifest:
+            raise RunDirError(f"{_shown(path)}: format {str(form)[:20]!r} is not a run-directory format: damaged?")
+        if form > FORMAT:
+            raise RunDirError(f"{_shown(path)} is format {form}, written by a newer lodo-tune (this one reads up "
+                              f"to format {FORMAT}): upgrade lodo-tune")
+        if form == 1 and "sha256" in manifest:
+            raise RunDirError(f"{_shown(path)} has a sha256 but no format: damaged or edited?")
+        manifest = _unseal(path, manifest, form >= 2, "the run cannot be trusted: start a new one")
         kinds = {"task": str, "schedule": dict, "seed": int, "optimizers": list}
         for key, kind in kinds.items():
             if not isinstance(manifest[key], kind) or isinstance(manifest[key], bool):
-                raise RunDirError(f"{str(rd.path / MANIFEST)!r}: {key} is {manifest[key]!r}, not a {kind.__name__}: damaged?")
+                raise RunDirError(f"{_shown(path)}: {key} is {str(manifest[key])[:60]!r}, not a {kind.__name__}: damaged?")
         if not all(isinstance(o, str) for o in manifest["optimizers"]):
-            raise RunDirError(f"{str(rd.path / MANIFEST)!r}: optimizers {manifest['optimizers']!r} are not all names")
-        return rd
+            raise RunDirError(f"{_shown(path)}: optimizers {str(manifest['optimizers'])[:80]} are not all names")
+        return manifest
+
+    @property
+    def format(self) -> int:
+        """The run directory's format (`FORMAT` for one created now, 1 for one created before digests were
+        required); read once from the verified manifest (0 while there is none: nothing to check against)."""
+        if self._format is None:
+            if not (self.path / MANIFEST).is_file():
+                return 0
+            self._format = self.manifest.get("format", 1)
+        return self._format
+
+    @property
+    def legacy(self) -> bool:
+        """A format-1 run directory: its files' digests are checked where present, not required."""
+        return self.format == 1
+
+    def _sealed(self) -> bool:
+        return self.format >= 2
 
     @classmethod
     def create(cls, path, *, task: str, schedule: dict, seed: int, optimizers: list[str], **extra) -> "RunDir":
         rd = cls(path)
         rd.path.mkdir(parents=True, exist_ok=True)
         manifest = {
+            "format": FORMAT,
             "task": task,
             "schedule": schedule,
             "seed": seed,
@@ -355,12 +531,13 @@ class RunDir:
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             **extra,
         }
-        atomic_write_json(rd.path / MANIFEST, manifest)
+        atomic_write_json(rd.path / MANIFEST, _seal(manifest))
         return rd
 
     @property
     def manifest(self) -> dict:
-        return read_json(self.path / MANIFEST)
+        """The manifest without its digest ("format" says which files carry one), verified (`_read_manifest`)."""
+        return self._read_manifest()
 
     @property
     def log(self) -> RunLog:
@@ -379,20 +556,39 @@ class RunDir:
 
     def read_individual(self, optimizer: str, generation: int, index: int) -> dict | None:
         p = self.individual_path(optimizer, generation, index)
-        return read_record(p, self.INDIVIDUAL) if p.is_file() else None
+        return read_record(p, self.INDIVIDUAL, self._sealed()) if _present(p) else None
 
     def individuals(self, optimizer: str) -> list[dict]:
         d = self.path / "tuning" / safe_name(optimizer)
         if not d.is_dir():
             return []
-        recs = [read_record(p, self.INDIVIDUAL) for p in sorted(d.glob("g*-i*.json"))]
+        sealed = self._sealed()
+        recs = [_shaped(p, read_record(p, self.INDIVIDUAL, sealed), _INDIVIDUAL_SHAPE)
+                for p in sorted(d.glob("g*-i*.json"))]
         return sorted(recs, key=lambda r: (r["generation"], r["index"]))
 
+    def _seal_if(self, data: dict) -> dict:
+        """state.json and tuned.json carry a digest from format 2 on (a format-1 directory keeps its own format)."""
+        return data if self.legacy else _seal(data)
+
+    def _verified(self, path: Path, shape: dict) -> dict:
+        """state.json or tuned.json: digest (required from format 2; in format 1 its presence means the
+        manifest was stripped of its format) and shape checked; returned without the digest."""
+        data = read_json(path)
+        if self.legacy and "sha256" in data:
+            raise RunDirError(f"{_shown(path)} has a sha256, which a format-1 run directory's files never have: "
+                              f"was {MANIFEST}'s format removed? The run cannot be trusted: start a new one")
+        return _shaped(path, _unseal(path, data, self._sealed(), "delete it: resume rebuilds it"), shape)
+
     def write_state(self, optimizer: str, state: dict) -> None:
-        atomic_write_json(self.path / "tuning" / safe_name(optimizer) / "state.json", state)
+        atomic_write_json(self.path / "tuning" / safe_name(optimizer) / "state.json", self._seal_if(state))
 
     def read_state(self, optimizer: str) -> dict | None:
-        return _read_if_exists(self.path / "tuning" / safe_name(optimizer) / "state.json")
+        """The GA's state.json {generation, generations, done, mean}, verified; None if there is none."""
+        p = self.path / "tuning" / safe_name(optimizer) / "state.json"
+        if not _present(p):
+            return None
+        return self._verified(p, _STATE_SHAPE)
 
     def write_error(self, optimizer: str, name: str, traceback: str) -> Path:
         """errors/<optimizer>/<name>.txt: "g03-i17" (an individual) or "full-seed-2" (a full run)."""
@@ -401,10 +597,14 @@ class RunDir:
         return p
 
     def write_tuned(self, tuned: dict) -> None:
-        atomic_write_json(self.path / "tuned.json", tuned)
+        atomic_write_json(self.path / "tuned.json", self._seal_if(tuned))
 
     def read_tuned(self) -> dict | None:
-        return _read_if_exists(self.path / "tuned.json")
+        """tuned.json {hyperparameters, raw, lr_scale, source, ...}, verified; None if there is none."""
+        p = self.path / "tuned.json"
+        if not _present(p):
+            return None
+        return self._verified(p, _TUNED_SHAPE)
 
     # -- full-length runs --------------------------------------------------------------------
     def full_path(self, optimizer: str, seed_index: int) -> Path:
@@ -415,13 +615,14 @@ class RunDir:
 
     def read_full(self, optimizer: str, seed_index: int) -> dict | None:
         p = self.full_path(optimizer, seed_index)
-        return read_record(p, self.FULL) if p.is_file() else None
+        return read_record(p, self.FULL, self._sealed()) if _present(p) else None
 
     def full_runs(self, optimizer: str) -> list[dict]:
         d = self.path / "full" / safe_name(optimizer)
         if not d.is_dir():
             return []
-        recs = [read_record(p, self.FULL) for p in d.glob("seed-*.json")]
+        sealed = self._sealed()
+        recs = [_shaped(p, read_record(p, self.FULL, sealed), _FULL_SHAPE) for p in d.glob("seed-*.json")]
         return sorted(recs, key=lambda r: r["seed_index"])
 
     def write_summary(self, summary: dict) -> None:

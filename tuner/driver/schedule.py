@@ -52,6 +52,8 @@ import copy
 import importlib
 import importlib.resources
 import math
+import os
+import stat
 from collections import namedtuple
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -94,6 +96,15 @@ class Objective(namedtuple("Objective", "metric mode", defaults=(TRAIN_LOSS, "mi
     def describe(self) -> str:
         """"train_loss (min)", "val_accuracy (max)"."""
         return f"{self.metric} ({self.mode})"
+
+# What no machine could run (docs/tasks.md, "Limits"): beyond these a schedule is refused before anything
+# starts, so an absurd value cannot loop, allocate or run for ever. Steps: each trial keeps its losses
+# in memory (16 bytes a step); 10^8 steps is days on the smallest task.
+LIMITS = {"population": 100_000, "generations": 10_000, "steps": 10**8, "seeds": 10_000, "trials": 10**7,
+          "time_milestone_s": 10**7, "noise": 50.0, "lr_scale": 1e6, "power": 10.0, "optimizers": 1000}
+MAX_BYTES = 1 << 20         # a schedule or --hparams file (they are a few kB)
+MAX_DEPTH = 32              # nesting of YAML collections (a schedule needs 5)
+MAX_NODES = 100_000         # YAML nodes after aliases are expanded (a schedule has a few hundred)
 
 
 class ScheduleError(ValueError):
@@ -189,12 +200,24 @@ class Schedule:
 
 def _show(value: Any) -> str:
     """A value as one short line."""
-    text = repr(value) if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True,
-                                                                    width=10**6).strip()
+    if isinstance(value, str):
+        return clean(repr(value[:200]), 80)
+    try:
+        text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError):
+        text = repr(value)[:200]
     if text.endswith("\n..."):
         text = text[:-4].strip()
     text = " ".join(text.split())
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def clean(text: Any, limit: int = 120) -> str:
+    """`text` as one line of at most `limit` characters: control characters escaped (a newline is
+    shown as \\n), a long text cut with "..." (a 1 MB key must not become a 1 MB message)."""
+    text = str(text)[:4 * limit + 16]
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class _Checker:
@@ -204,33 +227,36 @@ class _Checker:
         self.source = source
 
     def fail(self, where: str, value: Any, allowed: str):
-        raise ScheduleError(f"{self.source}: {where}: {_show(value)} is not allowed ({allowed})")
+        raise ScheduleError(f"{self.source}: {clean(where)}: {_show(value)} is not allowed ({clean(allowed, 400)})")
 
     def mapping(self, where: str, value: Any, allowed: str = "must be a mapping") -> dict:
         if not isinstance(value, dict):
             self.fail(where, value, allowed)
         for key in value:
             if not isinstance(key, str):
-                self.fail(f"{where}.{key}" if where else str(key), key, "keys must be strings")
+                self.fail(f"{where}.{clean(key, 40)}" if where else clean(key, 40), key, "keys must be strings")
         return value
 
     def keys(self, where: str, value: dict, required: tuple, optional: tuple = ()):
         prefix = f"{where}." if where else ""
         for key in value:
             if key not in required + optional:
-                raise ScheduleError(f"{self.source}: {prefix}{key}: unknown key "
+                raise ScheduleError(f"{self.source}: {clean(prefix + clean(key, 40))}: unknown key "
                                     f"(allowed: {', '.join(required + optional)})")
         for key in required:
             if key not in value:
                 raise ScheduleError(f"{self.source}: {prefix}{key}: missing (required)")
 
-    def integer(self, where: str, value: Any, minimum: int, allowed: str) -> int:
+    def integer(self, where: str, value: Any, minimum: int, allowed: str, limit: str | None = None) -> int:
+        """An integer >= minimum and, given a `LIMITS` key, <= that limit."""
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             self.fail(where, value, allowed)
+        if limit is not None and value > LIMITS[limit]:
+            self.fail(where, value, f"must be at most {LIMITS[limit]:,}: more than any machine could run")
         return value
 
     def number(self, where: str, value: Any, ok, allowed: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value) \
                 or not ok(value):
             self.fail(where, value, allowed)
         return float(value)
@@ -239,6 +265,32 @@ class _Checker:
         if not isinstance(value, str) or value not in names:
             self.fail(where, value, f"must be one of the {what}: {', '.join(names)}")
         return value
+
+
+def _finite(value) -> bool:
+    """A finite number (an int too large for a float is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+LOG_RANGE = (1e-30, 1e30)  # a log-scale value outside it is no rate, step count or scale any optimizer takes
+
+
+def value_problem(value: float, scale: str) -> str | None:
+    """Why `value` cannot be a hyperparameter on `scale` (lodo.registry's domains: "log" a positive
+    number, "decay" a rate in [0, 1)), or None. Log-scale values are kept within `LOG_RANGE`, so the
+    GA's rescaled value and the searchers' box (default ×/÷ 1000) stay finite."""
+    if not _finite(value):
+        return "must be a finite number"
+    if scale == "log" and not value > 0:
+        return "must be > 0 (log scale)"
+    if scale == "log" and not LOG_RANGE[0] <= value <= LOG_RANGE[1]:
+        return f"must be within [{LOG_RANGE[0]:g}, {LOG_RANGE[1]:g}] (log scale)"
+    if scale == "decay" and not 0 <= value < 1:
+        return "must be in [0, 1) (decay scale)"
+    return None
 
 
 def _registry(registry):
@@ -266,27 +318,34 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
     task = data.get("task")
     if task is not None:
         task = check.name("task", task, _task_names(task_names), "tasks")
-    population = check.integer("population", data["population"], 2, "must be an integer >= 2")
+    population = check.integer("population", data["population"], 2, "must be an integer >= 2", "population")
 
     generations = data["generations"]
     if not isinstance(generations, list) or not generations:
         check.fail("generations", generations, "must be a non-empty list of {noise, steps}")
+    if len(generations) > LIMITS["generations"]:
+        check.fail("generations", f"{len(generations)} rows", f"must be at most {LIMITS['generations']:,} rows")
     rows = []
     for i, row in enumerate(generations):
         where = f"generations[{i}]"
         check.mapping(where, row, "must be a mapping {noise, steps}")
         check.keys(where, row, GENERATION_KEYS, GENERATION_OPTIONAL)
-        noise = check.number(f"{where}.noise", row["noise"], lambda v: v >= 0, "must be a finite number >= 0")
-        steps = check.integer(f"{where}.steps", row["steps"], 1, "must be a positive integer")
+        noise = check.number(f"{where}.noise", row["noise"], lambda v: 0 <= v <= LIMITS["noise"],
+                             f"must be a number in [0, {LIMITS['noise']:g}]: σ in the rescaled space")
+        steps = check.integer(f"{where}.steps", row["steps"], 1, "must be a positive integer", "steps")
         size = None
         if row.get("population") is not None:
-            size = check.integer(f"{where}.population", row["population"], 2, "must be an integer >= 2")
+            size = check.integer(f"{where}.population", row["population"], 2, "must be an integer >= 2", "population")
         rows.append(Generation(noise, steps, size))
+    if sum(population if g.population is None else g.population for g in rows) > LIMITS["trials"]:
+        check.fail("generations", f"{len(rows)} rows", f"must hold at most {LIMITS['trials']:,} individuals in all")
 
     registry = _registry(registry)
     optimizers = data["optimizers"]
     if not isinstance(optimizers, list) or not optimizers:
         check.fail("optimizers", optimizers, "must be a non-empty list of optimizer names or mappings")
+    if len(optimizers) > LIMITS["optimizers"]:
+        check.fail("optimizers", f"{len(optimizers)} entries", f"must be at most {LIMITS['optimizers']} entries")
     specs = {f"optimizers[{i}]": _optimizer_spec(check, f"optimizers[{i}]", entry, registry)
              for i, entry in enumerate(optimizers) if isinstance(entry, dict)}
     known = list(registry.available()) + [spec.name for spec in specs.values() if spec.name not in registry.available()]
@@ -304,18 +363,21 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
     check.keys("full_run", full, FULL_RUN_KEYS)
     milestone = full["time_milestone_s"]
     if milestone is not None:
-        milestone = check.number("full_run.time_milestone_s", milestone, lambda v: v > 0,
-                                 "must be a positive number of seconds or null")
-    full_run = FullRun(check.integer("full_run.steps", full["steps"], 1, "must be a positive integer"),
-                       check.integer("full_run.seeds", full["seeds"], 1, "must be a positive integer"),
+        milestone = check.number("full_run.time_milestone_s", milestone, lambda v: 0 < v <= LIMITS["time_milestone_s"],
+                                 f"must be a positive number of seconds (at most {LIMITS['time_milestone_s']:,}) or null")
+    full_run = FullRun(check.integer("full_run.steps", full["steps"], 1, "must be a positive integer", "steps"),
+                       check.integer("full_run.seeds", full["seeds"], 1, "must be a positive integer", "seeds"),
                        milestone)
-    lr_scale = check.number("lr_scale", data["lr_scale"], lambda v: v > 0, "must be a positive number")
+    lr_scale = check.number("lr_scale", data["lr_scale"], lambda v: 0 < v <= LIMITS["lr_scale"],
+                            f"must be a positive number (at most {LIMITS['lr_scale']:g})")
 
     task_options = check.mapping("task_options", _optional(data, "task_options"),
                                  "must be a mapping of task options")
     for key, value in task_options.items():
         if not isinstance(value, (bool, int, float, str)) and value is not None:
             check.fail(f"task_options.{key}", value, "must be a number, string, boolean or null")
+        if isinstance(value, float) and not math.isfinite(value) or isinstance(value, int) and not _finite(value):
+            check.fail(f"task_options.{key}", value, "must be a finite number")
 
     scales = check.mapping("scales", _optional(data, "scales"), "must be a mapping optimizer -> {name: scale}")
     start = check.mapping("start", _optional(data, "start"), "must be a mapping optimizer -> {name: value}")
@@ -332,14 +394,14 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
     for optimizer, entries in start.items():
         scale_of = {h.name: scales.get(optimizer, {}).get(h.name, h.scale)
                     for h in hyperparameters(optimizer)}
+        native = {h.name: h.scale for h in hyperparameters(optimizer)}
         for hp, value in entries.items():
             where = f"start.{optimizer}.{hp}"
-            allowed = "must be > 0 (log scale)" if scale_of[hp] == "log" else "must be in [0, 1) (decay scale)"
-            number = check.number(where, value, lambda v: True, allowed)
-            try:
-                rescale(number, scale_of[hp])
-            except ValueError:
-                check.fail(where, value, allowed)
+            number = check.number(where, value, lambda v: True, "must be a finite number")
+            for scale in dict.fromkeys((scale_of[hp], native[hp])):  # the GA's scale and the value's own domain
+                problem = value_problem(number, scale)
+                if problem:
+                    check.fail(where, value, problem)
 
     scale_of = lambda o, hp: scales.get(o, {}).get(hp, next(h.scale for h in hyperparameters(o) if h.name == hp))  # noqa: E731
     horizon = check.mapping("horizon", _optional(data, "horizon"),
@@ -354,8 +416,8 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
                 check.fail(where, entries, "must not repeat a hyperparameter")
             pairs = [(f"{where}[{i}]", hp, 1.0) for i, hp in enumerate(entries)]
         elif isinstance(entries, dict):
-            power = "must be a nonzero finite number: the power of the trial's share of the run"
-            pairs = [(f"{where}.{hp}", hp, check.number(f"{where}.{hp}", p, lambda v: v != 0, power))
+            power = f"must be a nonzero number in [-{LIMITS['power']:g}, {LIMITS['power']:g}]: the power of the trial's share of the run"
+            pairs = [(f"{where}.{hp}", hp, check.number(f"{where}.{hp}", p, lambda v: v != 0 and abs(v) <= LIMITS["power"], power))
                      for hp, p in check.mapping(where, entries).items()]
         else:
             check.fail(where, entries, "must be a list of hyperparameter names or a mapping hyperparameter -> power")
@@ -421,7 +483,7 @@ def _validate_search(check: _Checker, data: Any, population: int, generations: l
             minimum = 2 if key == "round" and searcher == "cmaes" else 1
             values[key] = check.integer(f"search.{key}", data[key], minimum,
                                         "must be an integer >= 2 (a CMA-ES generation)" if minimum == 2
-                                        else "must be a positive integer")
+                                        else "must be a positive integer", "steps" if key == "steps" else "trials")
     if "trials" not in values and "steps" in values:
         budget = sum((g.population or population) * g.steps for g in generations)
         if values["steps"] > budget:
@@ -432,11 +494,14 @@ def _validate_search(check: _Checker, data: Any, population: int, generations: l
         allowed = ("must be [low, high] with 0 < low < high (log scale)" if scale == "log"
                    else "must be [low, high] with 0 <= low < high < 1 (decay scale)")
         if not isinstance(value, list) or len(value) != 2 or any(
-                isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v) for v in value):
             check.fail(where, value, allowed)
         low, high = float(value[0]), float(value[1])
         if not (low < high and (0 < low if scale == "log" else 0 <= low and high < 1)):
             check.fail(where, value, allowed)
+        for v in (low, high):
+            if value_problem(v, scale):
+                check.fail(where, value, value_problem(v, scale))
         return low, high
 
     bounds: dict[str, Any] = {}
@@ -501,7 +566,25 @@ def _optimizer_spec(check: _Checker, where: str, entry: dict, registry):
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error (not "last wins")."""
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (not "last wins"),
+    and that the work is bounded: collections nest at most `MAX_DEPTH` deep, and the document with its
+    aliases expanded has at most `MAX_NODES` nodes (a 300-byte "billion laughs" would expand to gigabytes)."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_document(self, node):
+        _expanded_size(node)
+        return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -510,9 +593,80 @@ class _Loader(yaml.SafeLoader):
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 continue  # unhashable keys: PyYAML reports them itself
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {clean(repr(key), 60)}",
+                                                        key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def _expanded_size(root) -> int:
+    """Nodes of the document rooted at `root` with every alias expanded (each shared node counted once
+    per use, without expanding anything); ComposerError past `MAX_NODES` or for an alias cycle."""
+    sizes: dict[int, int] = {}
+    stack, open_ = [(root, False)], set()
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else \
+            node.value if isinstance(node, yaml.SequenceNode) else []
+        if done:
+            open_.discard(id(node))
+            sizes[id(node)] = min(MAX_NODES + 1, 1 + len(str(node.value)) // 256 if not children else
+                                  1 + sum(sizes[id(c)] for c in children))
+            if sizes[id(node)] > MAX_NODES:
+                raise yaml.composer.ComposerError(None, None, f"more than {MAX_NODES:,} values once its aliases "
+                                                  "are expanded", node.start_mark)
+            continue
+        if id(node) in open_:
+            raise yaml.composer.ComposerError(None, None, "an alias refers to a collection containing it",
+                                              node.start_mark)
+        open_.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def read_text(path, source: str | None = None) -> str:
+    """The UTF-8 text of a schedule or --hparams file: a regular file (a FIFO or device would block or
+    never end) of at most `MAX_BYTES`; ScheduleError naming `source` (default: the path) otherwise."""
+    source = clean(path, 200) if source is None else source
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except (OSError, ValueError) as error:
+        raise ScheduleError(f"{source}: cannot be read ({getattr(error, 'strerror', None) or error})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ScheduleError(f"{source}: is not a regular file (a FIFO, device or directory cannot be a schedule)")
+        if info.st_size > MAX_BYTES:
+            raise ScheduleError(f"{source}: is {info.st_size:,} bytes (at most {MAX_BYTES:,})")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_BYTES + 1)
+    except OSError as error:
+        raise ScheduleError(f"{source}: cannot be read ({error.strerror or error})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_BYTES:
+        raise ScheduleError(f"{source}: is more than {MAX_BYTES:,} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ScheduleError(f"{source}: is not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start})") from None
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML (or JSON, a subset) through the bounded, duplicate-refusing loader; ScheduleError naming
+    the line for anything it cannot parse, including tags whose value does not fit (!!int 'abc')."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "document"
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ScheduleError(f"{source}: {where}: invalid YAML ({clean(problem)})") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as error:  # a tag's constructor: int('abc')
+        raise ScheduleError(f"{source}: invalid YAML ({type(error).__name__}: {clean(error)})") from None
 
 
 def merge(base: dict, overrides: Mapping) -> dict:
@@ -536,13 +690,11 @@ def _read(name_or_path: str | Path) -> tuple[str, str]:
     """(text, source for messages) of a bundled name or a file path."""
     text_name = str(name_or_path)
     if isinstance(name_or_path, Path) or "/" in text_name or text_name.endswith((".yaml", ".yml")):
-        try:
-            return Path(name_or_path).read_text(encoding="utf-8"), text_name
-        except OSError as error:
-            raise ScheduleError(f"{text_name}: cannot be read ({error.strerror or error})") from None
+        return read_text(name_or_path, clean(text_name, 200)), clean(text_name, 200)
     names = bundled()
     if text_name not in names:
-        raise ScheduleError(f"{text_name}: no such schedule (bundled: {', '.join(names)}; or give a path to a .yaml)")
+        raise ScheduleError(f"{clean(text_name, 80)}: no such schedule (bundled: {', '.join(names)}; "
+                            "or give a path to a .yaml)")
     return (importlib.resources.files("schedules") / f"{text_name}.yaml").read_text(encoding="utf-8"), \
         f"schedules/{text_name}.yaml"
 
@@ -556,13 +708,7 @@ def load_schedule(name_or_path: str | Path, overrides: Mapping | None = None, *,
     `task_names` (default: `tasks.available()`) are there for tests.
     """
     text, source = _read(name_or_path)
-    try:
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "document"
-        problem = getattr(error, "problem", None) or type(error).__name__
-        raise ScheduleError(f"{source}: {where}: invalid YAML ({problem})") from None
+    data = parse_yaml(text, source)
     if not overrides:
         return _validate(data, source, registry, task_names)
     # The merged schedule is what runs, so that is what is validated (a file may rely on overrides).

@@ -61,7 +61,7 @@ def compare_runs(run_dirs) -> dict:
         if p.resolve() in seen:
             raise CompareError(f"{str(p)!r} is given twice (as {str(seen[p.resolve()])!r}): give each run once")
         seen[p.resolve()] = p
-    rds = [RunDir.open(p) for p in paths]
+    rds = [RunDir.open(p, schedule=True) for p in paths]
     manifests = [rd.manifest for rd in rds]
     task = manifests[0]["task"]
     for p, m in zip(paths[1:], manifests[1:]):

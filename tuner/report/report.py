@@ -624,10 +624,19 @@ def retries_section(rd: RunDir, manifest: dict) -> list[str]:
 
 def write_report(run_dir, out_dir=None) -> Path:
     """Write report.md (and figures/*.png when matplotlib is installed) for `run_dir` into
-    `out_dir` (default: the run directory itself); return the path of report.md."""
-    rd = RunDir.open(run_dir)
+    `out_dir` (default: the run directory itself); return the path of report.md. Writing into the run
+    directory takes its lock (`RunDir.lock`) for the time it writes, so a session running on it
+    refuses it (`RunDirLocked`: give `out_dir`); a report elsewhere only reads it."""
+    rd = RunDir.open(run_dir, schedule=True)
+    out = Path(out_dir) if out_dir is not None else rd.path
+    if rd.path.resolve() in (out.resolve(), *out.resolve().parents):
+        with rd.lock():
+            return _write_report(rd, out)
+    return _write_report(rd, out)
+
+
+def _write_report(rd: RunDir, out_dir: Path) -> Path:
     manifest = rd.manifest
-    out_dir = Path(out_dir) if out_dir is not None else rd.path
     out_dir.mkdir(parents=True, exist_ok=True)
     data = collect(rd.path)
     paper_hparams = _paper_hparams(data["task"])

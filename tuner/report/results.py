@@ -112,7 +112,7 @@ def collect(path) -> dict:
     values ("ga", "random", "tpe", "cmaes"; None for given values), "schedule" the schedule file the
     run started from (None when not recorded). A failed optimizer's status is "failed", its
     hyperparameters None, and "error", "traceback", "generation" say why."""
-    rd = RunDir.open(path)
+    rd = RunDir.open(path, schedule=True)
     manifest = rd.manifest
     tuned = rd.read_tuned() or {"hyperparameters": {}, "source": manifest.get("hparams", "tuned")}
     generations = len(manifest["schedule"]["generations"])

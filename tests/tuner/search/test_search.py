@@ -276,4 +276,5 @@ def test_cli_bad_searcher_and_missing_optuna_exit_2_with_one_line(tmp_path, caps
     assert err.count("\n") == 1 and err.startswith("lodo-tune: error: --searcher: searcher 'tpe' needs optuna")
     assert 'pip install "lodo-tune[search]"' in err and not run_dir.exists()
     assert make_plan("noisy_bowl", run_dir=run_dir, searcher="ga").searcher == "ga"  # the GA needs no Optuna
-    assert make_plan("noisy_bowl", run_dir=run_dir, searcher="tpe", hyperparameters="paper").searcher == "tpe"
+    with pytest.raises(PlanError, match="^searcher: 'tpe' tunes, and hyperparameters 'paper' are not tuned"):
+        make_plan("noisy_bowl", run_dir=run_dir, searcher="tpe", hyperparameters="paper")  # not silently ignored
