@@ -77,6 +77,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from tuner import prune, recipe
 from tuner.ga import (BOUNDARIES, COVARIANCES, FINALS, INITS, RECOMBINATIONS, SCALES, STEP_SIZES, TRIAL_SEEDS,
                       Dimension, rescale)
 
@@ -88,7 +89,7 @@ FullRun = namedtuple("FullRun", "steps seeds time_milestone_s")
 """The full-length runs after tuning: steps, number of seeds, wall-clock milestone (s) or None."""
 
 REQUIRED = ("population", "generations", "optimizers", "full_run", "lr_scale")
-OPTIONAL = ("task", "task_options", "scales", "start", "horizon", "search", "ga")
+OPTIONAL = ("task", "task_options", "scales", "start", "horizon", "search", "ga", "recipe", "prune")
 SPEC_KEYS, SPEC_OPTIONAL, HYPERPARAMETER_KEYS = ("name", "optimizer"), ("hyperparameters", "fixed"), ("default", "scale")
 FULL_RUN_KEYS = ("steps", "seeds", "time_milestone_s")
 GENERATION_KEYS = ("noise", "steps")
@@ -149,6 +150,8 @@ class Schedule:
     optimizer_specs: dict[str, Any] = field(default_factory=dict)
     ga: dict[str, Any] = field(default_factory=dict)   # GeneticAlgorithm's keyword options (`_validate_ga`)
     horizon: dict[str, dict[str, float]] = field(default_factory=dict)  # optimizer -> {hyperparameter: power p}
+    recipe: dict[str, dict] = field(default_factory=dict)  # optimizer -> its training recipe (tuner.recipe)
+    prune: dict | None = None                               # {at, quantile} (tuner.prune); None: no pruning
 
     def to_dict(self) -> dict:
         """Plain data in the YAML layout (for run manifests); `Schedule.from_dict` reads it back."""
@@ -168,6 +171,8 @@ class Schedule:
             **({"search": self.search.to_dict()} if self.search.to_dict() else {}),
             **({"ga": copy.deepcopy(self.ga)} if self.ga else {}),
             **({"horizon": {o: _horizon_entry(powers) for o, powers in self.horizon.items()}} if self.horizon else {}),
+            **({"recipe": copy.deepcopy(self.recipe)} if self.recipe else {}),
+            **({"prune": copy.deepcopy(self.prune)} if self.prune else {}),
         }
 
     def size(self, generation: Generation) -> int:
@@ -296,7 +301,9 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
             check.fail(f"{where}.name" if where in specs else where, name, "must not repeat an optimizer")
         names.append(name)
     specs = {spec.name: spec for spec in specs.values()}
-    hyperparameters = lambda o: specs[o].hyperparameters if o in specs else registry.hyperparameters(o)  # noqa: E731
+    recipes = _validate_recipe(check, _optional(data, "recipe"), known)
+    hyperparameters = lambda o: list(specs[o].hyperparameters if o in specs else registry.hyperparameters(o)) \
+        + recipe.tunables(recipes.get(o))  # noqa: E731
 
     full = check.mapping("full_run", data["full_run"], "must be a mapping {steps, seeds, time_milestone_s}")
     check.keys("full_run", full, FULL_RUN_KEYS)
@@ -372,7 +379,30 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
         full_run=full_run, lr_scale=lr_scale, task_options=dict(task_options),
         scales={o: dict(e) for o, e in scales.items()},
         start={o: {k: float(v) for k, v in e.items()} for o, e in start.items()},
-        search=search, source=source, ga=ga, horizon=powers)
+        search=search, source=source, ga=ga, horizon=powers, recipe=recipes, prune=_validate_prune(check, data))
+
+
+def _validate_recipe(check: _Checker, data: Any, known: list[str]) -> dict[str, dict]:
+    """The `recipe:` mapping optimizer -> {lr_schedule, clip_grad_norm} (tuner.recipe), each checked."""
+    check.mapping("recipe", data, "must be a mapping optimizer -> {lr_schedule, clip_grad_norm}")
+    out = {}
+    for optimizer, entry in data.items():
+        check.name(f"recipe.{optimizer}", optimizer, known, "optimizers")
+        try:
+            checked = recipe.validate({} if entry is None else entry)
+        except recipe.RecipeError as error:
+            check.fail(f"recipe.{optimizer}" + (f".{error.field}" if error.field else ""), error.value, error.allowed)
+        if checked:
+            out[optimizer] = checked
+    return out
+
+
+def _validate_prune(check: _Checker, data: Mapping) -> dict | None:
+    """The `prune:` mapping {at, quantile} (tuner.prune); absent or null: no pruning, the paper's GA."""
+    try:
+        return prune.validate(data.get("prune"))
+    except ValueError as error:
+        raise ScheduleError(f"{check.source}: prune{error}") from None
 
 
 def _horizon_entry(powers: dict[str, float]) -> list[str] | dict[str, float]:
@@ -577,7 +607,8 @@ def space_for(schedule: Schedule, optimizer: str, registry=None) -> list[Dimensi
     spec = schedule.optimizer_specs.get(optimizer)
     scales, start = schedule.scales.get(optimizer, {}), schedule.start.get(optimizer, {})
     return [Dimension(h.name, float(start.get(h.name, h.default)), scales.get(h.name, h.scale))
-            for h in (spec.hyperparameters if spec else registry.hyperparameters(optimizer))]
+            for h in [*(spec.hyperparameters if spec else registry.hyperparameters(optimizer)),
+                      *recipe.tunables(schedule.recipe.get(optimizer))]]
 
 
 def trial_hparams(schedule: Schedule, optimizer: str, hparams: Mapping[str, float], steps: int) -> dict[str, float]:

@@ -17,6 +17,7 @@ from tuner.trial import BatchJob, Job, batchable
 from tuner.ga import GeneticAlgorithm
 from tuner.results import summarise_full
 from tuner.rundir import RunDir, RunDirError
+from tuner.prune import points, thresholds
 from tuner.schedule import Schedule, space_for, trial_hparams
 from tuner.search import OptunaSearch, rounds
 from tuner.space import bounded_space, ga_keywords
@@ -76,8 +77,9 @@ class Session:
         return {o: summarise_full(self.rd.full_runs(o)) for o in optimizers}
 
     def _job(self, key: tuple, optimizer: str, hparams, steps: int, seed: int, **kw) -> Job:
+        recipe = self.schedule.recipe.get(optimizer)
         return Job(key=key, task=self.task, optimizer=optimizer, hparams=dict(hparams), steps=steps,
-                   seed=seed, task_options=dict(self.schedule.task_options), **kw)
+                   seed=seed, task_options=dict(self.schedule.task_options), **({"recipe": recipe} if recipe else {}), **kw)
 
     def _record_retries(self, result: dict, record: dict) -> None:
         """The environmental failures before this result (`Executor.run`), never part of its fitness."""
@@ -139,7 +141,21 @@ class Session:
         """Individual `ind`'s trial: its values as the trial runs them (`trial_hparams`: the schedule's
         `horizon` hyperparameters at the trial's share of the full run's length)."""
         return self._job(("tuning", optimizer, ind.generation, ind.index), optimizer,
-                         trial_hparams(self.schedule, optimizer, ind.hparams, ind.steps), ind.steps, ind.seed)
+                         trial_hparams(self.schedule, optimizer, ind.hparams, ind.steps), ind.steps, ind.seed,
+                         **({"prune": self._prune_points(optimizer, ind)} if self.schedule.prune else {}))
+
+    def _prune_points(self, optimizer: str, ind) -> tuple:
+        """Individual `ind`'s prune points (tuner.prune): thresholds from the previous generation's
+        recorded running losses (none in generation 0 and in a finalists row)."""
+        at, ga = self.schedule.prune["at"], self.gas[optimizer]
+        marks = [None] * len(at)
+        finalists = self.schedule.ga.get("final") == "finalists" and ind.generation == len(ga.generations) - 1
+        if ind.generation > 0 and not finalists:
+            size = ga.sizes[ind.generation - 1]  # its trials (size × seeds)
+            previous = [(self.rd.read_individual(optimizer, ind.generation - 1, i) or {}).get("running", [])
+                        for i in range(size)]
+            marks = thresholds(previous, len(at), self.schedule.prune["quantile"])
+        return tuple(zip(points(at, ind.steps), marks))
 
     def _tell(self, optimizer: str, fitness: dict[int, float]) -> None:
         ga = self.gas[optimizer]
@@ -174,6 +190,7 @@ class Session:
                   "diverged": result.get("diverged", False), "curve": result.get("curve")}
         if job.hparams != searched:  # `horizon`: what the trial ran differs from the searcher's values
             record["trial_hparams"] = job.hparams
+        record.update({k: result[k] for k in ("running", "pruned", "evaluations") if job.prune and k in result})
         if "error" in result:
             self._record_error(optimizer, self.rd.individual_path(optimizer, generation, index).stem, result, record)
         self._record_retries(result, record)

@@ -55,6 +55,8 @@ import lodo.batched
 import tasks
 import tasks.batched
 from tasks import Task
+from tuner import prune as pruning
+from tuner import recipe as recipes
 from tuner.rundir import atomic_write
 
 
@@ -71,6 +73,8 @@ class TrialResult:
     sigma: np.ndarray | None = None       # (m, 2): rows (evaluations so far, σ) every K optimizer steps
     trajectory: np.ndarray | None = None  # (len(losses), 2): the parameters (x, y) at each evaluation
     held_out: dict | None = None          # with `evaluate=True`: task.evaluate() after the last step
+    running: tuple | None = None          # with `prune`: the running loss at each prune point reached
+    pruned: dict | None = None            # a pruned trial: {"evaluation", "running_loss", "threshold"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +91,8 @@ class Job:
     kind: str = "tuning"
     time_limit: float | None = None
     checkpoint: str | None = None      # full runs: mid-run checkpoint file (`run_trial(checkpoint=...)`)
+    recipe: dict = dataclasses.field(default_factory=dict)  # the schedule's recipe for it (tuner.recipe)
+    prune: tuple = ()                  # tuning: ((evaluation, threshold or None), ...) (tuner.prune)
 
     def describe(self) -> str:
         """The job in words: "LODO generation 2 index 5 (seed 123)", "Adam full run 1 (seed 1)"."""
@@ -109,8 +115,8 @@ class BatchJob:
             raise ValueError("Invalid jobs: () (a batch needs at least one job)")
         first = self.jobs[0]
         for job in self.jobs:
-            if (job.task, job.optimizer, job.kind, job.steps, job.task_options) != \
-                    (first.task, first.optimizer, first.kind, first.steps, first.task_options):
+            if (job.task, job.optimizer, job.kind, job.steps, job.task_options, job.prune) != \
+                    (first.task, first.optimizer, first.kind, first.steps, first.task_options, first.prune):
                 raise ValueError(f"Invalid jobs: {job.key} and {first.key} differ in task, optimizer, kind, "
                                  "steps or task_options (a batch shares them)")
 
@@ -194,7 +200,14 @@ def _build_optimizer(optimizer, hparams, params, seed, steps) -> torch.optim.Opt
         if hparams:
             raise ValueError(f"Invalid hparams: {hparams!r} (only for an optimizer given by name)")
         return optimizer
-    return lodo.create(optimizer, params, seed=seed, **_with_run_length(optimizer, hparams, steps))
+    settings = sorted({k for g in params if isinstance(g, dict) for k in g if k != "params"})
+    try:
+        return lodo.create(optimizer, params, seed=seed, **_with_run_length(optimizer, hparams, steps))
+    except ValueError as e:
+        if settings and "group" in str(e):  # the task's per-group settings (torch fills in the rest)
+            raise ValueError(f"Invalid param_groups: {optimizer} cannot honour the task's per-group "
+                             f"{', '.join(settings)} ({str(e).splitlines()[0]})") from None
+        raise
 
 
 class CheckpointError(ValueError):
@@ -213,11 +226,13 @@ def _identity(x) -> str:
 LANE = "batched lane"  # the `form` of a batched run's per-lane checkpoint (its state is the batched program's)
 
 
-def fingerprint(task, optimizer, hparams, steps, seed, task_options=None, time_limit=None, form=None) -> str:
+def fingerprint(task, optimizer, hparams, steps, seed, task_options=None, time_limit=None, form=None,
+                recipe=None) -> str:
     """What determines a trial's losses, as canonical JSON: a checkpoint resumes only its own trial.
     `form=LANE` marks a lane of a batched run, whose saved state only the batched program can continue."""
     key = {"task": _identity(task), "task_options": task_options or {}, "optimizer": _identity(optimizer),
-           "hparams": hparams or {}, "steps": steps, "seed": seed, "time_limit": time_limit}
+           "hparams": hparams or {}, "steps": steps, "seed": seed, "time_limit": time_limit,
+           **({"recipe": recipe} if recipe else {})}
     return json.dumps({**key, "form": form} if form else key, sort_keys=True, default=repr)
 
 
@@ -424,7 +439,8 @@ class _Checkpointer:
 
 def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task_options: dict | None = None,
               device="cpu", time_limit: float | None = None, check_every: int = 100, checkpoint=None,
-              checkpoint_every_s: float = 300, observe_every: int | None = None, evaluate: bool = False) -> TrialResult:
+              checkpoint_every_s: float = 300, observe_every: int | None = None, evaluate: bool = False,
+              recipe: dict | None = None, prune=()) -> TrialResult:
     """Train `optimizer` on `task` for `steps` evaluations and record each evaluation's loss.
 
     task: a name (built with `tasks.create(task, seed=seed, device=device, **task_options)`) or a Task.
@@ -438,6 +454,11 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
     observe_every: optional K; record σ every K optimizer steps (`sigma`) and, for a 2-number
         task, the parameters at every evaluation (`trajectory`) — see the module docstring.
     evaluate: record `task.evaluate()` (held-out metrics) at the end as `held_out` (not if diverged).
+    recipe: the schedule's recipe for the optimizer (`tuner.recipe`: lr schedule, clipping; its tuned
+        values are in `hparams`); the task's `param_groups()` and the optimizer's train()/eval()
+        modes (eval() around `task.evaluate()`) apply with or without one.
+    prune: ((evaluation e, threshold or None), ...): the running loss at each e is recorded
+        (`running`), and a trial whose running loss exceeds a threshold stops there (`tuner.prune`).
     """
     positive_int("steps", steps)
     positive_int("check_every", check_every)
@@ -446,19 +467,27 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
         raise ValueError(f"Invalid time_limit: {time_limit!r} (must be > 0)")
     if not checkpoint_every_s >= 0:
         raise ValueError(f"Invalid checkpoint_every_s: {checkpoint_every_s!r} (must be >= 0)")
-    key = fingerprint(task, optimizer, hparams, steps, seed, task_options, time_limit) if checkpoint else None
+    key = fingerprint(task, optimizer, hparams, steps, seed, task_options, time_limit, recipe=recipe) \
+        if checkpoint else None
     task = _build_task(task, seed, task_options, device)
-    opt = _build_optimizer(optimizer, hparams, task.parameters(), seed, steps)
+    hparams, recipe = recipes.split(recipe, hparams)
+    params = task.parameters()
+    opt = _build_optimizer(optimizer, hparams, recipes.param_groups(task, optimizer, params), seed, steps)
     create_graph = getattr(opt, "create_graph", False)
+    loop = recipes.Loop(recipe, opt, params, steps, create_graph)
     recorder = _Recorder(steps, task, trace=observe_every is not None)
     sigma = _Sigma(task, opt, observe_every)
     checkpointer = _Checkpointer(checkpoint, key, checkpoint_every_s, task, opt, recorder, sigma)
+    if loop.saves:
+        checkpointer.parts += (loop,)
     checkpointer.restore()
+    pruner = pruning.Pruner(prune)
 
     def closure():
         opt.zero_grad()
         loss = task.loss(batch)
         loss.backward(create_graph=create_graph)
+        loop.after_backward()
         recorder.record(loss)
         return loss
 
@@ -474,6 +503,9 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
                     break
                 raise
             sigma.after_step(recorder.count)
+            loop.after_step(recorder.count)
+            if pruner.due(recorder.count) and pruner.stops(recorder):
+                break
             if recorder.count - recorder.flushed >= check_every:  # a check
                 if recorder.flush():
                     break
@@ -487,8 +519,12 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
         opt.zero_grad(set_to_none=True)
 
     losses, times, trajectory = recorder.recorded()
-    held_out = {k: float(v) for k, v in task.evaluate().items()} if evaluate and not diverged else None
-    if diverged:
+    if evaluate and not diverged:
+        with recipes.evaluation(opt):  # a schedule-free or averaging optimizer's evaluation weights
+            held_out = {k: float(v) for k, v in task.evaluate().items()}
+    else:
+        held_out = None
+    if diverged or pruner.pruned:
         final_loss = math.inf
     elif time_limit is not None and recorder.count < steps:
         final_loss = time_budget_loss(losses, times, time_limit)
@@ -497,7 +533,7 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
     return TrialResult(losses=losses, times=times, final_loss=final_loss, seconds=seconds,
                        steps_per_second=recorder.count / seconds if seconds > 0 else math.inf,
                        diverged=diverged, sigma=sigma.result(len(losses)), trajectory=trajectory,
-                       held_out=held_out)
+                       held_out=held_out, **pruner.result())
 
 
 # ---------------------------------------------------------------------------- batched trials (issue 15)
@@ -513,7 +549,7 @@ def batchable(job: Job) -> bool:
     time of a single unbatched run: such runs keep `run_trial`) and no unbatched run's checkpoint to
     continue from (an unbatched run interrupted earlier continues unbatched; a batched lane's
     checkpoint, `is_lane_checkpoint`, continues batched)."""
-    if not supports_batched(job.task, job.optimizer):
+    if not supports_batched(job.task, job.optimizer) or job.recipe:  # a recipe runs unbatched
         return False
     if job.kind != "full":
         return True
@@ -524,7 +560,7 @@ def batchable(job: Job) -> bool:
 def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[dict], steps: int,
                       seeds: list[int], task_options: dict | None = None, device="cpu",
                       check_every: int = 100, observe_every: int | None = None,
-                      checkpoints: list | None = None, checkpoint_every_s: float = 300) -> list[TrialResult]:
+                      checkpoints: list | None = None, checkpoint_every_s: float = 300, prune=()) -> list[TrialResult]:
     """Run len(seeds) trials of `optimizer_name` on `task_name` as one program; one TrialResult per lane.
 
     Lane i is `run_trial(task_name, optimizer_name, hparams_list[i], steps, seeds[i], task_options,
@@ -562,6 +598,10 @@ def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[di
     the lane's elapsed seconds at its checkpoint; `seconds` is when the lane stopped (the end, or
     the check that dropped it) and `steps_per_second` its recorded evaluations over that, so a
     lane's rate is the batch's rate, not P times it. There is no time_limit.
+
+    Prune points (`prune`, as `run_trial`'s, one for all lanes): at each check, a lane's running loss
+    at every point its losses reached is taken from its first e losses, so a lane records, and is
+    pruned at, exactly what `run_trial` would (its losses end at e; it ran on to the check).
     """
     positive_int("steps", steps)
     positive_int("check_every", check_every)
@@ -588,13 +628,14 @@ def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[di
         pick = lambda values: [values[lane] for lane in members]  # noqa: E731
         for lane, res in zip(members, _run_lanes(task_name, optimizer_name, pick(hparams_list), steps, pick(seeds),
                                                  task_options, device, check_every, observe_every,
-                                                 pick(paths), pick(keys), pick(saved), checkpoint_every_s)):
+                                                 pick(paths), pick(keys), pick(saved), checkpoint_every_s,
+                                                 prune)):
             results[lane] = res
     return results
 
 
 def _run_lanes(task_name, optimizer_name, hparams_list, steps, seeds, task_options, device, check_every,
-               observe_every, paths, keys, saved, every_s) -> list[TrialResult]:
+               observe_every, paths, keys, saved, every_s, prune=()) -> list[TrialResult]:
     """`run_batched_trial` for lanes that all start at one point: step 0, or the same (evaluations,
     optimizer steps) of their checkpoints `saved`."""
     task = tasks.batched.create(task_name, seeds, device=device, **(task_options or {}))
@@ -615,6 +656,8 @@ def _run_lanes(task_name, optimizer_name, hparams_list, steps, seeds, task_optio
     trace = observe_every is not None and task.x.shape[1] == TRAJECTORY_SIZE
     trajectory = np.full((lanes, steps, TRAJECTORY_SIZE), np.nan) if trace else None
     prefix: list[np.ndarray | None] = [None] * lanes  # a resumed lane's saved times
+    ran: list[list[float]] = [[] for _ in range(lanes)]  # with `prune`: each lane's running losses
+    pruned: list[dict | None] = [None] * lanes
     for lane, state in enumerate(saved):
         if state:
             task.load_lane_state(lane, state["task"])
@@ -654,15 +697,31 @@ def _run_lanes(task_name, optimizer_name, hparams_list, steps, seeds, task_optio
             counts[lane], stopped[lane] = recorded, now + offset[lane]
         flushed = recorded
         bad = ~np.isfinite(values).all(axis=0)
-        if bad.any():
-            for row in np.flatnonzero(bad):
+        cut = prune_lanes() if prune else np.zeros(len(running), dtype=bool)
+        if bad.any() or cut.any():
+            for row in np.flatnonzero(bad & ~cut):
                 diverged[running[row]] = True
-            keep = np.flatnonzero(~bad)
+            keep = np.flatnonzero(~(bad | cut))
             running = [running[row] for row in keep]
             if running:
                 index = torch.as_tensor(keep, device=task.device)
                 task.keep(index)
                 opt.keep(index)
+
+    def prune_lanes() -> np.ndarray:
+        """The rows pruned at the points their losses reached (`tuner.prune.Pruner`'s rule, lane by lane)."""
+        cut = np.zeros(len(running), dtype=bool)
+        for row, lane in enumerate(running):
+            for e, threshold in prune[len(ran[lane]):]:
+                window = losses[lane, :e]
+                if e > recorded or not np.isfinite(window).all():
+                    break
+                ran[lane].append(pruning.running_loss(window))
+                if threshold is not None and ran[lane][-1] > threshold:
+                    pruned[lane] = {"evaluation": e, "running_loss": ran[lane][-1], "threshold": threshold}
+                    cut[row], counts[lane] = True, e
+                    break
+        return cut
 
     def save() -> None:
         """Each running lane's checkpoint (its own state alone), at a check."""
@@ -701,6 +760,8 @@ def _run_lanes(task_name, optimizer_name, hparams_list, steps, seeds, task_optio
         if diverged[lane]:
             n = int(np.argmin(np.isfinite(losses[lane, :n]))) + 1
             final_loss = math.inf
+        elif pruned[lane]:
+            final_loss = math.inf
         else:
             final_loss = report_loss(task, losses[lane, :n])
         seconds = stopped[lane]
@@ -709,7 +770,8 @@ def _run_lanes(task_name, optimizer_name, hparams_list, steps, seeds, task_optio
             losses=losses[lane, :n].copy(), times=lane_times(lane, n), final_loss=final_loss, seconds=seconds,
             steps_per_second=counts[lane] / seconds if seconds > 0 else math.inf, diverged=diverged[lane],
             sigma=np.array(rows, dtype=float).reshape(-1, 2) if sigma_of else None,
-            trajectory=trajectory[lane, :n].copy() if trace else None))
+            trajectory=trajectory[lane, :n].copy() if trace else None,
+            **({"running": tuple(ran[lane]), "pruned": pruned[lane]} if prune else {})))
     return results
 
 
@@ -789,13 +851,14 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
         saving = dict(checkpoint=job.checkpoint, checkpoint_every_s=checkpoint_every_s) if job.checkpoint else {}
         res = run_trial(job.task, job.optimizer, dict(job.hparams), job.steps, job.seed, **kwargs, **saving,
                         observe_every=observe_every_for(job.steps) if full else None,
-                        evaluate=full and not _builtin(job.task))
+                        evaluate=full and not _builtin(job.task), recipe=job.recipe, prune=job.prune)
         timed = res
         if full and job.time_limit is not None and not res.diverged and res.seconds < job.time_limit:
             cap = max(job.steps, math.ceil(1.5 * len(res.losses) * job.time_limit / max(res.seconds, 1e-9)))
             hparams = _with_run_length(job.optimizer, job.hparams, job.steps)  # LARS: the step run's decay
             for _ in range(4):  # the rate estimate was too low if the cap is hit before T: double it
-                timed = run_trial(job.task, job.optimizer, hparams, cap, job.seed, time_limit=job.time_limit, **kwargs)
+                timed = run_trial(job.task, job.optimizer, hparams, cap, job.seed, time_limit=job.time_limit,
+                                  recipe=job.recipe, **kwargs)
                 if timed.diverged or len(timed.losses) < cap:
                     break
                 cap *= 2
@@ -806,7 +869,7 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
     out = {"final_loss": math.inf if res.diverged else float(res.final_loss), "diverged": bool(res.diverged),
            "seconds": time.perf_counter() - start, "trial_seconds": float(res.seconds),
            "steps_per_second": float(res.steps_per_second), "evaluations": int(len(res.losses)),
-           "curve": decimate(res.losses, res.times), "pid": os.getpid()}
+           "curve": decimate(res.losses, res.times), "pid": os.getpid(), **pruning.summary(res)}
     if full:
         out.update(observations(res))
         if res.held_out:  # the task's held-out metrics after the step run (SupervisedTask: test loss, accuracy)
@@ -833,7 +896,7 @@ def run_batch_job(batch: BatchJob, device: str = "cpu", checkpoint_every_s: floa
                                     [j.seed for j in jobs], task_options=dict(first.task_options), device=device,
                                     observe_every=observe_every_for(first.steps) if full else None,
                                     checkpoints=[j.checkpoint for j in jobs] if full else None,
-                                    checkpoint_every_s=checkpoint_every_s)
+                                    checkpoint_every_s=checkpoint_every_s, prune=first.prune)
     except (torch.OutOfMemoryError, MemoryError) as e:  # the environment's: the executor retries the batch
         return _environmental(e, start)
     except CheckpointError as e:  # the user decides (as run_job): every lane's checkpoint stays
@@ -855,7 +918,7 @@ def _lane_summary(res: TrialResult, seconds: float, lanes: int, full: bool) -> d
     lane = {"final_loss": math.inf if res.diverged else float(res.final_loss), "diverged": bool(res.diverged),
             "seconds": seconds, "trial_seconds": float(res.seconds),
             "steps_per_second": float(res.steps_per_second), "evaluations": int(len(res.losses)),
-            "curve": decimate(res.losses, res.times), "pid": os.getpid(), "lanes": lanes}
+            "curve": decimate(res.losses, res.times), "pid": os.getpid(), "lanes": lanes, **pruning.summary(res)}
     if full:
         lane.update(observations(res))
     return lane

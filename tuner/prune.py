@@ -1,0 +1,107 @@
+"""Pruning hopeless trials (opt-in, the schedule's `prune:`): a GA trial whose running loss at fixed
+fractions of its length is clearly worse than the previous generation's there stops early.
+
+    prune: {at: [0.25, 0.5], quantile: 0.5}
+
+At each fraction f of `at`, a trial of S steps records its running loss (the mean of the last
+10 % of its first e = round(f·S) losses, as a fitness is of all of them). A trial of generation
+g ≥ 1 stops at e when that running loss exceeds the `quantile` of generation g − 1's running
+losses at the same fraction (order statistic ⌈quantile·n⌉ of n trials, one that did not reach f
+counting as +inf): "clearly worse" than a generation the GA has already moved past. Its losses
+end at e, its fitness is +inf (it ranks below every trial that finished, as a diverged one does)
+and its record says `pruned`. Generation 0, and a `final: finalists` row, are never pruned.
+
+Every threshold is computed from recorded values of a complete generation before the next one's
+trials start, so the same seed prunes the same trials whatever the worker count, timing,
+batching or order of arrival, and a resumed run computes them again from the run directory.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+KEYS = ("at", "quantile")
+
+
+def running_loss(losses: np.ndarray) -> float:
+    """The mean of the last ceil(10 %) of `losses` (the fitness's window, up to a prune point)."""
+    count = max(1, math.ceil(0.1 * len(losses)))
+    return float(np.mean(losses[-count:]))
+
+
+def points(fractions, steps: int) -> list[int]:
+    """The evaluations e = max(1, round(f·steps)) at which a trial of `steps` records its running loss."""
+    return [max(1, min(steps - 1, round(f * steps))) for f in fractions]
+
+
+def thresholds(previous: list[list[float]], count: int, quantile: float) -> list[float | None]:
+    """Per prune point, the `quantile` of the previous generation's running losses there (`previous`:
+    each trial's list, shorter for one stopped earlier, which counts as +inf); None: no threshold."""
+    out = []
+    for k in range(count):
+        values = sorted(r[k] if len(r) > k and math.isfinite(r[k]) else math.inf for r in previous)
+        if not values:
+            out.append(None)
+            continue
+        value = values[max(0, math.ceil(quantile * len(values)) - 1)]
+        out.append(value if math.isfinite(value) else None)
+    return out
+
+
+def validate(data) -> dict | None:
+    """The `prune:` mapping checked: ValueError "field: value is not allowed (why)" relative to it."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError(f": {data!r} is not allowed (must be a mapping {{at, quantile}})")
+    for key in data:
+        if key not in KEYS:
+            raise ValueError(f".{key}: unknown key (allowed: {', '.join(KEYS)})")
+    at = data.get("at", [0.25, 0.5])
+    if not isinstance(at, list) or not at or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                                 or not 0 < v < 1 for v in at) or sorted(set(at)) != at:
+        raise ValueError(f".at: {at!r} is not allowed (must be a non-empty increasing list of fractions in (0, 1))")
+    quantile = data.get("quantile", 0.5)
+    if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0 < quantile <= 1:
+        raise ValueError(f".quantile: {quantile!r} is not allowed (must be a number in (0, 1])")
+    return {"at": [float(v) for v in at], "quantile": float(quantile)}
+
+
+class Pruner:
+    """One unbatched trial's prune points ((evaluation, threshold or None), ...) in `run_trial`."""
+
+    def __init__(self, prune):
+        self.points, self.k = list(prune or ()), 0
+        self.running: list[float] = []
+        self.pruned: dict | None = None
+
+    def due(self, count: int) -> bool:
+        return self.k < len(self.points) and count >= self.points[self.k][0]
+
+    def stops(self, recorder) -> bool:
+        """At the points reached: record the running loss; True to stop (pruned, or diverged before)."""
+        diverged = recorder.flush()
+        while self.due(recorder.count):
+            e, threshold = self.points[self.k]
+            window = recorder.losses[:e]
+            if not np.isfinite(window).all():
+                return True  # diverged before e: the run's own rule (its losses end at the first NaN/inf)
+            self.running.append(running_loss(window))
+            self.k += 1
+            if threshold is not None and self.running[-1] > threshold:
+                self.pruned = {"evaluation": e, "running_loss": self.running[-1], "threshold": threshold}
+                recorder.count = recorder.flushed = e
+                recorder.diverged = False
+                return True
+        return diverged
+
+    def result(self) -> dict:
+        return {"running": tuple(self.running), "pruned": self.pruned} if self.points else {}
+
+
+def summary(res) -> dict:
+    """A trial result's pruning fields for its record ({} without prune points)."""
+    if getattr(res, "running", None) is None:
+        return {}
+    return {"running": list(res.running), **({"pruned": res.pruned} if res.pruned else {})}
