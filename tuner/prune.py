@@ -1,15 +1,16 @@
 """Pruning hopeless trials (opt-in, the schedule's `prune:`): a GA trial whose running loss at fixed
 fractions of its length is clearly worse than the previous generation's there stops early.
 
-    prune: {at: [0.25, 0.5], quantile: 0.5}
+    prune: {at: [0.1, 0.25, 0.5], quantile: 1}
 
 At each fraction f of `at`, a trial of S steps records its running loss (the mean of the last
 10 % of its first e = round(f·S) losses, as a fitness is of all of them). A trial of generation
-g ≥ 1 stops at e when that running loss exceeds the `quantile` of generation g − 1's running
-losses at the same fraction (order statistic ⌈quantile·n⌉ of n trials, one that did not reach f
-counting as +inf): "clearly worse" than a generation the GA has already moved past. Its losses
-end at e, its fitness is +inf (it ranks below every trial that finished, as a diverged one does)
-and its record says `pruned`. Generation 0, and a `final: finalists` row, are never pruned.
+g ≥ 1 stops at e when that running loss exceeds the `quantile` of the running losses at the same
+fraction of generation g − 1's better half (the trials the GA selected; order statistic
+⌈quantile·n⌉ of n; default 1: the worst of them): clearly worse than every trial the GA kept
+last time was at that point. Its losses end at e, its fitness is +inf (it ranks below every
+trial that finished, as a diverged one does: the GA's selection takes finite fitness only) and
+its record says `pruned`. Generation 0, and a `final: finalists` row, are never pruned.
 
 Every threshold is computed from recorded values of a complete generation before the next one's
 trials start, so the same seed prunes the same trials whatever the worker count, timing,
@@ -35,17 +36,16 @@ def points(fractions, steps: int) -> list[int]:
     return [max(1, min(steps - 1, round(f * steps))) for f in fractions]
 
 
-def thresholds(previous: list[list[float]], count: int, quantile: float) -> list[float | None]:
-    """Per prune point, the `quantile` of the previous generation's running losses there (`previous`:
-    each trial's list, shorter for one stopped earlier, which counts as +inf); None: no threshold."""
+def thresholds(previous: list[tuple[float, list[float]]], count: int, quantile: float) -> list[float | None]:
+    """Per prune point, the `quantile` of the running losses there of the previous generation's
+    better half (`previous`: each trial's (fitness, running losses); the better half: the
+    len // 2 trials of lowest finite fitness, ties by order, as the GA selects); None: no threshold."""
+    finished = sorted((f, i) for i, (f, _) in enumerate(previous) if math.isfinite(f))
+    better = [previous[i][1] for _, i in finished[: len(previous) // 2]]
     out = []
     for k in range(count):
-        values = sorted(r[k] if len(r) > k and math.isfinite(r[k]) else math.inf for r in previous)
-        if not values:
-            out.append(None)
-            continue
-        value = values[max(0, math.ceil(quantile * len(values)) - 1)]
-        out.append(value if math.isfinite(value) else None)
+        values = sorted(r[k] for r in better if len(r) > k and math.isfinite(r[k]))
+        out.append(values[max(0, math.ceil(quantile * len(values)) - 1)] if values else None)
     return out
 
 
@@ -58,11 +58,11 @@ def validate(data) -> dict | None:
     for key in data:
         if key not in KEYS:
             raise ValueError(f".{key}: unknown key (allowed: {', '.join(KEYS)})")
-    at = data.get("at", [0.25, 0.5])
+    at = data.get("at", [0.1, 0.25, 0.5])
     if not isinstance(at, list) or not at or any(isinstance(v, bool) or not isinstance(v, (int, float))
                                                  or not 0 < v < 1 for v in at) or sorted(set(at)) != at:
         raise ValueError(f".at: {at!r} is not allowed (must be a non-empty increasing list of fractions in (0, 1))")
-    quantile = data.get("quantile", 0.5)
+    quantile = data.get("quantile", 1.0)
     if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0 < quantile <= 1:
         raise ValueError(f".quantile: {quantile!r} is not allowed (must be a number in (0, 1])")
     return {"at": [float(v) for v in at], "quantile": float(quantile)}

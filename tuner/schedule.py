@@ -57,6 +57,14 @@
                                         #   weighted (CMA-ES's log weights, the best pulling hardest)
       boundary: clip                    #   free (default: draws may leave the box) or clip (every draw
                                         #   moved to the nearest point of search.bounds' box, rescaled)
+    recipe:                             # optional, per optimizer: the training recipe (tuner.recipe, docs/tasks.md)
+      AdamW:
+        lr_schedule: {name: cosine, warmup: 0.05, final: 0.1}   # constant, cosine, linear, step
+                                        #   (milestones, gamma) or a torch scheduler with its arguments;
+                                        #   warmup, final's place and milestones are fractions of the run
+        clip_grad_norm: {default: 1.0, scale: log}   # any number may be {default, scale}: tuned
+    prune: {at: [0.1, 0.25, 0.5], quantile: 1}   # optional: stop GA trials clearly worse at these
+                                        #   fractions than the previous generation's better half (tuner.prune)
 
 `schedules/<task>-improved.yaml` use the `ga:` options (benchmarks/RESULTS.md, "Improved GA");
 `Schedule.individual_steps()` is the GA's budget per optimizer.
@@ -680,6 +688,16 @@ lr_scale: 1                      # multiplies the tuned lr before the full runs
 #   bounds: {lr: [1.0e-4, 1]}    # [low, high] per hyperparameter (or {Adam: {lr: [...]}}); default:
 #                                # log: [default/1000, default·1000], decay: [0, 0.9999]
 # ga: {init: uniform, step_size: csa, covariance: rank_mu}   # the improved GA's options (README), not Appendix E's
+# recipe:                        # per optimizer: the training recipe around each step (docs/tasks.md); absent: constant lr
+#   AdamW:
+#     lr_schedule: {name: cosine, warmup: 0.05, final: 0.1}   # linear warm-up over 5 % of the run, cosine to 0.1·lr;
+#                                # also constant, linear, step (milestones: [0.5, 0.75], gamma: 0.1), or a torch
+#                                # scheduler: {name: CosineAnnealingLR, T_max: run} ("run": the run's length)
+#     clip_grad_norm: 1.0        # clip_grad_norm_ between backward and step
+#   LODO:
+#     lr_schedule: {name: cosine, warmup: {default: 0.05, scale: log}}   # scales α0; {default, scale}: tuned
+# prune: {at: [0.1, 0.25, 0.5], quantile: 1}   # stop GA trials clearly worse at these fractions of their
+#                                # length than the previous generation's better half (off by default)
 '''
 
 

@@ -146,14 +146,14 @@ class Session:
 
     def _prune_points(self, optimizer: str, ind) -> tuple:
         """Individual `ind`'s prune points (tuner.prune): thresholds from the previous generation's
-        recorded running losses (none in generation 0 and in a finalists row)."""
+        recorded fitness and running losses (none in generation 0 and in a finalists row)."""
         at, ga = self.schedule.prune["at"], self.gas[optimizer]
         marks = [None] * len(at)
         finalists = self.schedule.ga.get("final") == "finalists" and ind.generation == len(ga.generations) - 1
         if ind.generation > 0 and not finalists:
             size = ga.sizes[ind.generation - 1]  # its trials (size × seeds)
-            previous = [(self.rd.read_individual(optimizer, ind.generation - 1, i) or {}).get("running", [])
-                        for i in range(size)]
+            records = [self.rd.read_individual(optimizer, ind.generation - 1, i) or {} for i in range(size)]
+            previous = [(r.get("fitness", math.inf), r.get("running", [])) for r in records]
             marks = thresholds(previous, len(at), self.schedule.prune["quantile"])
         return tuple(zip(points(at, ind.steps), marks))
 
@@ -210,11 +210,17 @@ class Session:
         """A generation finished in this session: its summary into the run log (and a debug line)."""
         finite = [v for v in fitness.values() if math.isfinite(v)]
         started = self.generation_started.get(optimizer)
+        pruned = sum("pruned" in (self.rd.read_individual(optimizer, generation, i) or {}) for i in fitness) \
+            if self.schedule.prune else 0  # stopped early by `prune:` (tuner.prune), not diverged
         event = self.rd.log.write(
             "generation", optimizer=optimizer, generation=generation, individuals=len(fitness),
             best=min(finite) if finite else None, mean=math.fsum(finite) / len(finite) if finite else None,
-            diverged=len(fitness) - len(finite), ga_mean=dict(self.gas[optimizer].mean),
-            seconds=None if started is None else round(time.perf_counter() - started, 3))
+            diverged=len(fitness) - len(finite) - pruned, ga_mean=dict(self.gas[optimizer].mean),
+            seconds=None if started is None else round(time.perf_counter() - started, 3),
+            **({"pruned": pruned} if self.schedule.prune else {}))
+        if pruned:
+            logger.info("%s generation %d: %d of %d trials pruned (stopped early, ranked last)", optimizer,
+                        generation, pruned, len(fitness))
         logger.debug("%s generation %d: best %s, mean %s, %d diverged, %s s", optimizer, generation,
                      event["best"], event["mean"], event["diverged"], event["seconds"])
         if event["diverged"]:
