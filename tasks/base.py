@@ -42,6 +42,12 @@ class Task(abc.ABC):
     def loss(self, batch) -> torch.Tensor:
         """Scalar training loss at the current parameters on `batch`."""
 
+    def param_groups(self) -> list[dict] | None:
+        """Optional: torch's parameter groups over `parameters()` (each exactly once), e.g.
+        [{"params": weights}, {"params": biases_and_norms, "weight_decay": 0.0}]; a group without a
+        setting takes the optimizer's (tuned) value. None (default): one group of `parameters()`."""
+        return None
+
     def evaluate(self) -> dict[str, float]:
         """Held-out metrics (validation loss, test accuracy); empty for tasks without held-out data."""
         return {}

@@ -17,6 +17,7 @@ model's weights and buffers plus the generator's state, so a resumed run is bit-
 """
 from __future__ import annotations
 
+import fnmatch
 from typing import Any, Callable, NamedTuple
 
 import torch
@@ -60,11 +61,16 @@ class SupervisedTask(ModelTask):
         "test_accuracy"), reported after each full run, never for selection. Both in eval mode, in
         chunks of `eval_batch_size`.
     name: the display name of the instance (tables use the spec's name, see docs/tasks.md).
+    no_weight_decay: optional name patterns of `model.named_parameters()` ("*.bias", "*norm*",
+        fnmatch) or a function (name, parameter) -> True, for parameters that get no weight decay:
+        `param_groups()` puts them in a group with weight_decay 0 (a tuned weight decay applies
+        to the other group only).
     """
 
     def __init__(self, model: Callable[[], nn.Module], loss: Callable, data=None, *, batch_size: int | None = None,
                  sample: Callable | None = None, held_out=None, seed: int = 0, device="cpu",
-                 name: str | None = None, eval_batch_size: int = 1024, validation=None):
+                 name: str | None = None, eval_batch_size: int = 1024, validation=None,
+                 no_weight_decay=None):
         if isinstance(model, nn.Module) or not callable(model):
             raise ValueError(f"Invalid model: {type(model).__name__} (must be a function that builds the "
                              f"nn.Module, so that the seed decides its initialisation)")
@@ -97,6 +103,18 @@ class SupervisedTask(ModelTask):
         self.model = built.to(self.device).train()
         self.generator = torch.Generator().manual_seed(derived_seed(self.seed, _DATA_STREAM))
         self._rng_devices = [] if self.device.type != "cuda" else [self.device.index or 0]
+        self.no_weight_decay = _no_decay_rule(no_weight_decay, [n for n, _ in self.model.named_parameters()])
+
+    def param_groups(self) -> list[dict] | None:
+        """With `no_weight_decay`: [{"params": decayed}, {"params": not decayed, "weight_decay": 0.0}]
+        (an empty group left out); else None (one group)."""
+        if self.no_weight_decay is None:
+            return None
+        named = list(self.model.named_parameters())
+        off = [bool(self.no_weight_decay(n, p)) for n, p in named]
+        groups = [{"params": [p for (_, p), o in zip(named, off) if not o]},
+                  {"params": [p for (_, p), o in zip(named, off) if o], "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]
 
     @property
     def train_images(self) -> torch.Tensor:
@@ -160,3 +178,18 @@ class SupervisedTask(ModelTask):
         if classes:
             metrics["accuracy"] = correct / len(inputs)
         return metrics
+
+
+def _no_decay_rule(rule, names: list[str]):
+    """`no_weight_decay` as a function (name, parameter) -> bool; ValueError (one line) for a pattern
+    that matches no parameter name (a typo would otherwise decay everything silently)."""
+    if rule is None or callable(rule):
+        return rule
+    patterns = [rule] if isinstance(rule, str) else rule
+    if not isinstance(patterns, (list, tuple)) or not patterns:
+        raise ValueError(f"Invalid no_weight_decay: {rule!r} (must be name patterns or a function (name, parameter) -> bool)")
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not fnmatch.filter(names, pattern):
+            shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+            raise ValueError(f"Invalid no_weight_decay: {pattern!r} matches no parameter name (names: {shown})")
+    return lambda name, parameter: any(fnmatch.fnmatchcase(name, p) for p in patterns)

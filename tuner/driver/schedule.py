@@ -39,6 +39,14 @@
     ga: {init: uniform, step_size: csa} # optional GA options beyond Appendix E (default: the paper's GA):
                                         #   init, step_size, covariance, seeds, trial_seeds, final,
                                         #   recombination, boundary (docs/tuning.md; tuner.search.ga.GAConfig)
+    recipe:                             # optional, per optimizer: the training recipe (tuner.trial.recipe, docs/tasks.md)
+      AdamW:
+        lr_schedule: {name: cosine, warmup: 0.05, final: 0.1}   # constant, cosine, linear, step
+                                        #   (milestones, gamma) or a torch scheduler with its arguments;
+                                        #   warmup, final's place and milestones are fractions of the run
+        clip_grad_norm: {default: 1.0, scale: log}   # any number may be {default, scale}: tuned
+    prune: {at: [0.1, 0.25, 0.5], quantile: 1}   # optional: stop GA trials clearly worse at these
+                                        #   fractions than the previous generation's better half (tuner.trial.prune)
 
 `schedules/<task>-improved.yaml` use the `ga:` options;
 `Schedule.individual_steps()` is the GA's budget per optimizer.
@@ -63,6 +71,7 @@ import yaml
 
 from tuner.search import SEARCHERS
 from tuner.search.ga import SCALES, Dimension, GAConfig, GAOptionError, rescale
+from tuner.trial import prune, recipe
 
 Generation = namedtuple("Generation", "noise steps population", defaults=(None,))
 """One row of Table 5 (population None: the schedule's); a tuple, so `schedule.generations` goes
@@ -72,7 +81,8 @@ FullRun = namedtuple("FullRun", "steps seeds time_milestone_s")
 """The full-length runs after tuning: steps, number of seeds, wall-clock milestone (s) or None."""
 
 REQUIRED = ("population", "generations", "optimizers", "full_run", "lr_scale")
-OPTIONAL = ("task", "task_options", "scales", "start", "horizon", "search", "ga", "objective", "noise_check")
+OPTIONAL = ("task", "task_options", "scales", "start", "horizon", "search", "ga", "objective", "noise_check",
+            "recipe", "prune")
 SPEC_KEYS, SPEC_OPTIONAL, HYPERPARAMETER_KEYS = ("name", "optimizer"), ("hyperparameters", "fixed"), ("default", "scale")
 FULL_RUN_KEYS = ("steps", "seeds", "time_milestone_s")
 GENERATION_KEYS = ("noise", "steps")
@@ -160,6 +170,8 @@ class Schedule:
     horizon: dict[str, dict[str, float]] = field(default_factory=dict)  # optimizer -> {hyperparameter: power p}
     objective: Objective = Objective()                  # what the searchers select on (train_loss: the paper's)
     noise_check: bool = True                            # re-run each generation's best on a second seed (tuner.driver.noise)
+    recipe: dict[str, dict] = field(default_factory=dict)  # optimizer -> its training recipe (tuner.trial.recipe)
+    prune: dict | None = None                               # {at, quantile} (tuner.trial.prune); None: no pruning
 
     def to_dict(self) -> dict:
         """Plain data in the YAML layout (for run manifests); `Schedule.from_dict` reads it back."""
@@ -181,6 +193,8 @@ class Schedule:
             **({"horizon": {o: _horizon_entry(powers) for o, powers in self.horizon.items()}} if self.horizon else {}),
             **({"objective": self.objective.to_dict()} if not self.objective.is_train_loss else {}),
             **({"noise_check": False} if not self.noise_check else {}),
+            **({"recipe": copy.deepcopy(self.recipe)} if self.recipe else {}),
+            **({"prune": copy.deepcopy(self.prune)} if self.prune else {}),
         }
 
     def size(self, generation: Generation) -> int:
@@ -357,7 +371,9 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
             check.fail(f"{where}.name" if where in specs else where, name, "must not repeat an optimizer")
         names.append(name)
     specs = {spec.name: spec for spec in specs.values()}
-    hyperparameters = lambda o: specs[o].hyperparameters if o in specs else registry.hyperparameters(o)  # noqa: E731
+    recipes = _validate_recipe(check, _optional(data, "recipe"), known)
+    hyperparameters = lambda o: list(specs[o].hyperparameters if o in specs else registry.hyperparameters(o)) \
+        + recipe.tunables(recipes.get(o))  # noqa: E731
 
     full = check.mapping("full_run", data["full_run"], "must be a mapping {steps, seeds, time_milestone_s}")
     check.keys("full_run", full, FULL_RUN_KEYS)
@@ -438,7 +454,8 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
         full_run=full_run, lr_scale=lr_scale, task_options=dict(task_options),
         scales={o: dict(e) for o, e in scales.items()},
         start={o: {k: float(v) for k, v in e.items()} for o, e in start.items()},
-        search=search, source=source, ga=ga, horizon=powers, objective=objective, noise_check=noise_check)
+        search=search, source=source, ga=ga, horizon=powers, objective=objective, noise_check=noise_check,
+        recipe=recipes, prune=_validate_prune(check, data))
 
 
 def _validate_objective(check: _Checker, data: Any) -> Objective:
@@ -458,6 +475,29 @@ def _validate_objective(check: _Checker, data: Any) -> Objective:
     if metric == TRAIN_LOSS and mode != "min":
         check.fail("objective.mode", mode, f"must be min for {TRAIN_LOSS}")
     return Objective(metric, mode)
+
+
+def _validate_recipe(check: _Checker, data: Any, known: list[str]) -> dict[str, dict]:
+    """The `recipe:` mapping optimizer -> {lr_schedule, clip_grad_norm} (tuner.trial.recipe), each checked."""
+    check.mapping("recipe", data, "must be a mapping optimizer -> {lr_schedule, clip_grad_norm}")
+    out = {}
+    for optimizer, entry in data.items():
+        check.name(f"recipe.{optimizer}", optimizer, known, "optimizers")
+        try:
+            checked = recipe.validate({} if entry is None else entry)
+        except recipe.RecipeError as error:
+            check.fail(f"recipe.{optimizer}" + (f".{error.field}" if error.field else ""), error.value, error.allowed)
+        if checked:
+            out[optimizer] = checked
+    return out
+
+
+def _validate_prune(check: _Checker, data: Mapping) -> dict | None:
+    """The `prune:` mapping {at, quantile} (tuner.trial.prune); absent or null: no pruning, the paper's GA."""
+    try:
+        return prune.validate(data.get("prune"))
+    except ValueError as error:
+        raise ScheduleError(f"{check.source}: prune{error}") from None
 
 
 def _horizon_entry(powers: dict[str, float]) -> list[str] | dict[str, float]:
@@ -731,7 +771,8 @@ def space_for(schedule: Schedule, optimizer: str, registry=None) -> list[Dimensi
     spec = schedule.optimizer_specs.get(optimizer)
     scales, start = schedule.scales.get(optimizer, {}), schedule.start.get(optimizer, {})
     return [Dimension(h.name, float(start.get(h.name, h.default)), scales.get(h.name, h.scale))
-            for h in (spec.hyperparameters if spec else registry.hyperparameters(optimizer))]
+            for h in [*(spec.hyperparameters if spec else registry.hyperparameters(optimizer)),
+                      *recipe.tunables(schedule.recipe.get(optimizer))]]
 
 
 def trial_hparams(schedule: Schedule, optimizer: str, hparams: Mapping[str, float], steps: int) -> dict[str, float]:
@@ -804,6 +845,16 @@ lr_scale: 1                      # multiplies the tuned lr before the full runs
 #                                # log: [default/1000, default·1000], decay: [0, 0.9999]
 # ga: {init: uniform, step_size: csa, covariance: rank_mu}   # the improved GA's options (docs/tuning.md), not Appendix E's
 # objective: {metric: val_accuracy, mode: max}   # select on a metric of the task's evaluate() (default: train_loss)
+# recipe:                        # per optimizer: the training recipe around each step (docs/tasks.md); absent: constant lr
+#   AdamW:
+#     lr_schedule: {name: cosine, warmup: 0.05, final: 0.1}   # linear warm-up over 5 % of the run, cosine to 0.1·lr;
+#                                # also constant, linear, step (milestones: [0.5, 0.75], gamma: 0.1), or a torch
+#                                # scheduler: {name: CosineAnnealingLR, T_max: run} ("run": the run's length)
+#     clip_grad_norm: 1.0        # clip_grad_norm_ between backward and step
+#   LODO:
+#     lr_schedule: {name: cosine, warmup: {default: 0.05, scale: log}}   # scales α0; {default, scale}: tuned
+# prune: {at: [0.1, 0.25, 0.5], quantile: 1}   # stop GA trials clearly worse at these fractions of their
+#                                # length than the previous generation's better half (off by default)
 '''
 
 

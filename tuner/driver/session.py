@@ -30,6 +30,7 @@ from tuner.driver.rundir import RunDir, RunDirError
 from tuner.driver.schedule import Schedule, space_for, trial_hparams
 from tuner.search.optuna import SamplerSearch, budget, rounds
 from tuner.search.space import bounded_space, ga_keywords
+from tuner.trial.prune import points, thresholds
 
 ProgressFn = Callable[[dict], None]
 logger = logging.getLogger(__name__)
@@ -94,15 +95,16 @@ class Session:
         return {o: summarise_full(self.rd.full_runs(o)) for o in optimizers}
 
     def _job(self, key: tuple, optimizer: str, hparams, steps: int, seed: int, **kw) -> Job:
-        objective = self.schedule.objective
+        objective, recipe = self.schedule.objective, self.schedule.recipe.get(optimizer)
         return Job(key=key, task=self.task, optimizer=optimizer, hparams=dict(hparams), steps=steps,
                    seed=seed, task_options=dict(self.schedule.task_options),
-                   metric=None if objective.is_train_loss else objective.metric, **kw)
+                   metric=None if objective.is_train_loss else objective.metric,
+                   **({"recipe": recipe} if recipe else {}), **kw)
 
     def _fitness(self, result: dict) -> float:
         """What the searchers minimise: the final training loss (the paper's objective), or the
         objective's metric of `evaluate()` (negated for mode max); +inf for an error or divergence."""
-        if "error" in result:
+        if "error" in result or result.get("pruned"):  # a pruned trial ranks below every finished one
             return math.inf
         objective = self.schedule.objective
         if objective.is_train_loss:
@@ -184,7 +186,21 @@ class Session:
         """Individual `ind`'s trial: its values as the trial runs them (`trial_hparams`: the schedule's
         `horizon` hyperparameters at the trial's share of the full run's length)."""
         return self._job(("tuning", optimizer, ind.generation, ind.index), optimizer,
-                         trial_hparams(self.schedule, optimizer, ind.hparams, ind.steps), ind.steps, ind.seed)
+                         trial_hparams(self.schedule, optimizer, ind.hparams, ind.steps), ind.steps, ind.seed,
+                         **({"prune": self._prune_points(optimizer, ind)} if self.schedule.prune else {}))
+
+    def _prune_points(self, optimizer: str, ind) -> tuple:
+        """Individual `ind`'s prune points (tuner.trial.prune): thresholds from the previous generation's
+        recorded fitness and running losses (none in generation 0 and in a finalists row)."""
+        at, ga = self.schedule.prune["at"], self.gas[optimizer]
+        marks = [None] * len(at)
+        finalists = self.schedule.ga.get("final") == "finalists" and ind.generation == len(ga.generations) - 1
+        if ind.generation > 0 and not finalists:
+            size = ga.sizes[ind.generation - 1]  # its trials (size × seeds)
+            records = [self.rd.read_individual(optimizer, ind.generation - 1, i) or {} for i in range(size)]
+            previous = [(r.get("fitness", math.inf), r.get("running", [])) for r in records]
+            marks = thresholds(previous, len(at), self.schedule.prune["quantile"])
+        return tuple(zip(points(at, ind.steps), marks))
 
     def _tell(self, optimizer: str, fitness: dict[int, float]) -> None:
         ga = self.gas[optimizer]
@@ -256,6 +272,7 @@ class Session:
         if not self.schedule.objective.is_train_loss and "error" not in result:
             record["objective"] = (result.get("held_out") or {}).get(self.schedule.objective.metric)
             record["diverged"] = record["diverged"] or not math.isfinite(fitness)
+        record.update({k: result[k] for k in ("running", "pruned", "evaluations") if job.prune and k in result})
         if "error" in result:
             self._record_error(optimizer, self.rd.individual_path(optimizer, generation, index).stem, result, record)
             self.errored.setdefault(optimizer, {})[index] = record
@@ -317,11 +334,17 @@ class Session:
         """A generation finished in this session: its summary into the run log (and a debug line)."""
         finite = [v for v in fitness.values() if math.isfinite(v)]
         started = self.generation_started.get(optimizer)
+        pruned = sum("pruned" in (self.rd.read_individual(optimizer, generation, i) or {}) for i in fitness) \
+            if self.schedule.prune else 0  # stopped early by `prune:` (tuner.trial.prune), not diverged
         event = self.rd.log.write(
             "generation", optimizer=optimizer, generation=generation, individuals=len(fitness),
             best=min(finite) if finite else None, mean=math.fsum(finite) / len(finite) if finite else None,
-            diverged=len(fitness) - len(finite), ga_mean=dict(self.gas[optimizer].mean),
-            seconds=None if started is None else round(time.perf_counter() - started, 3))
+            diverged=len(fitness) - len(finite) - pruned, ga_mean=dict(self.gas[optimizer].mean),
+            seconds=None if started is None else round(time.perf_counter() - started, 3),
+            **({"pruned": pruned} if self.schedule.prune else {}))
+        if pruned:
+            logger.info("%s generation %d: %d of %d trials pruned (stopped early, ranked last)", optimizer,
+                        generation, pruned, len(fitness))
         logger.debug("%s generation %d: best %s, mean %s, %d diverged, %s s", optimizer, generation,
                      event["best"], event["mean"], event["diverged"], event["seconds"])
         if event["diverged"]:

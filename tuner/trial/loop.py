@@ -55,6 +55,8 @@ import lodo.batched
 import tasks
 import tasks.batched
 from tasks import Task
+from tuner.trial import prune as pruning
+from tuner.trial import recipe as recipes
 from tuner.driver.rundir import atomic_write
 
 
@@ -71,6 +73,8 @@ class TrialResult:
     sigma: np.ndarray | None = None       # (m, 2): rows (evaluations so far, σ) every K optimizer steps
     trajectory: np.ndarray | None = None  # (len(losses), 2): the parameters (x, y) at each evaluation
     held_out: dict | None = None          # with `evaluate=True`: task.evaluate() after the last step
+    running: tuple | None = None          # with `prune`: the running loss at each prune point reached
+    pruned: dict | None = None            # a pruned trial: {"evaluation", "running_loss", "threshold"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +92,8 @@ class Job:
     time_limit: float | None = None
     checkpoint: str | None = None      # full runs: mid-run checkpoint file (`run_trial(checkpoint=...)`)
     metric: str | None = None          # the schedule's objective metric: `task.evaluate()` after the trial
+    recipe: dict = dataclasses.field(default_factory=dict)  # the schedule's recipe for it (tuner.trial.recipe)
+    prune: tuple = ()                  # tuning: ((evaluation, threshold or None), ...) (tuner.trial.prune)
 
     def describe(self) -> str:
         """The job in words: "LODO generation 2 index 5 (seed 123)", "Adam full run 1 (seed 1)"."""
@@ -110,8 +116,8 @@ class BatchJob:
             raise ValueError("Invalid jobs: () (a batch needs at least one job)")
         first = self.jobs[0]
         for job in self.jobs:
-            if (job.task, job.optimizer, job.kind, job.steps, job.task_options) != \
-                    (first.task, first.optimizer, first.kind, first.steps, first.task_options):
+            if (job.task, job.optimizer, job.kind, job.steps, job.task_options, job.prune) != \
+                    (first.task, first.optimizer, first.kind, first.steps, first.task_options, first.prune):
                 raise ValueError(f"Invalid jobs: {job.key} and {first.key} differ in task, optimizer, kind, "
                                  "steps or task_options (a batch shares them)")
 
@@ -195,7 +201,14 @@ def _build_optimizer(optimizer, hparams, params, seed, steps) -> torch.optim.Opt
         if hparams:
             raise ValueError(f"Invalid hparams: {hparams!r} (only for an optimizer given by name)")
         return optimizer
-    return lodo.create(optimizer, params, seed=seed, **_with_run_length(optimizer, hparams, steps))
+    settings = sorted({k for g in params if isinstance(g, dict) for k in g if k != "params"})
+    try:
+        return lodo.create(optimizer, params, seed=seed, **_with_run_length(optimizer, hparams, steps))
+    except ValueError as e:
+        if settings and "group" in str(e):  # the task's per-group settings (torch fills in the rest)
+            raise ValueError(f"Invalid param_groups: {optimizer} cannot honour the task's per-group "
+                             f"{', '.join(settings)} ({str(e).splitlines()[0]})") from None
+        raise
 
 
 class CheckpointError(ValueError):
@@ -214,11 +227,13 @@ def _identity(x) -> str:
 LANE = "batched lane"  # the `form` of a batched run's per-lane checkpoint (its state is the batched program's)
 
 
-def fingerprint(task, optimizer, hparams, steps, seed, task_options=None, time_limit=None, form=None) -> str:
+def fingerprint(task, optimizer, hparams, steps, seed, task_options=None, time_limit=None, form=None,
+                recipe=None) -> str:
     """What determines a trial's losses, as canonical JSON: a checkpoint resumes only its own trial.
     `form=LANE` marks a lane of a batched run, whose saved state only the batched program can continue."""
     key = {"task": _identity(task), "task_options": task_options or {}, "optimizer": _identity(optimizer),
-           "hparams": hparams or {}, "steps": steps, "seed": seed, "time_limit": time_limit}
+           "hparams": hparams or {}, "steps": steps, "seed": seed, "time_limit": time_limit,
+           **({"recipe": recipe} if recipe else {})}
     return json.dumps({**key, "form": form} if form else key, sort_keys=True, default=repr)
 
 
@@ -356,9 +371,11 @@ class _Recorder:
                 self.trajectory[self.running, i] = self._params().reshape(len(self.running), -1).cpu().numpy()
             self.count = i + 1
 
-    def flush(self) -> bool:
-        """Move the pending losses to the host; stop the lanes that diverged in them (`kept`: the
-        rows that go on, None if none stopped). True once any lane has diverged."""
+    def flush(self, pruner=None) -> bool:
+        """Move the pending losses to the host; stop the lanes that diverged in them and, with a
+        `tuner.trial.prune.Pruner`, those it prunes at the points they reached (a lane pruned at a point
+        is not diverged by a NaN/inf after it). `kept`: the rows that go on, None if none stopped.
+        True once any lane has diverged."""
         i, j, rows = self.flushed, self.count, self.running
         if not self.on_host and j > i:
             self.losses[rows, i:j] = self.chunk[: j - i, : len(rows)].cpu().numpy().T
@@ -367,10 +384,14 @@ class _Recorder:
             self.counts[lane], self.stopped[lane] = j, now + self.offset[lane]
         self.flushed, self.kept = j, None
         bad = ~np.isfinite(self.losses[rows, i:j]).all(axis=1)
-        if bad.any():
+        stop = bad.copy()
+        if pruner is not None and pruner.points:
+            stop[pruner.cut(self)] = True
+        if stop.any():
             for row in np.flatnonzero(bad):
-                self.diverged[rows[row]] = True
-            keep = np.flatnonzero(~bad)
+                if pruner is None or pruner.pruned[rows[row]] is None:
+                    self.diverged[rows[row]] = True
+            keep = np.flatnonzero(~stop)
             self.running = [rows[row] for row in keep]
             self.kept = torch.as_tensor(keep, device=self.device)
         return any(self.diverged)
@@ -480,7 +501,8 @@ def _sigma_of(task, opt):
 
 def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task_options: dict | None = None,
               device="cpu", time_limit: float | None = None, check_every: int = 100, checkpoint=None,
-              checkpoint_every_s: float = 300, observe_every: int | None = None, evaluate: bool = False) -> TrialResult:
+              checkpoint_every_s: float = 300, observe_every: int | None = None, evaluate: bool = False,
+              recipe: dict | None = None, prune=()) -> TrialResult:
     """Train `optimizer` on `task` for `steps` evaluations and record each evaluation's loss.
 
     task: a name (built with `tasks.create(task, seed=seed, device=device, **task_options)`) or a Task.
@@ -494,6 +516,11 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
     observe_every: optional K; record σ every K optimizer steps (`sigma`) and, for a 2-number
         task, the parameters at every evaluation (`trajectory`) — see the module docstring.
     evaluate: record `task.evaluate()` (held-out metrics) at the end as `held_out` (not if diverged).
+    recipe: the schedule's recipe for the optimizer (`tuner.trial.recipe`: lr schedule, clipping; its tuned
+        values are in `hparams`); the task's `param_groups()` and the optimizer's train()/eval()
+        modes (eval() around `task.evaluate()`) apply with or without one.
+    prune: ((evaluation e, threshold or None), ...): the running loss at each e is recorded
+        (`running`), and a trial whose running loss exceeds a threshold stops there (`tuner.trial.prune`).
     """
     positive_int("steps", steps)
     positive_int("check_every", check_every)
@@ -502,23 +529,30 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
         raise ValueError(f"Invalid time_limit: {time_limit!r} (must be > 0)")
     if not checkpoint_every_s >= 0:
         raise ValueError(f"Invalid checkpoint_every_s: {checkpoint_every_s!r} (must be >= 0)")
-    key = fingerprint(task, optimizer, hparams, steps, seed, task_options, time_limit) if checkpoint else None
+    key = fingerprint(task, optimizer, hparams, steps, seed, task_options, time_limit, recipe=recipe) \
+        if checkpoint else None
     task = _build_task(task, seed, task_options, device)
-    opt = _build_optimizer(optimizer, hparams, task.parameters(), seed, steps)
-    create_graph = getattr(opt, "create_graph", False)
+    hparams, recipe = recipes.split(recipe, hparams)
     params = list(task.parameters())
+    opt = _build_optimizer(optimizer, hparams, recipes.param_groups(task, optimizer, params), seed, steps)
+    create_graph = getattr(opt, "create_graph", False)
+    loop = recipes.Loop(recipe, opt, params, steps, create_graph)
     recorder = _Recorder(steps, task.device, lambda: torch.cat([p.detach().reshape(-1) for p in params]),
                          sum(p.numel() for p in params), trace=observe_every is not None)
     sigma = _Sigma(_sigma_of(task, opt), observe_every)
     checkpointer = _Checkpointer([checkpoint], [key], checkpoint_every_s,
                                  lambda row: (task.state_dict(), opt.state_dict()),
                                  lambda lane, t, o: (task.load_state_dict(t), opt.load_state_dict(o)), recorder, sigma)
+    if loop.saves:
+        checkpointer.parts += (loop,)
     checkpointer.restore()
+    pruner = pruning.Pruner(prune)
 
     def closure():
         opt.zero_grad()
         loss = task.loss(batch)
         loss.backward(create_graph=create_graph)
+        loop.after_backward()
         recorder.record(loss)
         return loss
 
@@ -534,6 +568,9 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
                     break
                 raise
             sigma.after_step(recorder.count)
+            loop.after_step(recorder.count)
+            if pruner.due(recorder.count) and pruner.stops(recorder):
+                break
             if recorder.count - recorder.flushed >= check_every:  # a check
                 if recorder.flush():
                     break
@@ -547,8 +584,12 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
         opt.zero_grad(set_to_none=True)
 
     losses, times, trajectory = recorder.recorded()
-    held_out = {k: float(v) for k, v in task.evaluate().items()} if evaluate and not diverged else None
-    if diverged:
+    if evaluate and not diverged:
+        with recipes.evaluation(opt):  # a schedule-free or averaging optimizer's evaluation weights
+            held_out = {k: float(v) for k, v in task.evaluate().items()}
+    else:
+        held_out = None
+    if diverged or pruner.pruned[0] is not None:
         final_loss = math.inf
     elif time_limit is not None and recorder.count < steps:
         final_loss = time_budget_loss(losses, times, time_limit)
@@ -557,7 +598,7 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
     return TrialResult(losses=losses, times=times, final_loss=final_loss, seconds=seconds,
                        steps_per_second=recorder.count / seconds if seconds > 0 else math.inf,
                        diverged=diverged, sigma=sigma.result(len(losses)), trajectory=trajectory,
-                       held_out=held_out)
+                       held_out=held_out, **pruner.result())
 
 
 # ---------------------------------------------------------------------------- batched trials (issue 15)
@@ -573,7 +614,7 @@ def batchable(job: Job) -> bool:
     time of a single unbatched run: such runs keep `run_trial`) and no unbatched run's checkpoint to
     continue from (an unbatched run interrupted earlier continues unbatched; a batched lane's
     checkpoint, `is_lane_checkpoint`, continues batched)."""
-    if not supports_batched(job.task, job.optimizer) or job.metric is not None:
+    if not supports_batched(job.task, job.optimizer) or job.metric is not None or job.recipe:  # a recipe runs unbatched
         return False
     if job.kind != "full":
         return True
@@ -584,7 +625,7 @@ def batchable(job: Job) -> bool:
 def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[dict], steps: int,
                       seeds: list[int], task_options: dict | None = None, device="cpu",
                       check_every: int = 100, observe_every: int | None = None,
-                      checkpoints: list | None = None, checkpoint_every_s: float = 300) -> list[TrialResult]:
+                      checkpoints: list | None = None, checkpoint_every_s: float = 300, prune=()) -> list[TrialResult]:
     """Run len(seeds) trials of `optimizer_name` on `task_name` as one program; one TrialResult per lane.
 
     Lane i is `run_trial(task_name, optimizer_name, hparams_list[i], steps, seeds[i], task_options,
@@ -622,6 +663,10 @@ def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[di
     the lane's elapsed seconds at its checkpoint; `seconds` is when the lane stopped (the end, or
     the check that dropped it) and `steps_per_second` its recorded evaluations over that, so a
     lane's rate is the batch's rate, not P times it. There is no time_limit.
+
+    Prune points (`prune`, as `run_trial`'s, one for all lanes): at each check, a lane's running loss
+    at every point its losses reached is taken from its first e losses, so a lane records, and is
+    pruned at, exactly what `run_trial` would (its losses end at e; it ran on to the check).
     """
     positive_int("steps", steps)
     positive_int("check_every", check_every)
@@ -648,13 +693,14 @@ def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[di
         pick = lambda values: [values[lane] for lane in members]  # noqa: E731
         for lane, res in zip(members, _run_lanes(task_name, optimizer_name, pick(hparams_list), steps, pick(seeds),
                                                  task_options, device, check_every, observe_every,
-                                                 pick(paths), pick(keys), pick(saved), checkpoint_every_s)):
+                                                 pick(paths), pick(keys), pick(saved), checkpoint_every_s,
+                                                 prune)):
             results[lane] = res
     return results
 
 
 def _run_lanes(task_name, optimizer_name, hparams_list, steps, seeds, task_options, device, check_every,
-               observe_every, paths, keys, saved, every_s) -> list[TrialResult]:
+               observe_every, paths, keys, saved, every_s, prune=()) -> list[TrialResult]:
     """`run_batched_trial` for lanes that all start at one point: step 0, or the same (evaluations,
     optimizer steps) of their checkpoints `saved`. The loop is `run_trial`'s, with the same
     recorder, σ and checkpointer over P lanes; a check that finds a lane diverged drops it
@@ -670,6 +716,7 @@ def _run_lanes(task_name, optimizer_name, hparams_list, steps, seeds, task_optio
     checkpointer = _Checkpointer(paths, keys, every_s, lambda row: (task.lane_state(row), opt.lane_state(row)),
                                  lambda lane, t, o: (task.load_lane_state(lane, t), opt.load_lane_state(lane, o)),
                                  recorder, sigma)
+    pruner = pruning.Pruner(prune, lanes)
     for lane, state in enumerate(saved):
         if state:
             checkpointer.restore(lane, state)
@@ -685,23 +732,25 @@ def _run_lanes(task_name, optimizer_name, hparams_list, steps, seeds, task_optio
             opt.step(task.x, closure)
             sigma.after_step(recorder.count, recorder.running)
             if recorder.count - recorder.flushed >= check_every:  # a check
-                recorder.flush()
+                recorder.flush(pruner)
                 if recorder.kept is not None and recorder.running:
                     task.keep(recorder.kept)
                     opt.keep(recorder.kept)
                 if recorder.running and recorder.count < steps:
                     checkpointer.maybe_save()
         if recorder.running and recorder.count > recorder.flushed:
-            recorder.flush()
+            recorder.flush(pruner)
 
     results = []
     for lane in range(lanes):
         losses, times, trajectory = recorder.recorded(lane)
         seconds = recorder.stopped[lane]
+        stopped_early = recorder.diverged[lane] or pruner.pruned[lane] is not None
         results.append(TrialResult(
-            losses=losses, times=times, final_loss=math.inf if recorder.diverged[lane] else report_loss(task, losses),
+            losses=losses, times=times, final_loss=math.inf if stopped_early else report_loss(task, losses),
             seconds=seconds, steps_per_second=recorder.counts[lane] / seconds if seconds > 0 else math.inf,
-            diverged=recorder.diverged[lane], sigma=sigma.result(len(losses), lane), trajectory=trajectory))
+            diverged=recorder.diverged[lane], sigma=sigma.result(len(losses), lane), trajectory=trajectory,
+            **pruner.result(lane)))
     return results
 
 
@@ -781,7 +830,8 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
         saving = dict(checkpoint=job.checkpoint, checkpoint_every_s=checkpoint_every_s) if job.checkpoint else {}
         res = run_trial(job.task, job.optimizer, dict(job.hparams), job.steps, job.seed, **kwargs, **saving,
                         observe_every=observe_every_for(job.steps) if full else None,
-                        evaluate=(full and not _builtin(job.task)) or job.metric is not None)
+                        evaluate=(full and not _builtin(job.task)) or job.metric is not None,
+                        recipe=job.recipe, prune=job.prune)
         if job.metric is not None and res.held_out is not None and job.metric not in res.held_out:
             raise ValueError(f"Invalid objective.metric: {job.metric!r} is not a metric of the task's evaluate() "
                              f"(it returned: {', '.join(res.held_out) or 'nothing'})")
@@ -790,7 +840,8 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
             cap = max(job.steps, math.ceil(1.5 * len(res.losses) * job.time_limit / max(res.seconds, 1e-9)))
             hparams = _with_run_length(job.optimizer, job.hparams, job.steps)  # LARS: the step run's decay
             for _ in range(4):  # the rate estimate was too low if the cap is hit before T: double it
-                timed = run_trial(job.task, job.optimizer, hparams, cap, job.seed, time_limit=job.time_limit, **kwargs)
+                timed = run_trial(job.task, job.optimizer, hparams, cap, job.seed, time_limit=job.time_limit,
+                                  recipe=job.recipe, **kwargs)
                 if timed.diverged or len(timed.losses) < cap:
                     break
                 cap *= 2
@@ -801,7 +852,7 @@ def run_job(job: Job, device: str = "cpu", checkpoint_every_s: float = 300) -> d
     out = {"final_loss": math.inf if res.diverged else float(res.final_loss), "diverged": bool(res.diverged),
            "seconds": time.perf_counter() - start, "trial_seconds": float(res.seconds),
            "steps_per_second": float(res.steps_per_second), "evaluations": int(len(res.losses)),
-           "curve": decimate(res.losses, res.times), "pid": os.getpid()}
+           "curve": decimate(res.losses, res.times), "pid": os.getpid(), **pruning.summary(res)}
     if full:
         out.update(observations(res))
     if res.held_out and (full or job.metric is not None):  # evaluate() after the step run: the objective's metric
@@ -828,7 +879,7 @@ def run_batch_job(batch: BatchJob, device: str = "cpu", checkpoint_every_s: floa
                                     [j.seed for j in jobs], task_options=dict(first.task_options), device=device,
                                     observe_every=observe_every_for(first.steps) if full else None,
                                     checkpoints=[j.checkpoint for j in jobs] if full else None,
-                                    checkpoint_every_s=checkpoint_every_s)
+                                    checkpoint_every_s=checkpoint_every_s, prune=first.prune)
     except (torch.OutOfMemoryError, MemoryError) as e:  # the environment's: the executor retries the batch
         return _environmental(e, start)
     except CheckpointError as e:  # the user decides (as run_job): every lane's checkpoint stays
@@ -850,7 +901,7 @@ def _lane_summary(res: TrialResult, seconds: float, lanes: int, full: bool) -> d
     lane = {"final_loss": math.inf if res.diverged else float(res.final_loss), "diverged": bool(res.diverged),
             "seconds": seconds, "trial_seconds": float(res.seconds),
             "steps_per_second": float(res.steps_per_second), "evaluations": int(len(res.losses)),
-            "curve": decimate(res.losses, res.times), "pid": os.getpid(), "lanes": lanes}
+            "curve": decimate(res.losses, res.times), "pid": os.getpid(), "lanes": lanes, **pruning.summary(res)}
     if full:
         lane.update(observations(res))
     return lane
