@@ -154,6 +154,16 @@ class GAConfig:
             raise GAOptionError("final", "finalists", "needs at least 2 generations; the last one is the finalists'")
 
     @property
+    def uniform_start(self) -> bool:
+        """Generation 0 is drawn uniformly over the search box (init "uniform" or "elite")."""
+        return self.init in ("uniform", "elite")
+
+    @property
+    def uses_box(self) -> bool:
+        """The search box matters: a uniform start draws in it, boundary "clip" keeps draws in it."""
+        return self.uniform_start or self.boundary == "clip"
+
+    @property
     def is_paper(self) -> bool:
         """All options at their defaults: Appendix E's GA (its history and JSON keys only)."""
         return self == GAConfig()
@@ -357,7 +367,7 @@ class GeneticAlgorithm:
         return self.config.is_paper
 
     def _uniform(self) -> bool:
-        return self.config.init in ("uniform", "elite") and self.generation == 0
+        return self.config.uniform_start and self.generation == 0
 
     def _finals(self) -> bool:
         """The current generation is the finalists' (final "finalists", last row)."""
