@@ -275,9 +275,9 @@ class GeneticAlgorithm:
     `generations` holds (noise std σ, steps) per generation, or (σ, steps, size) for a generation
     of another size than `population` (size None: `population`); `start` optionally replaces some
     defaults as generation 0's mean. `init`, `step_size`, `seeds`, `covariance`, `trial_seeds`,
-    `final`, `recombination` and `boundary` are the options beyond Appendix E (`GAConfig`, held as
-    `self.config`; `GeneticAlgorithm(..., **dataclasses.asdict(GAConfig.improved()))`), `bounds`
-    the search box; their defaults give the paper's GA.
+    `final`, `recombination` and `boundary` are the options beyond Appendix E, held as `self.config`
+    (a `GAConfig`; or give one as `config=`, e.g. `config=GAConfig.improved()`), `bounds` the search
+    box; their defaults give the paper's GA.
     """
 
     def __init__(self, space: Space, generations: Iterable[tuple[float, int]], population: int,
@@ -285,7 +285,7 @@ class GeneticAlgorithm:
                  init: str = "mean", bounds: Mapping[str, Sequence[float]] | None = None,
                  step_size: str = "schedule", seeds: int = 1, covariance: str = "identity",
                  trial_seeds: str = "individual", final: str = "mean", recombination: str = "equal",
-                 boundary: str = "free"):
+                 boundary: str = "free", config: GAConfig | None = None):
         self.space = _dimensions(space)
         self.generations = tuple(self._check_generation(g, i) for i, g in enumerate(generations))
         if not self.generations:
@@ -311,6 +311,11 @@ class GeneticAlgorithm:
         self.start = {k: float(v) for k, v in start.items()}
         self.config = GAConfig(init=init, step_size=step_size, covariance=covariance, seeds=seeds,
                                trial_seeds=trial_seeds, final=final, recombination=recombination, boundary=boundary)
+        if config is not None:  # the options as one object instead of keywords
+            if not isinstance(config, GAConfig) or not self.config.is_paper:
+                raise ValueError(f"Invalid config: {config!r} (must be a GAConfig, given instead of the option "
+                                 "keywords, not beside them)")
+            self.config = config
         self.config.check_generations(len(self.generations))
         self.bounds = self._check_bounds(bounds or {})
         self.generation = 0
