@@ -154,6 +154,16 @@ class GAConfig:
             raise GAOptionError("final", "finalists", "needs at least 2 generations; the last one is the finalists'")
 
     @property
+    def uniform_start(self) -> bool:
+        """Generation 0 is drawn uniformly over the search box (init "uniform" or "elite")."""
+        return self.init in ("uniform", "elite")
+
+    @property
+    def uses_box(self) -> bool:
+        """The search box matters: a uniform start draws in it, boundary "clip" keeps draws in it."""
+        return self.uniform_start or self.boundary == "clip"
+
+    @property
     def is_paper(self) -> bool:
         """All options at their defaults: Appendix E's GA (its history and JSON keys only)."""
         return self == GAConfig()
@@ -265,9 +275,9 @@ class GeneticAlgorithm:
     `generations` holds (noise std σ, steps) per generation, or (σ, steps, size) for a generation
     of another size than `population` (size None: `population`); `start` optionally replaces some
     defaults as generation 0's mean. `init`, `step_size`, `seeds`, `covariance`, `trial_seeds`,
-    `final`, `recombination` and `boundary` are the options beyond Appendix E (`GAConfig`, held as
-    `self.config`; `GeneticAlgorithm(..., **dataclasses.asdict(GAConfig.improved()))`), `bounds`
-    the search box; their defaults give the paper's GA.
+    `final`, `recombination` and `boundary` are the options beyond Appendix E, held as `self.config`
+    (a `GAConfig`; or give one as `config=`, e.g. `config=GAConfig.improved()`), `bounds` the search
+    box; their defaults give the paper's GA.
     """
 
     def __init__(self, space: Space, generations: Iterable[tuple[float, int]], population: int,
@@ -275,7 +285,7 @@ class GeneticAlgorithm:
                  init: str = "mean", bounds: Mapping[str, Sequence[float]] | None = None,
                  step_size: str = "schedule", seeds: int = 1, covariance: str = "identity",
                  trial_seeds: str = "individual", final: str = "mean", recombination: str = "equal",
-                 boundary: str = "free"):
+                 boundary: str = "free", config: GAConfig | None = None):
         self.space = _dimensions(space)
         self.generations = tuple(self._check_generation(g, i) for i, g in enumerate(generations))
         if not self.generations:
@@ -301,6 +311,11 @@ class GeneticAlgorithm:
         self.start = {k: float(v) for k, v in start.items()}
         self.config = GAConfig(init=init, step_size=step_size, covariance=covariance, seeds=seeds,
                                trial_seeds=trial_seeds, final=final, recombination=recombination, boundary=boundary)
+        if config is not None:  # the options as one object instead of keywords
+            if not isinstance(config, GAConfig) or not self.config.is_paper:
+                raise ValueError(f"Invalid config: {config!r} (must be a GAConfig, given instead of the option "
+                                 "keywords, not beside them)")
+            self.config = config
         self.config.check_generations(len(self.generations))
         self.bounds = self._check_bounds(bounds or {})
         self.generation = 0
@@ -357,7 +372,7 @@ class GeneticAlgorithm:
         return self.config.is_paper
 
     def _uniform(self) -> bool:
-        return self.config.init in ("uniform", "elite") and self.generation == 0
+        return self.config.uniform_start and self.generation == 0
 
     def _finals(self) -> bool:
         """The current generation is the finalists' (final "finalists", last row)."""

@@ -70,6 +70,6 @@ def ga_keywords(schedule: Schedule, optimizer: str, registry=None) -> dict:
     the uniform start (`init: uniform`) and `boundary: clip`, the box of `bounded_space` (the same as
     the searchers')."""
     options = ga_options(schedule)
-    if options.get("init") in ("uniform", "elite") or options.get("boundary") == "clip":
+    if ga.GAConfig(**options).uses_box:
         options["bounds"] = {d.name: (d.low, d.high) for d in bounded_space(schedule, optimizer, registry)}
     return options

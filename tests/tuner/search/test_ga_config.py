@@ -67,3 +67,17 @@ def test_a_config_is_frozen():
 def test_the_ga_module_imports_neither_torch_nor_ray():
     code = "import sys, tuner.search.ga; print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_a_config_object_is_the_same_ga_as_its_keywords():
+    generations = [(1.0, 10, 8), (0.8, 10), (0.5, 10), (0.0, 40, 3)]
+    by_object = GeneticAlgorithm(SPACE, generations, 6, seed=2, config=GAConfig.improved())
+    by_keywords = GeneticAlgorithm(SPACE, generations, 6, seed=2, **dataclasses.asdict(GAConfig.improved()))
+    for ga in (by_object, by_keywords):
+        while not ga.done:
+            ga.tell({i.index: abs(i.hparams["lr"] - 0.01) + i.hparams["beta1"] for i in ga.ask()})
+    assert by_object.config == GAConfig.improved() and by_object.to_json() == by_keywords.to_json()
+    with pytest.raises(ValueError, match="Invalid config"):
+        GeneticAlgorithm(SPACE, generations, 6, config=GAConfig.improved(), step_size="csa")
+    with pytest.raises(ValueError, match="Invalid config"):
+        GeneticAlgorithm(SPACE, generations, 6, config={"init": "uniform"})
