@@ -176,14 +176,13 @@ class BatchedLODO(BatchedOptimizer):
 
     name = "LODO"
 
-    def __init__(self, x: torch.Tensor, hparams: dict[str, torch.Tensor], states: list[dict]):
+    def __init__(self, x: torch.Tensor, hparams: dict[str, torch.Tensor], theta: torch.Tensor,
+                 permutations: torch.Tensor, lanes: list[tuple[dict, int]]):
+        """θ_0 (N, k, k, P, ñ/k) and the permutations (N, P, ñ) of the lanes (hyperparameters, seed)."""
         super().__init__(x, hparams)
-        like = dict(dtype=x.dtype, device=x.device)
-        theta = torch.stack([s["theta"] for s in states], dim=1)  # (N, P, nb, k, k)
-        theta = theta.permute(0, 3, 4, 1, 2).to(**like).contiguous()  # (N, k, k, P, nb)
-        perm = torch.stack([s["permutations"] for s in states], dim=1).to(x.device)  # (N, P, ñ)
         self.m = torch.zeros_like(x)
-        self.lanes = BlockLanes(theta, torch.zeros_like(theta), torch.zeros_like(theta), perm, x.shape[1])
+        self.lanes = BlockLanes(theta, torch.zeros_like(theta), torch.zeros_like(theta), permutations, x.shape[1])
+        self.specs, self.references = list(lanes), [None] * len(lanes)  # `lane_preconditioner`'s LODOs, when asked
 
     def _update(self, x, g):
         if self.t > 1:  # at t = 1 m_0 = 0: a zero hypergradient, an Adam step that leaves θ as it is
@@ -196,6 +195,7 @@ class BatchedLODO(BatchedOptimizer):
         super().keep(index)
         self.m = self.m[index]
         self.lanes = self.lanes.subset(index)
+        self.specs = [self.specs[i] for i in index.tolist()]
         self.references = [self.references[i] for i in index.tolist()]
 
     _lane_columns = ("theta", "exp_avg", "exp_avg_sq")                            # lane axis 3
@@ -218,8 +218,11 @@ class BatchedLODO(BatchedOptimizer):
 
     def lane_preconditioner(self, row: int):
         """Lane `row`'s G(θ)·v (v: (b, n)) at its current θ, for σ (`tasks.batched.BatchedNoisyBowl.
-        hessian_error`): lane `row`'s θ loaded into the unbatched LODO built for it (`references`,
-        set by `create`), whose `preconditioner` it returns. ~1 ms per call: for the occasional σ."""
+        hessian_error`): lane `row`'s θ loaded into an unbatched LODO built with its seed and
+        hyperparameters (on the first call), whose `preconditioner` it returns. For the occasional σ."""
+        if self.references[row] is None:
+            hp, seed = self.specs[row]
+            self.references[row] = lodo.create("LODO", [torch.zeros(self.m.shape[1], dtype=self.m.dtype)], seed=seed, **hp)
         reference = self.references[row]
         state = reference.state_dict()
         theta = self.lanes.theta[:, :, :, row].permute(0, 3, 1, 2)  # (N, ñ/k, k, k): the unbatched layout
@@ -429,14 +432,24 @@ def create(name: str, x: torch.Tensor, hparams_list: list[dict], seeds: list[int
         raise ValueError(f"Invalid hparams_list: options {options[0]!r} and {next(o for o in options if o != options[0])!r} "
                          "differ between lanes (a batch shares them)")
     dummy = torch.zeros(x.shape[1] if name == "LODO" else 1, dtype=x.dtype)
-    built = [lodo.create(name, [dummy.clone()], seed=seed, **hp) for hp, seed in zip(hparams_list, seeds)]
+    if name == "LODO":  # a lane at a time, its θ_0 and permutations read from its state: not P optimizers at once
+        built, theta, perm = [], None, None
+        for lane, (hp, seed) in enumerate(zip(hparams_list, seeds)):
+            state = lodo.create(name, [dummy.clone()], seed=seed, **hp).state_dict()["state"][0]
+            if theta is None:
+                depth, nb, k, _ = state["theta"].shape
+                theta = x.new_empty(depth, k, k, len(seeds), nb)
+                perm = torch.empty(depth, len(seeds), nb * k, dtype=torch.int64, device=x.device)
+            theta[:, :, :, lane] = state["theta"].permute(0, 2, 3, 1)
+            perm[:, lane] = state["permutations"]
+        del state  # the last lane's optimizer state, before the batch's own is allocated
+    else:
+        built = [lodo.create(name, [dummy.clone()], seed=seed, **hp) for hp, seed in zip(hparams_list, seeds)]
     defaults = {h.name: h.default for h in lodo.hyperparameters(name)}
     columns = {key: torch.tensor([float(hp.get(key, default)) for hp in hparams_list], dtype=torch.float64)
                for key, default in defaults.items()}
     if name == "L2LBGDBGD":
         return L2LBGDBGD(x, columns, built[0]._net_for(x.dtype, x.device))
     if name == "LODO":
-        batched = BatchedLODO(x, columns, [opt.state_dict()["state"][0] for opt in built])
-        batched.references = built  # lane i's unbatched LODO, for `lane_preconditioner`
-        return batched
+        return BatchedLODO(x, columns, theta, perm, list(zip(hparams_list, seeds)))
     return _OPTIMIZERS[name](x, columns, **options[0])
