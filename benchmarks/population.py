@@ -11,7 +11,9 @@ Above `--max-sequential` lanes the sequential side runs that many trials and sca
     python benchmarks/population.py                                    # Adam, Momentum, LODO; n 100, 1000; P 8, 32, 128
     python benchmarks/population.py --dims 100 --optimizers RMSprop Yogi --rounds 3
 
-Targets (P = 32, n = 100): ≥ 8× for Adam and Momentum, ≥ 4× for LODO.
+    python benchmarks/population.py --device cuda --dims 100 1000      # both sides on the GPU
+
+Targets (P = 32, n = 100): ≥ 8× for Adam, Momentum and LODO.
 """
 from __future__ import annotations
 
@@ -25,11 +27,14 @@ from tuner.trial.loop import run_batched_trial
 from tuner.trial.loop import run_trial
 
 
+DEVICE = "cpu"  # --device
+
+
 def batched(optimizer: str, lanes: int, dim: int, steps: int) -> tuple[float, float]:
     """(stepping seconds, wall seconds) of one batched trial of `lanes` lanes."""
     start = time.perf_counter()
     results = run_batched_trial("noisy_bowl", optimizer, [{}] * lanes, steps, list(range(lanes)),
-                                task_options=dict(dim=dim))
+                                task_options=dict(dim=dim), device=DEVICE)
     return max(r.seconds for r in results), time.perf_counter() - start
 
 
@@ -37,7 +42,7 @@ def sequential(optimizer: str, lanes: int, dim: int, steps: int, max_sequential:
     """(stepping seconds, wall seconds) of `lanes` sequential trials (scaled from `max_sequential`)."""
     runs = min(lanes, max_sequential)
     start = time.perf_counter()
-    seconds = sum(run_trial("noisy_bowl", optimizer, {}, steps, seed, task_options=dict(dim=dim)).seconds
+    seconds = sum(run_trial("noisy_bowl", optimizer, {}, steps, seed, task_options=dict(dim=dim), device=DEVICE).seconds
                   for seed in range(runs))
     return seconds * lanes / runs, (time.perf_counter() - start) * lanes / runs
 
@@ -51,17 +56,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-sequential", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where both sides run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = args.device
 
-    print(f"noisy_bowl, float64, {args.threads} thread(s), {args.rounds} rounds, median ratios")
+    print(f"noisy_bowl, float64, {args.device}, {args.threads} thread(s), {args.rounds} rounds, median ratios")
     print(f"{'optimizer':>9} {'n':>5} {'P':>4} {'batched steps/s':>16} {'sequential steps/s':>19} "
           f"{'ratio (steps)':>14} {'ratio (wall)':>13}")
     for dim in args.dims:
         steps = args.steps if dim <= 100 else max(10, args.steps // 3)
         for optimizer in args.optimizers:
-            run_batched_trial("noisy_bowl", optimizer, [{}] * 2, 10, [0, 1], task_options=dict(dim=dim))  # warm-up
-            run_trial("noisy_bowl", optimizer, {}, 10, 0, task_options=dict(dim=dim))
+            run_batched_trial("noisy_bowl", optimizer, [{}] * 2, 10, [0, 1], task_options=dict(dim=dim), device=DEVICE)
+            run_trial("noisy_bowl", optimizer, {}, 10, 0, task_options=dict(dim=dim), device=DEVICE)  # warm-ups
             for lanes in args.lanes:
                 rates, ratios, walls = [], [], []
                 for r in range(args.rounds):

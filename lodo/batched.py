@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 import lodo
+from lodo.lodo import BlockLanes
 
 
 class BatchedOptimizer:
@@ -158,7 +159,7 @@ class Yogi(BatchedOptimizer):
         x.sub_(self.lr * self.m / (self.v.sqrt() + self.eps))
 
 
-class LODO(BatchedOptimizer):
+class BatchedLODO(BatchedOptimizer):
     r"""LODO (lodo/lodo.py, docs/paper.md §1) for P lanes, each with its own θ, permutations and meta-Adam.
 
     Per lane, at the step() that sees g_{t+1} (the unbatched order)::
@@ -169,155 +170,62 @@ class LODO(BatchedOptimizer):
         x ← x − α0 [I 0] G̃ᵀ G̃ [I 0]ᵀ m,  G̃ = B(θ^(N)) P_N ⋯ B(θ^(1)) P_1           (step)
 
     Lane i's θ_0 and P_i are those of `lodo.create("LODO", ..., seed=seeds[i])` (read from its
-    state_dict). Layout ("columns", so every kernel's inner loop runs over all L = P·ñ/k blocks
-    of a layer rather than over one block's k numbers): a layer's vectors are (k, L), entry
-    [r][lane·ñ/k + b] holding element b·k + r of that lane's vector, and θ is (N, k, k, L) with
-    θ[i][r][c][·] the (r, c) entries of every block of layer i. A block product is then k
-    multiply-adds of length L (~3× faster than bmm over L k×k blocks, measured), the outer
-    products of the hypergradient are two broadcast products in θ's own layout, and each P_i
-    (offset per lane, composed with the layout) is one gather. The meta-step is torch's fused
-    Adam at lr 1 into a zeroed buffer, scaled by each lane's meta_lr; nothing θ-sized is
-    allocated per step (fresh multi-MB temporaries cost page faults).
+    state_dict). The arithmetic is `lodo.lodo.BlockLanes` over P lanes, the same kernels `lodo.LODO`
+    runs as one lane, so a lane takes that LODO's steps bit for bit.
     """
 
     name = "LODO"
-    meta_betas, meta_eps = (0.9, 0.999), 1e-7
 
-    def __init__(self, x: torch.Tensor, hparams: dict[str, torch.Tensor], states: list[dict]):
+    def __init__(self, x: torch.Tensor, hparams: dict[str, torch.Tensor], theta: torch.Tensor,
+                 permutations: torch.Tensor, lanes: list[tuple[dict, int]]):
+        """θ_0 (N, k, k, P, ñ/k) and the permutations (N, P, ñ) of the lanes (hyperparameters, seed)."""
         super().__init__(x, hparams)
-        like = dict(dtype=x.dtype, device=x.device)
-        theta = torch.stack([s["theta"] for s in states], dim=1)  # (N, P, nb, k, k)
-        self.theta = theta.permute(0, 3, 4, 1, 2).to(**like).contiguous()  # (N, k, k, P, nb)
-        self.perm = torch.stack([s["permutations"] for s in states], dim=1).to(x.device)  # (N, P, ñ)
-        self.exp_avg, self.exp_avg_sq = torch.zeros_like(self.theta), torch.zeros_like(self.theta)
         self.m = torch.zeros_like(x)
-        depth, k, _, lanes, nb = self.theta.shape
-        new = lambda: self.theta.new_zeros(depth, k, lanes, nb)  # noqa: E731
-        # a_i(m), λ_i(y) of the last step (the next hypergradient needs them); a_i(g), λ_i(p) work space
-        self.inputs_m, self.adjoints_y, self.inputs_g, self.adjoints_p = new(), new(), new(), new()
-        self._build()
-
-    def _build(self) -> None:
-        """Gather indices of P_i and P_iᵀ in the columns layout, per-layer views and work buffers."""
-        depth, k, _, lanes, nb = self.theta.shape
-        width, blocks, device = nb * k, lanes * nb, self.perm.device
-        lane = torch.arange(lanes, device=device).view(-1, 1)
-        j = torch.arange(width, device=device).view(1, -1)
-        position = lambda p, v: (v % k) * blocks + p * nb + v // k  # noqa: E731  (lane p, element v) → columns
-        natural = lane * width + j                                  # (lane p, element j) → (P, ñ) row-major
-        inverse = torch.argsort(self.perm, dim=2)
-
-        def gather(out_positions, in_positions):
-            index = torch.empty(lanes * width, dtype=torch.int64, device=device)
-            index[out_positions.reshape(-1)] = in_positions.reshape(-1)
-            return index
-
-        here = position(lane, j)
-        self._fwd = [gather(here, lane * width + self.perm[0] if i == 0 else position(lane, self.perm[i]))
-                     for i in range(depth)]
-        self._bwd = [gather(natural if i == 0 else here, position(lane, inverse[i])) for i in range(depth)]
-        self.n = self.m.shape[1]
-        slots = [t.view(depth, k, blocks) for t in (self.inputs_m, self.adjoints_y, self.inputs_g, self.adjoints_p)]
-        theta = self.theta.view(depth, k, k, blocks)
-        # per layer: its four vectors as (full (k, L), rows [r] (L,), flat), θ's columns [c] and rows [r] (k, L)
-        self._layers = [[(slot[i], list(slot[i].unbind(0)), slot[i].view(-1)) for slot in slots]
-                        + [list(theta[i].unbind(1)), list(theta[i].unbind(0))] for i in range(depth)]
-        self.h, self.delta = torch.zeros_like(self.theta), torch.zeros_like(self.theta)
-        self._pad_m, self._pad_g = self.m.new_zeros(lanes, width), self.m.new_zeros(lanes, width)
-        self._z, self._u, self._w = self.m.new_zeros(k, blocks), self.m.new_zeros(k, blocks), self.m.new_zeros(lanes, width)
-        self._z_flat, self._u_flat = self._z.view(-1), self._u.view(-1)
-        self._meta_step_count = torch.zeros((), dtype=torch.float32, device=self.theta.device)
-
-    def _forward(self, z: torch.Tensor, inputs: int, out: int) -> None:
-        """G̃ z for padded z (P, ñ): a_i = P_i z_{i−1} into layer slot `inputs`, z_N into the last layer's slot `out`."""
-        source, last = z.view(-1), len(self._layers) - 1
-        for i, layer in enumerate(self._layers):
-            (_, a_rows, a_flat), columns = layer[inputs], layer[4]
-            z, z_flat = (layer[out][0], layer[out][2]) if i == last else (self._z, self._z_flat)
-            torch.index_select(source, 0, self._fwd[i], out=a_flat)
-            torch.mul(columns[0], a_rows[0], out=z)  # z[r] = Σ_c θ[r][c] a[c]
-            for column, a_c in zip(columns[1:], a_rows[1:]):
-                z.addcmul_(column, a_c)
-            source = z_flat
-
-    def _backward(self, adjoints: int, full: bool) -> torch.Tensor | None:
-        """λ_{i−1} = P_iᵀ B_iᵀ λ_i from λ_N in the last layer's slot `adjoints`; G̃ᵀ λ_N (P, ñ) if `full`."""
-        u, u_flat, w_flat = self._u, self._u_flat, self._w.view(-1)
-        for i in range(len(self._layers) - 1, -1 if full else 0, -1):
-            (_, lam_rows, _), rows = self._layers[i][adjoints], self._layers[i][5]
-            torch.mul(rows[0], lam_rows[0], out=u)  # u[c] = Σ_r θ[r][c] λ[r]
-            for row, lam_r in zip(rows[1:], lam_rows[1:]):
-                u.addcmul_(row, lam_r)
-            out = w_flat if i == 0 else self._layers[i - 1][adjoints][2]
-            torch.index_select(u_flat, 0, self._bwd[i], out=out)
-        return self._w if full else None
+        self.lanes = BlockLanes(theta, torch.zeros_like(theta), torch.zeros_like(theta), permutations, x.shape[1])
+        self.specs, self.references = list(lanes), [None] * len(lanes)  # `lane_preconditioner`'s LODOs, when asked
 
     def _update(self, x, g):
         if self.t > 1:  # at t = 1 m_0 = 0: a zero hypergradient, an Adam step that leaves θ as it is
-            self._hypergradient(g)
-            self._meta_step()
+            lanes = self.lanes
+            lanes.learn(g, self.lr, lambda lo, hi, h: lanes.adam(lo, hi, h, self.meta_lr, self.t))
         self.m.lerp_(g, 1 - self.beta)
-        self._pad_m[:, : self.n] = self.m
-        self._forward(self._pad_m, inputs=0, out=1)
-        x.sub_(self.lr * self._backward(1, full=True)[:, : self.n])
-
-    def _hypergradient(self, g: torch.Tensor) -> None:
-        """h = −α0 (λ_i(p) a_i(m)ᵀ + λ_i(y) a_i(g)ᵀ) per block (−α0 folded into ĝ), into self.h."""
-        torch.mul(g, -self.lr, out=self._pad_g[:, : self.n])
-        self._forward(self._pad_g, inputs=2, out=3)
-        self._backward(3, full=False)
-        depth, k, _, lanes, nb = self.theta.shape
-        column, row = (depth, k, 1, lanes, nb), (depth, 1, k, lanes, nb)
-        torch.mul(self.adjoints_p.view(column), self.inputs_m.view(row), out=self.h)
-        self.h.addcmul_(self.adjoints_y.view(column), self.inputs_g.view(row))
-
-    def _meta_step(self) -> None:
-        """Adam on θ at step s = t: μ ← β1 μ + (1 − β1) h;  ν ← β2 ν + (1 − β2) h²;
-        θ ← θ − meta_lr/(1 − β1^s) · μ / (√ν / √(1 − β2^s) + ε)  (δ = the fused step at lr 1)."""
-        beta1, beta2 = self.meta_betas
-        self._meta_step_count.fill_(self.t)
-        self.delta.zero_()
-        torch._fused_adam_([self.delta], [self.h], [self.exp_avg], [self.exp_avg_sq], [], [self._meta_step_count],
-                           lr=1.0, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=self.meta_eps,
-                           amsgrad=False, maximize=False)
-        self.theta.addcmul_(self.delta, self.meta_lr.view(1, 1, 1, -1, 1))
+        x.sub_(self.lanes.direction(self.m, self.lr))
 
     def keep(self, index: torch.Tensor) -> None:
         super().keep(index)
         self.m = self.m[index]
-        self.perm = self.perm[:, index].contiguous()
-        for key in ("theta", "exp_avg", "exp_avg_sq"):
-            setattr(self, key, getattr(self, key)[:, :, :, index].contiguous())
-        for key in ("inputs_m", "adjoints_y", "inputs_g", "adjoints_p"):
-            setattr(self, key, getattr(self, key)[:, :, index].contiguous())
+        self.lanes = self.lanes.subset(index)
+        self.specs = [self.specs[i] for i in index.tolist()]
         self.references = [self.references[i] for i in index.tolist()]
-        self._build()
 
     _lane_columns = ("theta", "exp_avg", "exp_avg_sq")                            # lane axis 3
-    _lane_vectors = ("inputs_m", "adjoints_y", "inputs_g", "adjoints_p")          # lane axis 2
+    _lane_vectors = ("inputs_m", "adjoints_y")  # lane axis 2; the hypergradient's a(g), λ(p) are work space
 
     def lane_state(self, row: int) -> dict:
-        """t, m, θ and its meta-Adam moments, and the last step's a_i(m), λ_i(y) (and work space) of lane `row`."""
+        """t, m, θ and its meta-Adam moments, and the last step's a_i(m), λ_i(y) of lane `row`."""
         state = {**super().lane_state(row), "m": self.m[row].clone()}
-        state.update({key: getattr(self, key)[:, :, :, row].clone() for key in self._lane_columns})
-        state.update({key: getattr(self, key)[:, :, row].clone() for key in self._lane_vectors})
+        state.update({key: getattr(self.lanes, key)[:, :, :, row].clone() for key in self._lane_columns})
+        state.update({key: getattr(self.lanes, key)[:, :, row].clone() for key in self._lane_vectors})
         return state
 
     def load_lane_state(self, row: int, state: dict) -> None:
         super().load_lane_state(row, state)
         self.m[row] = state["m"]
-        for key in self._lane_columns:  # in place: the per-layer views of `_build` stay valid
-            getattr(self, key)[:, :, :, row] = state[key]
+        for key in self._lane_columns:  # in place: the per-layer views of BlockLanes stay valid
+            getattr(self.lanes, key)[:, :, :, row] = state[key]
         for key in self._lane_vectors:
-            getattr(self, key)[:, :, row] = state[key]
+            getattr(self.lanes, key)[:, :, row] = state[key]
 
     def lane_preconditioner(self, row: int):
         """Lane `row`'s G(θ)·v (v: (b, n)) at its current θ, for σ (`tasks.batched.BatchedNoisyBowl.
-        hessian_error`): lane `row`'s θ loaded into the unbatched LODO built for it (`references`,
-        set by `create`), whose `preconditioner` it returns. ~1 ms per call: for the occasional σ."""
+        hessian_error`): lane `row`'s θ loaded into an unbatched LODO built with its seed and
+        hyperparameters (on the first call), whose `preconditioner` it returns. For the occasional σ."""
+        if self.references[row] is None:
+            hp, seed = self.specs[row]
+            self.references[row] = lodo.create("LODO", [torch.zeros(self.m.shape[1], dtype=self.m.dtype)], seed=seed, **hp)
         reference = self.references[row]
         state = reference.state_dict()
-        theta = self.theta[:, :, :, row].permute(0, 3, 1, 2)  # (N, ñ/k, k, k): the unbatched layout
+        theta = self.lanes.theta[:, :, :, row].permute(0, 3, 1, 2)  # (N, ñ/k, k, k): the unbatched layout
         state["state"][0]["theta"] = theta.clone(memory_format=torch.contiguous_format)
         reference.load_state_dict(state)
         return reference.preconditioner
@@ -495,7 +403,7 @@ class L2LBGDBGD(BatchedOptimizer):
             self._lanes_view(key)[:, row] = state[key]
 
 
-_OPTIMIZERS = {cls.name: cls for cls in (Adam, Momentum, RMSprop, Yogi, LODO, LBFGS, OLBFGS, L2LBGDBGD)}
+_OPTIMIZERS = {cls.name: cls for cls in (Adam, Momentum, RMSprop, Yogi, BatchedLODO, LBFGS, OLBFGS, L2LBGDBGD)}
 
 
 def available() -> list[str]:
@@ -524,14 +432,24 @@ def create(name: str, x: torch.Tensor, hparams_list: list[dict], seeds: list[int
         raise ValueError(f"Invalid hparams_list: options {options[0]!r} and {next(o for o in options if o != options[0])!r} "
                          "differ between lanes (a batch shares them)")
     dummy = torch.zeros(x.shape[1] if name == "LODO" else 1, dtype=x.dtype)
-    built = [lodo.create(name, [dummy.clone()], seed=seed, **hp) for hp, seed in zip(hparams_list, seeds)]
+    if name == "LODO":  # a lane at a time, its θ_0 and permutations read from its state: not P optimizers at once
+        built, theta, perm = [], None, None
+        for lane, (hp, seed) in enumerate(zip(hparams_list, seeds)):
+            state = lodo.create(name, [dummy.clone()], seed=seed, **hp).state_dict()["state"][0]
+            if theta is None:
+                depth, nb, k, _ = state["theta"].shape
+                theta = x.new_empty(depth, k, k, len(seeds), nb)
+                perm = torch.empty(depth, len(seeds), nb * k, dtype=torch.int64, device=x.device)
+            theta[:, :, :, lane] = state["theta"].permute(0, 2, 3, 1)
+            perm[:, lane] = state["permutations"]
+        del state  # the last lane's optimizer state, before the batch's own is allocated
+    else:
+        built = [lodo.create(name, [dummy.clone()], seed=seed, **hp) for hp, seed in zip(hparams_list, seeds)]
     defaults = {h.name: h.default for h in lodo.hyperparameters(name)}
     columns = {key: torch.tensor([float(hp.get(key, default)) for hp in hparams_list], dtype=torch.float64)
                for key, default in defaults.items()}
     if name == "L2LBGDBGD":
         return L2LBGDBGD(x, columns, built[0]._net_for(x.dtype, x.device))
     if name == "LODO":
-        batched = LODO(x, columns, [opt.state_dict()["state"][0] for opt in built])
-        batched.references = built  # lane i's unbatched LODO, for `lane_preconditioner`
-        return batched
+        return BatchedLODO(x, columns, theta, perm, list(zip(hparams_list, seeds)))
     return _OPTIMIZERS[name](x, columns, **options[0])

@@ -41,13 +41,15 @@ adjoint of layer i's output when v is pulled back through the layers above it,
 
 blockwise. a_i(m) and λ_i(y) are the intermediates of the step G(θ_t) m_t itself, kept when the
 step was taken (and recomputed bit-identically after ``load_state_dict``); a_i(g), λ_i(p) cost one
-forward and one backward pass through G̃ at the old θ.
+forward and one backward pass through G̃ at the old θ. The arithmetic (passes, hypergradient,
+Adam on θ) is `BlockLanes`, shared with the population-batched form (lodo/batched.py): a lane of
+a batch and a LODO built with the same seed take the same steps, bit for bit.
 
 Optimizer state lives in ``self.state[first_param]`` (so ``state_dict()`` is torch's own):
 ``theta`` (LODO: shape (N, ñ/k, k, k)), ``momentum`` (n,), ``permutations`` (N, ñ) int64,
 ``meta_exp_avg``/``meta_exp_avg_sq``/``meta_step`` (Adam on θ), ``step`` (number of steps taken)
 and ``step_lr`` (the α0 of the last step, which the next hypergradient differentiates).
-Change θ only through ``step()`` or ``load_state_dict()``: LODO keeps a transposed copy of it.
+LODO's θ and moments there are views (N, ñ/k, k, k) of `BlockLanes`' layout, (N, k, k, ñ/k).
 """
 from __future__ import annotations
 
@@ -94,9 +96,9 @@ class LODOBase(Optimizer):
     """Algorithm 1 for a learned preconditioner G(θ): LODO and its ablations differ only in G.
 
     A subclass supplies θ_0 and its fixed parts (`_init_state`), G(θ)·v for columns v
-    (`_apply`) and the hypergradient −J_θ[G(θ) m]ᵀ g (`_hypergradient`); `_direction` (G(θ) m for
-    the step, by default `_apply`) may keep what the next hypergradient needs, `_theta_changed`
-    and `_reset` keep derived buffers in step with θ and with a loaded state.
+    (`_apply`) and the hypergradient −J_θ[G(θ) m]ᵀ g (`_hypergradient`, which `_learn` feeds to
+    Adam); `_direction` (G(θ) m for the step, by default `_apply`) may keep what the next
+    hypergradient needs, and `_reset` drops derived buffers when a state is loaded.
     """
 
     def __init__(self, params, defaults: dict, seed: int | None):
@@ -130,7 +132,7 @@ class LODOBase(Optimizer):
         state["momentum"] = torch.zeros(self._n, dtype=first.dtype, device=first.device)
         for key, value in self._init_state(generator).items():  # drawn on the CPU, in float64
             dtype = first.dtype if value.is_floating_point() else value.dtype
-            state[key] = value.to(device=first.device, dtype=dtype).contiguous()
+            state[key] = value.to(device=first.device, dtype=dtype)  # its layout kept (LODO: BlockLanes')
         state["meta_step"] = 0
         state["meta_exp_avg"] = torch.zeros_like(state["theta"])
         state["meta_exp_avg_sq"] = torch.zeros_like(state["theta"])
@@ -171,12 +173,7 @@ class LODOBase(Optimizer):
             group, state = self.param_groups[0], self._state
             g = self._flat_grad()
             # θ_{t+1} ← θ_t − Adam(∇θ f(x_{t+1})),  ∇θ f(x_{t+1}) = −J_θ[G(θ_t) m_t]ᵀ g_{t+1}
-            if state["step"] == 0:
-                hypergradient = torch.zeros_like(state["theta"])  # m_0 = 0
-            else:
-                hypergradient = self._hypergradient(g, state["step_lr"])
-            self._meta_step(hypergradient, group["meta_lr"])
-            self._theta_changed()
+            self._learn(g, state["step_lr"], group["meta_lr"])
             # m_{t+1} ← β m_t + (1 − β) g_{t+1}
             state["momentum"].lerp_(g, 1.0 - group["beta"])
             # x_{t+2} ← x_{t+1} − G(θ_{t+1}) m_{t+1}
@@ -184,6 +181,16 @@ class LODOBase(Optimizer):
             state["step_lr"] = float(group["lr"])
             state["step"] += 1
         return loss
+
+    def _learn(self, g: torch.Tensor, lr: float, meta_lr: float) -> None:
+        """θ ← θ − Adam(∇θ f(x_{t+1})) from g = g_{t+1} and the α0 `lr` of the last step (m_0 = 0:
+        a zero hypergradient at step 0)."""
+        state = self._state
+        if state["step"] == 0:
+            hypergradient = torch.zeros_like(state["theta"])
+        else:
+            hypergradient = self._hypergradient(g, lr)
+        self._meta_step(hypergradient, meta_lr)
 
     def _meta_step(self, hypergradient: torch.Tensor, meta_lr: float) -> None:
         """Adam on θ with betas 0.9/0.999, eps 1e-7 and bias correction, by torch.optim.Adam's own
@@ -242,112 +249,153 @@ class LODOBase(Optimizer):
         """G(θ) m, the step."""
         return self._apply(m.view(-1, 1), lr).view(-1)
 
-    def _theta_changed(self) -> None:
-        """Called after each meta-step."""
-
     def _reset(self) -> None:
         """Called at the end of __init__ and after load_state_dict: drop anything derived from the state."""
 
 
-# ---------------------------------------------------------------------------- G̃ and G̃ᵀ, one implementation
-class _Layers:
-    """G̃'s N layers as per-layer views, what the passes loop over: P_i (gather indices), P_iᵀ
-    (their inverses), B(θ^(i)), and B(θ^(i))ᵀ from θᵀ, a contiguous copy of θ with every block
-    transposed (its bmm is ~25% faster than one on a transposed view); `refresh()` after θ changes."""
-
-    def __init__(self, theta: torch.Tensor, permutations: torch.Tensor):
-        self.theta, self.theta_t = theta, torch.empty_like(theta)
-        self.depth, self.num_blocks, self.k, _ = theta.shape
-        self.width = self.num_blocks * self.k
-        self.perms = list(permutations.unbind(0))
-        self.inverses = list(torch.argsort(permutations, dim=1).unbind(0))
-        self.blocks, self.blocks_t = list(theta.unbind(0)), list(self.theta_t.unbind(0))
-        k2, rows = self.k * self.k, self.depth * self.num_blocks
-        index = torch.arange(k2, device=theta.device).view(self.k, self.k).t().reshape(1, k2)  # (r, c) ← (c, r)
-        self._transpose = (theta.view(rows, k2), self.theta_t.view(rows, k2), index.expand(rows, k2))  # a row per block
-        self.refresh()
-
-    def refresh(self) -> None:
-        """θᵀ ← θ with each block transposed (a gather of each block's k² entries: ~2× a strided copy)."""
-        blocks, blocks_t, index = self._transpose
-        torch.gather(blocks, 1, index, out=blocks_t)
-
-    def blocked(self, t: torch.Tensor) -> torch.Tensor:
-        """An (ñ, c) or (ñ,) vector as the (ñ/k, k, c) blocks bmm reads and writes."""
-        return t.view(self.num_blocks, self.k, -1)
+# ---------------------------------------------------------------------------- G̃, G̃ᵀ, the hypergradient and Adam on θ
+#: the most θ values whose hypergradient and Adam step exist at once (the meta-step runs a chunk of
+#: layers at a time), so the step's temporaries stay a small fraction of T on large models
+META_CHUNK_VALUES = 1 << 20
 
 
-class _Pass:
-    """c columns pushed through G̃ and back, keeping a_i = P_i z_{i−1} in inputs[i] and λ_i in
-    adjoints[i] ((ñ, c) tensors, (ñ,) for one column; a pass that wants only its result may give
-    the same buffer for every layer). The per-layer arguments are zipped once: the loops do one
-    gather and one batched k×k product per layer, with no allocation and no look-ups."""
+class BlockLanes:
+    r"""LODO's arithmetic for P lanes at once, each lane its own θ, permutations and Adam moments:
+    `LODO` is one lane, `lodo.batched.BatchedLODO` P lanes, so both run these same kernels.
 
-    def __init__(self, layers: _Layers, inputs: list[torch.Tensor], adjoints: list[torch.Tensor]):
-        self.z, self.u, self.w = (torch.zeros_like(inputs[0]) for _ in range(3))  # z_i, B_iᵀ λ_i, G̃ᵀ λ_N
-        self.inputs, self.adjoints = inputs, adjoints
-        outputs = [layers.blocked(self.z)] * (layers.depth - 1) + [layers.blocked(adjoints[-1])]  # z_N = λ_N
-        self.forward_layers = list(zip(layers.perms, layers.blocks, inputs, map(layers.blocked, inputs), outputs))
-        u_3d = [layers.blocked(self.u)] * layers.depth
-        below = [self.w] + adjoints[:-1]  # where λ_{i−1} goes
-        backward = zip(layers.blocks_t, map(layers.blocked, adjoints), u_3d, layers.inverses, below)
-        self.backward_layers = list(backward)[::-1]
+    Layout ("columns"): a layer has L = P·ñ/k blocks; its vectors are (k, L), entry
+    [r][lane·ñ/k + b] holding element b·k + r of that lane's vector, and θ is (N, k, k, P, ñ/k)
+    with θ[i][r][c] the (r, c) entries of every block of layer i. A block product is then k
+    multiply-adds of length L (a bmm over L k×k blocks is one tiny matrix product per block, ~10×
+    slower at ñ = 6·10⁴), each P_i (offset per lane, composed with the layout) is one gather, and
+    the hypergradient's outer products are two broadcast products in θ's own layout.
 
-    def forward(self, source: torch.Tensor) -> None:
-        """G̃ z_0 for z_0 = source: a_i = P_i z_{i−1}, z_i = B(θ^(i)) a_i; z_N lands in adjoints[−1]."""
-        z = source
-        for perm, block, a, a_3d, out in self.forward_layers:
-            torch.index_select(z, 0, perm, out=a)
-            torch.bmm(block, a_3d, out=out)
-            z = self.z
+    Memory, with T = N·ñ·k·P the size of θ: θ and Adam's two moments (3T), the vectors a(m),
+    λ(y), a(g) of every layer (3·N·ñ·P, 0.75T at k = 4), the gather indices of P_i and P_iᵀ
+    (int32: 0.5T) and, above `META_CHUNK_VALUES`, the hypergradient, Adam's update and λ(p) of one
+    or two layers: there the meta-step runs a layer at a time from the top, as soon as the
+    backward pass has gone below the layer. With the permutations (int64, 0.5T) LODO holds ≈ 4.9T.
+    """
 
-    def backward(self, full: bool) -> torch.Tensor:
-        """λ_{i−1} = P_iᵀ B(θ^(i))ᵀ λ_i from λ_N = adjoints[−1] down; with `full` down to
-        λ_0 = G̃ᵀ λ_N, which it returns."""
-        for block_t, lam_3d, u_3d, inverse, below in (self.backward_layers if full else self.backward_layers[:-1]):
-            torch.bmm(block_t, lam_3d, out=u_3d)
-            torch.index_select(self.u, 0, inverse, out=below)
-        return self.w
+    def __init__(self, theta: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+                 permutations: torch.Tensor, n: int):
+        """θ and its moments (N, k, k, P, ñ/k) contiguous, permutations (N, P, ñ) int64, n ≤ ñ the
+        parameters per lane."""
+        self.theta, self.exp_avg, self.exp_avg_sq, self.perm, self.n = theta, exp_avg, exp_avg_sq, permutations, n
+        depth, k, _, lanes, nb = theta.shape
+        width, blocks, device = nb * k, lanes * nb, theta.device
+        # the meta-step at once, or (θ larger than META_CHUNK_VALUES) a layer at a time from the top
+        self.chunk = depth if theta.numel() <= META_CHUNK_VALUES else 1
+        # a(m), λ(y) of the last step (the next hypergradient needs them), a(g) of every layer, and λ(p)
+        # of every layer or, a layer at a time, of the two the backward pass is between
+        self.vectors = theta.new_zeros(3, depth, k, lanes, nb)
+        self.inputs_m, self.adjoints_y, self.inputs_g = self.vectors.unbind(0)
+        self.adjoints_p = theta.new_zeros(depth if self.chunk == depth else 2, k, lanes, nb)
+        lam_p = list(self.adjoints_p.unbind(0)) * (depth if self.chunk == depth else depth // 2 + 1)
+        index_dtype = torch.int32 if lanes * width < 2**31 else torch.int64  # half the memory of int64
+        lane = torch.arange(lanes, dtype=index_dtype, device=device).view(-1, 1)
+        j = torch.arange(width, dtype=index_dtype, device=device).view(1, -1)
+        position = lambda p, v: (v % k) * blocks + p * nb + v // k  # noqa: E731  (lane p, element v) → columns
+        natural = lane * width + j                                  # (lane p, element j) → (P, ñ) row-major
+        here = position(lane, j)
 
+        indices = torch.empty(2, depth, lanes * width, dtype=index_dtype, device=device)  # one allocation
+        self._fwd, self._bwd = list(indices[0].unbind(0)), list(indices[1].unbind(0))
+        for i in range(depth):  # a layer at a time: no (N, P, ñ) int64 temporaries
+            perm = permutations[i].to(index_dtype)
+            inverse = torch.empty_like(perm).scatter_(1, permutations[i], j.expand_as(perm))
+            self._fwd[i][here.view(-1)] = (lane * width + perm if i == 0 else position(lane, perm)).view(-1)
+            self._bwd[i][(natural if i == 0 else here).view(-1)] = position(lane, inverse).view(-1)
+        slots = [t.view(depth, k, blocks) for t in self.vectors.unbind(0)] + [[t.view(k, blocks) for t in lam_p]]
+        cols = theta.view(depth, k, k, blocks)
+        # per layer: its four vectors as (full (k, L), rows [r] (L,), flat), θ's columns [c] and rows [r] (k, L)
+        self._layers = [[(slot[i], list(slot[i].unbind(0)), slot[i].view(-1)) for slot in slots]
+                        + [list(cols[i].unbind(1)), list(cols[i].unbind(0))] for i in range(depth)]
+        self._pad_m, self._pad_g = theta.new_zeros(lanes, width), theta.new_zeros(lanes, width)
+        self._z, self._u, self._w = theta.new_zeros(k, blocks), theta.new_zeros(k, blocks), theta.new_zeros(lanes, width)
+        self._z_flat, self._u_flat = self._z.view(-1), self._u.view(-1)
+        self._h, self._delta = theta.new_empty(self.chunk, *theta.shape[1:]), theta.new_empty(self.chunk, *theta.shape[1:])
+        self._adam_step = torch.zeros((), dtype=torch.float32, device=device)  # Adam's s, as adam() takes it
+        self._fused = True if device.type in ("cpu", "cuda") else None  # torch's fused kernel where it has one
 
-class _StepBuffers:
-    """What a step touches, allocated once: the layers, the padded m̃ and ĝ, the passes of the step
-    (keeping a_i(m), λ_i(y)) and of the hypergradient (keeping a_i(g), λ_i(p)), whose vectors share
-    one (4, N, ñ) tensor [λ(p), λ(y), a(m), a(g)], and the outer products' buffers."""
+    def subset(self, index: torch.Tensor) -> "BlockLanes":
+        """The lanes `index` (a new object; its tensors are copies, the last step's a(m), λ(y) kept)."""
+        lanes = lambda t, axis: t.index_select(axis, index).contiguous()  # noqa: E731
+        kept = BlockLanes(lanes(self.theta, 3), lanes(self.exp_avg, 3), lanes(self.exp_avg_sq, 3),
+                          lanes(self.perm, 1), self.n)
+        kept.vectors.copy_(lanes(self.vectors, 3))
+        return kept
 
-    def __init__(self, layers: _Layers, n: int):
-        theta = layers.theta
-        depth, width, k = layers.depth, layers.width, layers.k
-        self.layers = layers
-        self.pad_m, self.pad_g = theta.new_zeros(width), theta.new_zeros(width)
-        self.m_head, self.g_head = self.pad_m[:n], self.pad_g[:n]  # [I 0]ᵀ views
-        self.vectors = theta.new_zeros(4, depth, width)
-        lam_p, lam_y, a_m, a_g = (list(t.unbind(0)) for t in self.vectors.unbind(0))
-        self.step_pass, self.hyper_pass = _Pass(layers, a_m, lam_y), _Pass(layers, a_g, lam_p)
-        self.w_head = self.step_pass.w[:n]
-        rows = depth * layers.num_blocks  # one per block of every layer
-        self.columns = theta.new_empty(4, k, rows)  # C[v][r][block]
-        self.vectors_by_row = self.vectors.view(4, rows, k).transpose(1, 2)  # the same order, as a view
-        lam_p, lam_y, a_m, a_g = self.columns.unbind(0)
-        self.factors = (lam_p.view(k, 1, rows), a_m.view(1, k, rows), lam_y.view(k, 1, rows), a_g.view(1, k, rows))
-        self.hyper_columns = theta.new_empty(k, k, rows)  # H[r][c][block]
-        self.hypergradient = torch.empty_like(theta)
-        self.hyper_views = (self.hypergradient.view(rows, k, k), self.hyper_columns.permute(2, 0, 1))
-        self.has_step = False  # whether step_pass holds the last step's intermediates
+    # ------------------------------------------------------------------ passes
+    def _forward(self, z: torch.Tensor, inputs: int, out: int) -> None:
+        """G̃ z for padded z (P, ñ): a_i = P_i z_{i−1} into layer slot `inputs`, z_N into the last layer's slot `out`."""
+        source, last = z.view(-1), len(self._layers) - 1
+        for i, layer in enumerate(self._layers):
+            (_, a_rows, a_flat), columns = layer[inputs], layer[4]
+            z, z_flat = (layer[out][0], layer[out][2]) if i == last else (self._z, self._z_flat)
+            torch.index_select(source, 0, self._fwd[i], out=a_flat)
+            torch.mul(columns[0], a_rows[0], out=z)  # z[r] = Σ_c θ[r][c] a[c]
+            for column, a_c in zip(columns[1:], a_rows[1:]):
+                z.addcmul_(column, a_c)
+            source = z_flat
 
-    def outer_products(self) -> torch.Tensor:
-        """λ_i(p) a_i(m)ᵀ + λ_i(y) a_i(g)ᵀ for every block of every layer, in θ's shape.
+    def _backward(self, adjoints: int, top: int, bottom: int) -> None:
+        """For layers i = top−1 … bottom: λ_{i−1} = P_iᵀ B(θ^(i))ᵀ λ_i in slot `adjoints` of layer
+        i − 1, from λ_top−1 there; λ_0 = G̃ᵀ λ_N goes to self._w (P, ñ)."""
+        u, u_flat, w_flat = self._u, self._u_flat, self._w.view(-1)
+        for i in range(top - 1, bottom - 1, -1):
+            (_, lam_rows, _), rows = self._layers[i][adjoints], self._layers[i][5]
+            torch.mul(rows[0], lam_rows[0], out=u)  # u[c] = Σ_r θ[r][c] λ[r]
+            for row, lam_r in zip(rows[1:], lam_rows[1:]):
+                u.addcmul_(row, lam_r)
+            out = w_flat if i == 0 else self._layers[i - 1][adjoints][2]
+            torch.index_select(u_flat, 0, self._bwd[i], out=out)
 
-        Computed with the block index last, H[r][c][block] = C[λp][r] C[a_m][c] + C[λy][r] C[a_g][c]:
-        two broadcast products with long inner loops (in θ's layout they have length k, ~4× slower)
-        between two layout copies."""
-        self.columns.copy_(self.vectors_by_row)
-        lam_p, a_m, lam_y, a_g = self.factors
-        torch.mul(lam_p, a_m, out=self.hyper_columns)
-        self.hyper_columns.addcmul_(lam_y, a_g)
-        blocks, by_block = self.hyper_views
-        blocks.copy_(by_block)
-        return self.hypergradient
+    def direction(self, m: torch.Tensor, lr) -> torch.Tensor:
+        """G(θ) m = α0 [I 0] G̃ᵀ G̃ [I 0]ᵀ m for m (P, n), lr α0 a float or (P, 1); keeps a_i(m), λ_i(y)."""
+        self._pad_m[:, : self.n] = m
+        self._forward(self._pad_m, inputs=0, out=1)
+        self._backward(1, len(self._layers), 0)
+        return lr * self._w[:, : self.n]
+
+    def apply(self, v: torch.Tensor, lr) -> torch.Tensor:
+        """G(θ) v for v (P, n), in the hypergradient's work space (keeps the step's a_i(m), λ_i(y))."""
+        self._pad_g[:, : self.n] = v
+        self._forward(self._pad_g, inputs=2, out=3)
+        self._backward(3, len(self._layers), 0)
+        return lr * self._w[:, : self.n]
+
+    # ------------------------------------------------------------------ hypergradient and meta-step
+    def learn(self, g: torch.Tensor, lr, meta_step) -> None:
+        """∇θ f = −α0 (λ_i(p) a_i(m)ᵀ + λ_i(y) a_i(g)ᵀ) per block, p = G̃ ĝ (−α0 folded into ĝ), at
+        the θ of the last `direction`, for g (P, n) and its α0 `lr`; `meta_step(lo, hi, h)` updates
+        θ's layers lo … hi − 1 from their hypergradient h as soon as the backward pass is below them."""
+        torch.mul(g, -lr, out=self._pad_g[:, : self.n])
+        self._forward(self._pad_g, inputs=2, out=3)
+        depth, k, _, lanes, nb = self.theta.shape
+        for top in range(depth, 0, -self.chunk):
+            bottom = max(0, top - self.chunk)
+            self._backward(3, top, max(bottom, 1))  # λ(p) of layers bottom … top − 1, at their old θ
+            h = self._h[: top - bottom]
+            lam_p = self.adjoints_p[bottom:top] if self.chunk == depth else self.adjoints_p[bottom % 2: bottom % 2 + 1]
+            column, row = (top - bottom, k, 1, lanes, nb), (top - bottom, 1, k, lanes, nb)
+            torch.mul(lam_p.view(column), self.inputs_m[bottom:top].view(row), out=h)
+            h.addcmul_(self.adjoints_y[bottom:top].view(column), self.inputs_g[bottom:top].view(row))
+            meta_step(bottom, top, h)
+
+    def adam(self, lo: int, hi: int, h: torch.Tensor, meta_lr, step: int) -> None:
+        """Adam on layers lo … hi − 1 of θ at step s = `step`, per lane meta_lr (a float or (P,)):
+        μ ← β1 μ + (1 − β1) h;  ν ← β2 ν + (1 − β2) h²;  θ ← θ − meta_lr/(1 − β1^s) · μ / (√ν / √(1 − β2^s) + ε),
+        as torch.optim.Adam's functional form at lr 1 into a zeroed δ, then θ ← θ + meta_lr·δ (one
+        fused multiply-add per lane's column)."""
+        delta = self._delta[: hi - lo].zero_()
+        self._adam_step.fill_(step - 1)  # adam() counts it up to s
+        beta1, beta2 = META_BETAS
+        adam([delta], [h], [self.exp_avg[lo:hi]], [self.exp_avg_sq[lo:hi]], [], [self._adam_step],
+             fused=self._fused, amsgrad=False, beta1=beta1, beta2=beta2, lr=1.0, weight_decay=0.0,
+             eps=META_EPS, maximize=False)
+        meta_lr = torch.as_tensor(meta_lr, dtype=delta.dtype, device=delta.device)
+        self.theta[lo:hi].addcmul_(delta, meta_lr.view(1, 1, 1, -1, 1))
 
 
 class LODO(LODOBase):
@@ -371,56 +419,59 @@ class LODO(LODOBase):
         super().__init__(params, dict(lr=lr, meta_lr=meta_lr, beta=beta, depth=depth, block_size=block_size), seed)
 
     def _init_state(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """θ_0 (random orthogonal blocks) and the permutations P_i, drawn on the CPU from the seed."""
+        """θ_0 (random orthogonal blocks, drawn in float64 on the CPU) and the permutations P_i, from the seed."""
         depth, k = self.defaults["depth"], self.defaults["block_size"]
-        width = hidden_width(self._n, k)
+        width, first = hidden_width(self._n, k), self._params[0]
         permutations = random_permutations(depth, width, generator)
-        return {"theta": random_orthogonal_blocks((depth, width // k), k, generator), "permutations": permutations}
+        theta = torch.empty(depth, k, k, width // k, dtype=first.dtype, device=first.device)  # BlockLanes' layout
+        for layer in theta:  # a layer at a time, the same draws as all at once (each is 16·ñ/k of them)
+            layer.copy_(random_orthogonal_blocks((width // k,), k, generator).permute(1, 2, 0))
+        return {"theta": theta.permute(0, 3, 1, 2), "permutations": permutations}
 
     def _reset(self) -> None:
-        self._buffers = None  # rebuilt from the (loaded) θ and permutations on first use
+        self._core: BlockLanes | None = None  # rebuilt from the (loaded) state on first use
+        self._has_step = False  # whether the core holds the last step's a_i(m), λ_i(y)
 
-    def _theta_changed(self) -> None:
-        if self._buffers is not None:
-            self._buffers.layers.refresh()
-
-    def _step_buffers(self) -> _StepBuffers:
-        if self._buffers is None:
+    def _lanes(self) -> BlockLanes:
+        """The state as one lane of `BlockLanes`: θ and its moments laid out as columns, the state's
+        (N, ñ/k, k, k) tensors views of them (so state_dict() keeps the documented shape)."""
+        if self._core is None:
             state = self._state
+            depth, nb, k, _ = state["theta"].shape
+            columns = {}
             with torch.inference_mode(False):  # normal tensors: usable inside and outside step()
-                self._buffers = _StepBuffers(_Layers(state["theta"], state["permutations"]), self._n)
-        return self._buffers
+                for key in ("theta", "meta_exp_avg", "meta_exp_avg_sq"):
+                    laid_out = state[key].permute(0, 2, 3, 1).contiguous()  # no copy once laid out
+                    state[key] = laid_out.permute(0, 3, 1, 2)
+                    columns[key] = laid_out.view(depth, k, k, 1, nb)
+                self._core = BlockLanes(columns["theta"], columns["meta_exp_avg"], columns["meta_exp_avg_sq"],
+                                        state["permutations"].unsqueeze(1), self._n)
+        return self._core
 
     def _apply(self, columns: torch.Tensor, lr: float) -> torch.Tensor:
-        """α0 [I 0] G̃ᵀ G̃ [I 0]ᵀ columns: the step's passes over c columns at once, keeping nothing."""
-        layers = self._step_buffers().layers
-        c = columns.shape[1]
-        source = columns.new_zeros((layers.width,) if c == 1 else (layers.width, c))
-        source[: self._n] = columns.reshape(source[: self._n].shape)
-        a, lam = torch.empty_like(source), torch.empty_like(source)
-        passes = _Pass(layers, [a] * layers.depth, [lam] * layers.depth)
-        passes.forward(source)
-        return (passes.backward(full=True)[: self._n] * lr).view(self._n, c)
+        """α0 [I 0] G̃ᵀ G̃ [I 0]ᵀ columns, column by column, keeping the step's intermediates."""
+        core = self._lanes()
+        return torch.stack([core.apply(v.view(1, -1), lr).view(-1) for v in columns.t()], dim=1)
 
     def _direction(self, m: torch.Tensor, lr: float) -> torch.Tensor:
         """G(θ) m = α0 [I 0] G̃ᵀ G̃ [I 0]ᵀ m, keeping a_i(m) and λ_i(y), y = G̃ m̃."""
-        buffers = self._step_buffers()
-        buffers.m_head.copy_(m)
-        buffers.step_pass.forward(buffers.pad_m)
-        buffers.step_pass.backward(full=True)
-        buffers.has_step = True
-        return torch.mul(buffers.w_head, lr)
+        self._has_step = True
+        return self._lanes().direction(m.view(1, -1), lr).view(-1)
 
-    def _hypergradient(self, g: torch.Tensor, lr: float) -> torch.Tensor:
-        """∇θ f = −J_θ[G(θ) m]ᵀ g = −α0 (λ_i(p) a_i(m)ᵀ + λ_i(y) a_i(g)ᵀ) per block, p = G̃ ĝ."""
-        buffers = self._step_buffers()
-        if not buffers.has_step:  # after load_state_dict: redo the last step's intermediates
-            self._direction(self._state["momentum"], lr)
-        # −α0 folded into ĝ: p and a(g) are linear in ĝ, and each term holds exactly one of them
-        torch.mul(g, -lr, out=buffers.g_head)
-        buffers.hyper_pass.forward(buffers.pad_g)
-        buffers.hyper_pass.backward(full=False)
-        return buffers.outer_products()
+    def _learn(self, g: torch.Tensor, lr: float, meta_lr: float) -> None:
+        """The hypergradient and Adam on θ, a chunk of layers at a time (`BlockLanes.learn`). At step
+        0 (m_0 = 0) the hypergradient is zero and Adam's step leaves θ and its moments as they are."""
+        state = self._state
+        if state["step"] > 0:
+            core = self._lanes()
+            if not self._has_step:  # after load_state_dict: redo the last step's intermediates
+                self._direction(state["momentum"], lr)
+            core.learn(g.view(1, -1), lr, lambda lo, hi, h: self._meta_update(core, lo, hi, h, meta_lr))
+        state["meta_step"] += 1
+
+    def _meta_update(self, core: BlockLanes, lo: int, hi: int, h: torch.Tensor, meta_lr: float) -> None:
+        """Adam on layers lo … hi − 1 of θ (`BlockLanes.adam`)."""
+        core.adam(lo, hi, h, meta_lr, self._state["meta_step"] + 1)
 
 
 # ---------------------------------------------------------------------------- ablations (docs/paper.md §1.1)
@@ -435,9 +486,8 @@ class LODONoMomentum(LODO):
 class LODOSGD(LODO):
     """LODO whose meta-optimizer is plain SGD: θ ← θ − meta_lr · ∇θ f (docs/paper.md §1.1)."""
 
-    def _meta_step(self, hypergradient: torch.Tensor, meta_lr: float) -> None:
-        self._state["meta_step"] += 1
-        self._state["theta"].add_(hypergradient, alpha=-meta_lr)
+    def _meta_update(self, core: BlockLanes, lo: int, hi: int, h: torch.Tensor, meta_lr: float) -> None:
+        core.theta[lo:hi].add_(h, alpha=-meta_lr)
 
 
 class LODODiagonal(LODOBase):
