@@ -228,9 +228,11 @@ def test_library_code_prints_nothing_and_configures_no_logging_handlers():
         assert "logger = logging.getLogger(__name__)" in (ROOT / path).read_text(), path
 
 
-def test_a_trial_that_raises_is_a_warning_of_the_session_logger_and_a_run_log_line(ray_session, tmp_path, caplog):
+def test_a_trial_that_raises_is_a_warning_of_the_session_logger_and_a_run_log_line(ray_session, tmp_path, caplog,
+                                                                                  monkeypatch):
     import tuner
 
+    monkeypatch.setattr("tuner.preflight.check", lambda *args, **kwargs: None)  # it refuses lr -1 before any trial
     caplog.set_level(logging.INFO, logger="tuner")
     rd = tmp_path / "run"
     tuner.evaluate("noisy_bowl", {"Adam": {"lr": -1.0}}, steps=50, seeds=1, run_dir=rd,

@@ -235,3 +235,9 @@ def test_the_cli_exits_2_with_one_line_and_no_run_directory(user, tmp_path):
         assert done.returncode == 2 and len(lines) == 1, done.stderr
         assert all(w in lines[0] for w in words), lines[0]
         assert not (tmp_path / "run").exists() and not (ROOT / "runs" / "blobs").exists()
+
+
+@pytest.mark.parametrize("value", [-1, "abc", float("nan")])
+def test_task_options_a_paper_task_refuses_are_exit_2(tmp_path, value):
+    error = _refused("noisy_bowl", None, tmp_path, schedule_overrides={"task_options": {"noise_variance": value}})
+    assert error.parameter == "task" and "'noisy_bowl': building it failed" in str(error)
