@@ -17,6 +17,7 @@ import torch
 import lodo
 import tasks
 from tuner.rundir import RunDir, RunDirError
+from tuner.recipe import tunables as recipe_tunables
 from tuner.schedule import SEARCHERS, Schedule, ScheduleError, load_schedule, merge
 from tuner.search import SearcherUnavailable, require
 
@@ -165,7 +166,8 @@ def _optimizer_names(schedule: Schedule) -> list[str]:
 
 def _space_names(schedule: Schedule, optimizer: str) -> list[str]:
     spec = schedule.optimizer_specs.get(optimizer)
-    return [h.name for h in (spec.hyperparameters if spec else lodo.hyperparameters(optimizer))]
+    return [h.name for h in (spec.hyperparameters if spec else lodo.hyperparameters(optimizer))] \
+        + [t.name for t in recipe_tunables(schedule.recipe.get(optimizer))]  # a recipe's tuned values
 
 
 def _check_user_task(spec: tasks.TaskSpec, options: dict) -> None:
