@@ -23,6 +23,7 @@ import tasks
 from tuner.driver import preflight
 from tuner.driver.rundir import RunDir, RunDirError
 from tuner.search import SEARCHERS
+from tuner.trial.recipe import tunables as recipe_tunables
 from tuner.driver.schedule import Schedule, ScheduleError, clean, load_schedule, merge, value_problem
 from tuner.search.optuna import SearcherUnavailable, require
 
@@ -232,7 +233,8 @@ def _optimizer_names(schedule: Schedule) -> list[str]:
 
 def _space_names(schedule: Schedule, optimizer: str) -> list[str]:
     spec = schedule.optimizer_specs.get(optimizer)
-    return [h.name for h in (spec.hyperparameters if spec else lodo.hyperparameters(optimizer))]
+    return [h.name for h in (spec.hyperparameters if spec else lodo.hyperparameters(optimizer))] \
+        + [t.name for t in recipe_tunables(schedule.recipe.get(optimizer))]  # a recipe's tuned values
 
 
 def _check_user_task(spec: tasks.TaskSpec, options: dict) -> tasks.Task:
