@@ -132,7 +132,7 @@ def _import(spec: str, module_name: str):
         if error.name and (module_name == error.name or module_name.startswith(error.name + ".")):
             _fail(spec, f"module {module_name!r} not found")
         _fail(spec, f"importing {module_name!r} failed ({type(error).__name__}: {error})")
-    except Exception as error:  # the user's module raised while importing
+    except (Exception, SystemExit) as error:  # the user's module raised (or called sys.exit) while importing
         _fail(spec, f"importing {module_name!r} failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
 
 
@@ -159,7 +159,7 @@ def _load_file(spec: str, file: str):
     _FILES[module_name] = path
     try:
         module_spec.loader.exec_module(module)
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # sys.exit() at import is the module's failure, not the run's exit
         del sys.modules[module_name], _FILES[module_name]
         _fail(spec, f"importing {file!r} failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
     return module

@@ -374,8 +374,9 @@ def test_task_module_calling_sys_exit_at_import_is_exit_2_with_json(tmp_path):
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2, done.stderr
-    assert json.loads(done.stdout) == {"error": "--task: importing 'quits.py:Task' called sys.exit(3)", "exit_code": 2}
-    assert done.stderr.strip().splitlines()[-1].startswith("lodo-tune: error: --task: importing")
+    assert json.loads(done.stdout) == {"error": "--task: Invalid task: 'quits.py:Task': importing 'quits.py' failed "
+                                                "(SystemExit: 3)", "exit_code": 2}
+    assert done.stderr.strip().splitlines() == ["lodo-tune: error: " + json.loads(done.stdout)["error"]]
     assert not (tmp_path / "runs").exists()
 
 
