@@ -325,9 +325,12 @@ class Session:
                           rerun=rerun, spread=record["spread"], noise=record["noise"],
                           indistinguishable=record["indistinguishable"])
         if record["indistinguishable"]:
-            logger.warning("%s generation %d: selection cannot tell its individuals apart (the best, %.6g, "
-                           "scored %.6g on another seed; the median is only %.6g above the best). What helps: %s",
-                           optimizer, generation, best["fitness"], rerun, record["spread"], noise.HELP)
+            objective = self.schedule.objective
+            sign = -1 if objective.mode == "max" else 1  # in the objective's own terms (fitness negates a max)
+            logger.warning("%s generation %d: selection cannot tell its individuals apart (%s: the best, %.6g, "
+                           "scored %.6g on another seed; the median is only %.6g from the best). What helps: %s",
+                           optimizer, generation, objective.metric, sign * best["fitness"], sign * rerun,
+                           record["spread"], noise.HELP)
         return []
 
     def _log_generation(self, optimizer: str, generation: int, fitness: dict[int, float]) -> None:
