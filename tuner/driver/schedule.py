@@ -626,6 +626,15 @@ class _Loader(yaml.SafeLoader):
         _expanded_size(node)
         return super().construct_document(node)
 
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as error:  # a tag's constructor: !!int 'abc'
+            tag = str(node.tag).rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{clean(repr(node.value), 40)} cannot be read as {clean(tag, 20)} ({type(error).__name__})",
+                node.start_mark) from None
+
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:

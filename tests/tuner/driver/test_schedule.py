@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tuner.driver.plan import PlanError, make_plan
+
 from tuner.search.ga import GeneticAlgorithm
 from tuner.driver.schedule import Schedule, ScheduleError, bundled, load_schedule, space_for
 from tuner.search.space import ga_keywords
@@ -152,6 +154,11 @@ def test_malformed_schedule_raises_one_line_error_naming_file_and_field(path):
     first = path.read_text().splitlines()[0]
     assert first.startswith("# field: "), f"{path.name} must start with '# field: ...'"
     field = first.removeprefix("# field: ")
+    if field.startswith("task_options."):  # checked against the task itself, by the plan
+        with pytest.raises(PlanError) as error:
+            make_plan(task="noisy_bowl", schedule=str(path))
+        assert error.value.parameter == field and "\n" not in str(error.value)
+        return
     with pytest.raises(ScheduleError) as error:
         load_schedule(path, registry=StandIn, task_names=TASKS)
     message = str(error.value)
