@@ -26,7 +26,7 @@ import numpy as np
 
 import lodo
 import tasks
-from tuner.driver.preflight import cause, global_rng_kept, starting_values
+from tuner.driver.preflight import cause, global_rng_kept, starting_values, stepper
 from tuner.driver.schedule import Schedule
 
 logger = logging.getLogger(__name__)
@@ -86,20 +86,10 @@ def _run(task, state, name: str, spec, values: dict, budget: int) -> Pilot:
     if "total_steps" in lodo.options(spec if spec is not None else name):
         kwargs.setdefault("total_steps", budget)
     opt = lodo.create(spec if spec is not None else name, task.parameters(), seed=0, **kwargs)
-    create_graph = getattr(opt, "create_graph", False)
-    losses: list[float] = []
-
-    def closure():
-        opt.zero_grad()
-        loss = task.loss(batch)
-        loss.backward(create_graph=create_graph)
-        losses.append(loss.item())
-        return loss
-
+    step, losses = stepper(task, opt)
     while len(losses) < budget:
-        batch = task.sample()
         try:
-            opt.step(closure)
+            step()
         except Exception as error:  # noqa: BLE001 - the user's task or optimizer raised
             curve = np.asarray(losses or [math.nan])
             return Pilot(name, len(losses), None, float(curve[:WINDOW].mean()), 0.0, diverged=True,

@@ -168,6 +168,28 @@ def _kwargs_only(spec: OptimizerSpec) -> tuple[str, list[str]]:
     return label, [b for b in bases if b not in named]
 
 
+def stepper(task, opt):
+    """(step, losses): `step()` takes one optimizer step on `task` as the trial loop does (a sample,
+    then `opt.step(closure)`), and `losses` gets each evaluation's loss."""
+    create_graph = getattr(opt, "create_graph", False)
+    losses: list[float] = []
+    batch = None
+
+    def closure():
+        opt.zero_grad()
+        loss = task.loss(batch)
+        loss.backward(create_graph=create_graph)
+        losses.append(loss.item())
+        return loss
+
+    def step() -> None:
+        nonlocal batch
+        batch = task.sample()
+        opt.step(closure)
+
+    return step, losses
+
+
 def _check_optimizer(task, state, where: str, name: str, spec, values: dict, full_steps: int, given: bool) -> None:
     _call(where, "load_state_dict()", lambda: task.load_state_dict(copy.deepcopy(state)))
     params = task.parameters()
@@ -186,19 +208,10 @@ def _check_optimizer(task, state, where: str, name: str, spec, values: dict, ful
         opt.defaults = _Reads(opt.defaults, read)
         opt.param_groups[:] = [_Reads(group, read) for group in opt.param_groups]
     create_graph = getattr(opt, "create_graph", False)
-    losses = []
-
-    def closure():
-        opt.zero_grad()
-        loss = task.loss(batch)
-        loss.backward(create_graph=create_graph)
-        losses.append(loss.item())
-        return loss
-
+    step, losses = stepper(task, opt)
     for _ in range(STEPS):
-        batch = task.sample()
         try:
-            opt.step(closure)
+            step()
         except Exception as error:  # noqa: BLE001 - the optimizer's or the task's code raised
             if not all(math.isfinite(x) for x in losses):
                 return  # diverged: the trials judge that
