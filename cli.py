@@ -178,6 +178,7 @@ def _init_schedule_parser() -> argparse.ArgumentParser:
 def _piloted_template(task: str, budget: int) -> tuple[str, str]:
     """The template with trial lengths from a pilot of `task` (tuner.pilot), and a one-line summary."""
     import tasks
+    import yaml
     from tuner import pilot, preflight
     from tuner.schedule import TEMPLATE, Schedule
 
