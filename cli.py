@@ -185,6 +185,7 @@ def _init_schedule_parser(make=_Parser) -> argparse.ArgumentParser:
 def _piloted_template(task: str, budget: int) -> tuple[str, str]:
     """The template with trial lengths from a pilot of `task` (tuner.driver.pilot), and a one-line summary."""
     import tasks
+    import yaml
     from tuner.driver import pilot, preflight
     from tuner.driver.schedule import TEMPLATE, Schedule
 

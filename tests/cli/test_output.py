@@ -232,7 +232,10 @@ def test_a_trial_that_raises_is_a_warning_of_the_session_logger_and_a_run_log_li
                                                                                   monkeypatch):
     import tuner
 
-    monkeypatch.setattr("tuner.preflight.check", lambda *args, **kwargs: None)  # it refuses lr -1 before any trial
+    plan = sys.modules[tuner.make_plan.__module__]  # the pre-flight as make_plan calls it, wherever it lives
+    # the plan's value check and the pre-flight refuse lr -1 before any trial: off here, so that a trial raises
+    monkeypatch.setattr(plan, "value_problem", lambda *args, **kwargs: None)
+    monkeypatch.setattr(plan.preflight, "check", lambda *args, **kwargs: None)
     caplog.set_level(logging.INFO, logger="tuner")
     rd = tmp_path / "run"
     tuner.evaluate("noisy_bowl", {"Adam": {"lr": -1.0}}, steps=50, seeds=1, run_dir=rd,

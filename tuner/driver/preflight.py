@@ -255,7 +255,8 @@ def check(spec: tasks.TaskSpec, schedule: Schedule, optimizers, given: dict | No
             try:
                 task = spec.create(seed=0, device="cpu", **schedule.task_options)
             except Exception as error:  # noqa: BLE001
-                raise PreflightError("task", f"{where}: building it failed ({cause(error)})") from None
+                options = f" with task_options {schedule.task_options}" if schedule.task_options else ""
+                raise PreflightError("task", f"{where}: building it{options} failed ({cause(error)})") from None
         _check_task(task, where, user)
         state = _call(where, "state_dict()", lambda: copy.deepcopy(task.state_dict()))
         for name in todo:
