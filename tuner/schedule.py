@@ -578,6 +578,13 @@ class _Loader(yaml.SafeLoader):
         _expanded_size(node)
         return super().construct_document(node)
 
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as error:  # a tag's constructor: !!int 'abc', !!float 'x'
+            raise yaml.constructor.ConstructorError(None, None, f"{type(error).__name__}: {clean(error)}",
+                                                    node.start_mark) from None
+
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
