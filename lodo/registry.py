@@ -282,7 +282,7 @@ class OptimizerSpec:
         return spec
 
 
-_ALLOWED = "must be a torch.optim.Optimizer subclass or a Python function returning one (docs/tasks.md)"
+_ALLOWED = "must be a torch.optim.Optimizer subclass or a factory returning one, a Python function (docs/tasks.md)"
 
 
 def _standard_library(module: str | None) -> bool:

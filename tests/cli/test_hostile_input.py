@@ -403,7 +403,7 @@ def test_optimizer_os_system_is_refused_before_anything_is_called(here, capsys, 
 
 def test_optimizer_entries_that_are_callables_but_no_factory(here):
     def check(target):
-        with pytest.raises(lodo.OptimizerSpecError, match="torch.optim.Optimizer subclass or a Python function"):
+        with pytest.raises(lodo.OptimizerSpecError, match="torch.optim.Optimizer subclass or a factory returning one, a Python function"):
             lodo.OptimizerSpec("X", target)  # constructing does not validate; validate does
             lodo.registry.validate(lodo.OptimizerSpec("X", target))
 

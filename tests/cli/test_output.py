@@ -16,6 +16,7 @@ import yaml
 
 from cli import main
 from tuner.driver.rundir import RunLog
+from tuner.driver.schedule import load_schedule, merge
 
 from conftest import kill_9_when
 
@@ -233,17 +234,20 @@ def test_a_trial_that_raises_is_a_warning_of_the_session_logger_and_a_run_log_li
     import tuner
 
     plan = sys.modules[tuner.make_plan.__module__]  # the pre-flight as make_plan calls it, wherever it lives
-    # the plan's value check and the pre-flight refuse lr -1 before any trial: off here, so that a trial raises
-    monkeypatch.setattr(plan, "value_problem", lambda *args, **kwargs: None)
-    monkeypatch.setattr(plan.preflight, "check", lambda *args, **kwargs: None)
+    monkeypatch.setattr(plan.preflight, "check", lambda *args, **kwargs: None)  # it refuses this before any trial
     caplog.set_level(logging.INFO, logger="tuner")
     rd = tmp_path / "run"
-    tuner.evaluate("noisy_bowl", {"Adam": {"lr": -1.0}}, steps=50, seeds=1, run_dir=rd,
-                   resources=tuner.Resources(workers=1, address=ray_session))
+    # values in their domain that torch's SGD still refuses when built (Nesterov needs a momentum):
+    # out-of-domain values (lr -1) are refused before the run
+    nesterov = {"name": "SGD-Nesterov", "optimizer": "torch.optim.SGD", "fixed": {"nesterov": True},
+                "hyperparameters": {"lr": {"default": 0.1, "scale": "log"}, "momentum": {"default": 0.5, "scale": "decay"}}}
+    schedule = tuner.Schedule.from_dict(merge(load_schedule("noisy_bowl").to_dict(), {"optimizers": [nesterov]}))
+    tuner.evaluate("noisy_bowl", {"SGD-Nesterov": {"lr": 0.1, "momentum": 0.0}}, steps=50, seeds=1, run_dir=rd,
+                   schedule=schedule, resources=tuner.Resources(workers=1, address=ray_session))
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert [r.name for r in warnings] == ["tuner.driver.session"] and "Adam full-seed-0 raised" in warnings[0].getMessage()
+    assert [r.name for r in warnings] == ["tuner.driver.session"] and "SGD-Nesterov full-seed-0 raised" in warnings[0].getMessage()
     errors = [e for e in RunLog(rd / "log.jsonl").read() if e["event"] == "trial_error"]
-    assert errors[0]["traceback"] == "errors/Adam/full-seed-0.txt" and "lr" in errors[0]["error"]
+    assert errors[0]["traceback"] == "errors/SGD-Nesterov/full-seed-0.txt" and "momentum" in errors[0]["error"]
     assert _events(rd) == ["start", "machine", "trial_error", "full_run", "failed", "end"]  # its only full run raised
 
 
