@@ -114,7 +114,7 @@ def test_missing_dataset_is_an_error_not_a_download(tmp_path, monkeypatch, offli
     code, run_dir = _run_cli(tmp_path, "image_generation", empty, 4, ["Adam"])
     errors = sorted((run_dir / "errors" / "Adam").glob("*.txt"))
     assert errors and "Dataset files missing or corrupt (offline)" in errors[0].read_text()
-    assert datasets.offline()
+    assert datasets.offline() and code == 4  # every trial raised: Adam failed, not tuned
 
 
 @pytest.mark.filterwarnings("ignore:GA Adam generation")
@@ -123,6 +123,6 @@ def test_task_options_reach_tuning_and_full_runs(tmp_path, monkeypatch, tiny_dat
     monkeypatch.setenv("LODO_OFFLINE", "1")
     code, run_dir = _run_cli(tmp_path, "image_generation", tiny_data[0], 0, ["Adam"])
     errors = sorted(p.name for p in (run_dir / "errors" / "Adam").glob("*.txt"))
-    assert errors == ["full-seed-0.txt", "g00-i00.txt", "g00-i01.txt"]  # both individuals and the full run
+    assert errors == ["g00-i00.txt", "g00-i01.txt"] and code == 4  # both individuals raised: Adam failed, no full run
     for name in errors:
         assert "Invalid batch_size: 0" in (run_dir / "errors" / "Adam" / name).read_text()
