@@ -74,6 +74,7 @@ class Session:
         self.errored: dict[str, dict[int, dict]] = {}   # the current generation's records that raised
         self.failed: dict[str, dict] = {}               # optimizer -> why it stopped (`_fail`)
         self.noise_ran = 0                              # noise checks run (tuner.driver.noise; not in `ran`)
+        self._marks: dict[tuple, list] = {}             # (optimizer, generation) -> prune thresholds
 
     def start(self, optimizers, given: Mapping[str, Mapping[str, float]] | None = None) -> list[Job]:
         """The first jobs: each optimizer's GA, or (with `given` hyperparameters) its full runs."""
@@ -196,10 +197,13 @@ class Session:
         marks = [None] * len(at)
         finalists = self.schedule.ga.get("final") == "finalists" and ind.generation == len(ga.generations) - 1
         if ind.generation > 0 and not finalists:
-            size = ga.sizes[ind.generation - 1]  # its trials (size × seeds)
-            records = [self.rd.read_individual(optimizer, ind.generation - 1, i) or {} for i in range(size)]
-            previous = [(r.get("fitness", math.inf), r.get("running", [])) for r in records]
-            marks = thresholds(previous, len(at), self.schedule.prune["quantile"])
+            key = (optimizer, ind.generation)
+            if key not in self._marks:  # once per generation: its trials share the thresholds
+                size = ga.sizes[ind.generation - 1]  # the previous generation's trials (size × seeds)
+                records = [self.rd.read_individual(optimizer, ind.generation - 1, i) or {} for i in range(size)]
+                previous = [(r.get("fitness", math.inf), r.get("running", [])) for r in records]
+                self._marks[key] = thresholds(previous, len(at), self.schedule.prune["quantile"])
+            marks = self._marks[key]
         return tuple(zip(points(at, ind.steps), marks))
 
     def _tell(self, optimizer: str, fitness: dict[int, float]) -> None:
