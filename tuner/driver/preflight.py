@@ -34,6 +34,7 @@ import torch
 import lodo
 import tasks
 from lodo.registry import OptimizerSpec, validate
+from tuner.trial import recipe as recipes
 from tuner.driver.schedule import Schedule, space_for
 
 STEPS = 2               # optimizer steps per optimizer
@@ -168,9 +169,10 @@ def _kwargs_only(spec: OptimizerSpec) -> tuple[str, list[str]]:
     return label, [b for b in bases if b not in named]
 
 
-def stepper(task, opt):
+def stepper(task, opt, after_backward=None):
     """(step, losses): `step()` takes one optimizer step on `task` as the trial loop does (a sample,
-    then `opt.step(closure)`), and `losses` gets each evaluation's loss."""
+    then `opt.step(closure)`; `after_backward()` in the closure: a recipe's clipping), and `losses`
+    gets each evaluation's loss."""
     create_graph = getattr(opt, "create_graph", False)
     losses: list[float] = []
     batch = None
@@ -179,6 +181,8 @@ def stepper(task, opt):
         opt.zero_grad()
         loss = task.loss(batch)
         loss.backward(create_graph=create_graph)
+        if after_backward is not None:
+            after_backward()
         losses.append(loss.item())
         return loss
 
@@ -190,14 +194,20 @@ def stepper(task, opt):
     return step, losses
 
 
-def _check_optimizer(task, state, where: str, name: str, spec, values: dict, full_steps: int, given: bool) -> None:
+def _check_optimizer(task, state, where: str, name: str, spec, values: dict, full_steps: int, given: bool,
+                     recipe: dict | None = None) -> None:
+    """Two steps of `name` at `values` on `task`, the way a trial takes them: over the task's
+    parameter groups, with the schedule's `recipe` (clipping, lr schedule, train() mode)."""
     _call(where, "load_state_dict()", lambda: task.load_state_dict(copy.deepcopy(state)))
-    params = task.parameters()
+    params = list(task.parameters())
+    values, resolved = recipes.split(recipe, values)
     kwargs = dict(values)
     if "total_steps" in lodo.options(spec if spec is not None else name) and "total_steps" not in kwargs:
         kwargs["total_steps"] = full_steps  # LARS's decay over the run
     try:
-        opt = lodo.create(spec if spec is not None else name, params, seed=0, **kwargs)
+        opt = lodo.create(spec if spec is not None else name, recipes.param_groups(task, name, params), seed=0,
+                          **kwargs)
+        loop = recipes.Loop(resolved, opt, params, full_steps, getattr(opt, "create_graph", False))
     except Exception as error:  # noqa: BLE001 - the optimizer's own code raised
         shown = ", ".join(f"{k}={v:g}" for k, v in values.items())
         raise PreflightError("hyperparameters" if given else "optimizers",
@@ -208,10 +218,11 @@ def _check_optimizer(task, state, where: str, name: str, spec, values: dict, ful
         opt.defaults = _Reads(opt.defaults, read)
         opt.param_groups[:] = [_Reads(group, read) for group in opt.param_groups]
     create_graph = getattr(opt, "create_graph", False)
-    step, losses = stepper(task, opt)
+    step, losses = stepper(task, opt, loop.after_backward)
     for _ in range(STEPS):
         try:
             step()
+            loop.after_step(len(losses))
         except Exception as error:  # noqa: BLE001 - the optimizer's or the task's code raised
             if not all(math.isfinite(x) for x in losses):
                 return  # diverged: the trials judge that
@@ -234,7 +245,8 @@ def _known_to_run(spec: tasks.TaskSpec, schedule: Schedule, name: str, given: di
     test suite runs. Skipped, so the paper's runs pay nothing (constructing a first torch optimizer
     imports torch._dynamo: about a second)."""
     ours = name not in schedule.optimizer_specs and lodo.registered(name) is None
-    return spec.builtin and ours and (paper or given is None and not schedule.start.get(name))
+    plain = not schedule.recipe.get(name) and (paper or given is None and not schedule.start.get(name))
+    return spec.builtin and ours and plain
 
 
 def check(spec: tasks.TaskSpec, schedule: Schedule, optimizers, given: dict | None = None, paper: bool = False,
@@ -261,4 +273,5 @@ def check(spec: tasks.TaskSpec, schedule: Schedule, optimizers, given: dict | No
         state = _call(where, "state_dict()", lambda: copy.deepcopy(task.state_dict()))
         for name in todo:
             _check_optimizer(task, state, where, name, schedule.optimizer_specs.get(name),
-                             starting_values(schedule, name, given), schedule.full_run.steps, given is not None)
+                             starting_values(schedule, name, given), schedule.full_run.steps, given is not None,
+                             schedule.recipe.get(name))

@@ -97,6 +97,22 @@ USER = textwrap.dedent('''
 
         def step(self, closure=None):
             raise ValueError("Optimizer was not in train mode when step is called")
+
+    class TrainEval(KwOpt):
+        """Has train()/eval() modes, as schedulefree's optimizers do: step() refuses in eval mode."""
+
+        training = False
+
+        def train(self):
+            self.training = True
+
+        def eval(self):
+            self.training = False
+
+        def step(self, closure=None):
+            if not self.training:
+                raise ValueError("Optimizer was not in train mode when step is called")
+            return super().step(closure)
 ''')
 
 
@@ -241,3 +257,18 @@ def test_the_cli_exits_2_with_one_line_and_no_run_directory(user, tmp_path):
 def test_task_options_a_paper_task_refuses_are_exit_2(tmp_path, value):
     error = _refused("noisy_bowl", None, tmp_path, schedule_overrides={"task_options": {"noise_variance": value}})
     assert "noise_variance" in str(error)  # named by the pre-flight, or by a check of the options before it
+
+
+def test_the_pre_flight_steps_as_a_trial_does_with_the_recipe_and_modes(user, tmp_path):
+    """A tuned recipe value (clip_grad_norm) is the recipe's, not a constructor argument, and an
+    optimizer with train()/eval() is put in train mode: the run is accepted, as its trials would run."""
+    file, module = user
+    schedule = tmp_path / "recipe.yaml"
+    schedule.write_text(yaml.safe_dump({
+        "population": 2, "generations": [{"noise": 1, "steps": 10}],
+        "optimizers": [_kw(module, {"lr": {"default": 0.1, "scale": "log"}}, "TrainEval")],
+        "recipe": {"TrainEval": {"clip_grad_norm": {"default": 1.0, "scale": "log"},
+                                 "lr_schedule": {"name": "cosine", "warmup": 0.1}}},
+        "full_run": {"steps": 10, "seeds": 1, "time_milestone_s": None}, "lr_scale": 1}))
+    plan = make_plan(f"{file}:good", schedule=str(schedule), run_dir=tmp_path / "run")
+    assert plan.optimizers == ("TrainEval",) and not (tmp_path / "run").exists()
