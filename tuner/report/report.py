@@ -594,6 +594,25 @@ def noise_section(rd: RunDir, manifest: dict) -> list[str]:
         "", f"- What helps: {noise.HELP}."]
 
 
+def pruning_section(rd: RunDir, manifest: dict) -> list[str]:
+    """How many GA trials the schedule's opt-in `prune:` stopped early, and the steps that saved (a
+    pruned trial ranks below every finished one: fitness +inf, `pruned` in its record)."""
+    settings = manifest["schedule"].get("prune")
+    if not settings:
+        return []
+    rows = []
+    for o in manifest["optimizers"]:
+        records = rd.individuals(o)
+        pruned = [r for r in records if r.get("pruned")]
+        saved = sum(int(r["steps"]) - int(r["pruned"]["evaluation"]) for r in pruned)
+        planned = sum(int(r["steps"]) for r in records)
+        rows.append([o, f"{len(pruned)} of {len(records)}", f"{saved:,} of {planned:,}"])
+    shown = f"at {settings.get('at')}, quantile {settings.get('quantile', 1):g}"
+    return ["## Pruning", "", f"The schedule's pruning ({shown}) stopped these GA trials early (they rank "
+            "below every finished trial; tuner/trial/prune.py):", ""] + \
+        markdown_table(["Optimizer", "trials pruned", "individual-steps saved"], rows) + [""]
+
+
 def retries_section(rd: RunDir, manifest: dict) -> list[str]:
     """Environmental failures (dead workers or nodes, out of memory) and the reruns they cost, from
     the records (every session) and summary.json (the last one); they never count as errors."""
@@ -652,6 +671,7 @@ def _write_report(rd: RunDir, out_dir: Path) -> Path:
     lines += tuned_section(data, paper_hparams) + [""]
     lines += errors_section(data) + [""]
     lines += noise_section(rd, manifest) + [""]
+    lines += pruning_section(rd, manifest)
     lines += retries_section(rd, manifest) + [""]
     lines += ["## Figures", ""]
     if _figure_class() is None:

@@ -141,3 +141,18 @@ def test_without_prune_records_have_no_pruning_fields(tmp_path):
     drive_session(session, session.start(["Adam"]))
     for record in _tuning(tmp_path / "plain").values():
         assert not {"running", "pruned", "evaluations"} & set(record)
+
+
+def test_report_counts_the_pruned_trials_and_the_steps_they_saved(tmp_path):
+    from tuner.report.report import write_report
+
+    path = tmp_path / "run"
+    session = _session(path, 1, False)
+    drive_session(session, session.start(["Adam"]))
+    records = _tuning(path)
+    pruned = [r for r in records.values() if "pruned" in r]
+    saved = sum(r["steps"] - r["pruned"]["evaluation"] for r in pruned)
+    write_report(path)
+    text = (path / "report.md").read_text()
+    assert "## Pruning" in text and pruned
+    assert f"| Adam | {len(pruned)} of {len(records)} | {saved:,} of {sum(r['steps'] for r in records.values()):,} |" in text
