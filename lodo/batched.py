@@ -439,7 +439,7 @@ def create(name: str, x: torch.Tensor, hparams_list: list[dict], seeds: list[int
             if theta is None:
                 depth, nb, k, _ = state["theta"].shape
                 theta = x.new_empty(depth, k, k, len(seeds), nb)
-                perm = torch.empty(depth, len(seeds), nb * k, dtype=torch.int64, device=x.device)
+                perm = torch.empty(depth, len(seeds), nb * k, dtype=state["permutations"].dtype, device=x.device)
             theta[:, :, :, lane] = state["theta"].permute(0, 2, 3, 1)
             perm[:, lane] = state["permutations"]
         del state  # the last lane's optimizer state, before the batch's own is allocated

@@ -46,7 +46,7 @@ Adam on θ) is `BlockLanes`, shared with the population-batched form (lodo/batch
 a batch and a LODO built with the same seed take the same steps, bit for bit.
 
 Optimizer state lives in ``self.state[first_param]`` (so ``state_dict()`` is torch's own):
-``theta`` (LODO: shape (N, ñ/k, k, k)), ``momentum`` (n,), ``permutations`` (N, ñ) int64,
+``theta`` (LODO: shape (N, ñ/k, k, k)), ``momentum`` (n,), ``permutations`` (N, ñ) (LODO: int32),
 ``meta_exp_avg``/``meta_exp_avg_sq``/``meta_step`` (Adam on θ), ``step`` (number of steps taken)
 and ``step_lr`` (the α0 of the last step, which the next hypergradient differentiates).
 LODO's θ and moments there are views (N, ñ/k, k, k) of `BlockLanes`' layout, (N, k, k, ñ/k).
@@ -152,11 +152,12 @@ class LODOBase(Optimizer):
         return self.state[self.param_groups[0]["params"][0]]
 
     def load_state_dict(self, state_dict: dict) -> None:
-        # torch casts every state tensor to the params' dtype; the permutations must stay integers
+        # torch casts every state tensor to the params' dtype; the permutations stay integers of our kind
         saved = next(iter(state_dict["state"].values()), {}).get("permutations")
+        kind = self._state["permutations"].dtype if "permutations" in self._state else torch.int64
         super().load_state_dict(state_dict)
         if saved is not None:
-            self._state["permutations"] = saved.to(device=self._params[0].device, dtype=torch.int64, copy=True)
+            self._state["permutations"] = saved.to(device=self._params[0].device, dtype=kind, copy=True)
         self._reset()
 
     # ------------------------------------------------------------------ Algorithm 1
@@ -274,12 +275,12 @@ class BlockLanes:
     λ(y), a(g) of every layer (3·N·ñ·P, 0.75T at k = 4), the gather indices of P_i and P_iᵀ
     (int32: 0.5T) and, above `META_CHUNK_VALUES`, the hypergradient, Adam's update and λ(p) of one
     or two layers: there the meta-step runs a layer at a time from the top, as soon as the
-    backward pass has gone below the layer. With the permutations (int64, 0.5T) LODO holds ≈ 4.9T.
+    backward pass has gone below the layer. With its int32 permutations (0.25T) LODO holds ≈ 4.7T.
     """
 
     def __init__(self, theta: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
                  permutations: torch.Tensor, n: int):
-        """θ and its moments (N, k, k, P, ñ/k) contiguous, permutations (N, P, ñ) int64, n ≤ ñ the
+        """θ and its moments (N, k, k, P, ñ/k) contiguous, permutations (N, P, ñ) integers, n ≤ ñ the
         parameters per lane."""
         self.theta, self.exp_avg, self.exp_avg_sq, self.perm, self.n = theta, exp_avg, exp_avg_sq, permutations, n
         depth, k, _, lanes, nb = theta.shape
@@ -303,7 +304,7 @@ class BlockLanes:
         self._fwd, self._bwd = list(indices[0].unbind(0)), list(indices[1].unbind(0))
         for i in range(depth):  # a layer at a time: no (N, P, ñ) int64 temporaries
             perm = permutations[i].to(index_dtype)
-            inverse = torch.empty_like(perm).scatter_(1, permutations[i], j.expand_as(perm))
+            inverse = torch.empty_like(perm).scatter_(1, permutations[i].long(), j.expand_as(perm))
             self._fwd[i][here.view(-1)] = (lane * width + perm if i == 0 else position(lane, perm)).view(-1)
             self._bwd[i][(natural if i == 0 else here).view(-1)] = position(lane, inverse).view(-1)
         slots = [t.view(depth, k, blocks) for t in self.vectors.unbind(0)] + [[t.view(k, blocks) for t in lam_p]]
@@ -422,7 +423,7 @@ class LODO(LODOBase):
         """θ_0 (random orthogonal blocks, drawn in float64 on the CPU) and the permutations P_i, from the seed."""
         depth, k = self.defaults["depth"], self.defaults["block_size"]
         width, first = hidden_width(self._n, k), self._params[0]
-        permutations = random_permutations(depth, width, generator)
+        permutations = random_permutations(depth, width, generator).to(torch.int32)  # half of int64's memory
         theta = torch.empty(depth, k, k, width // k, dtype=first.dtype, device=first.device)  # BlockLanes' layout
         for layer in theta:  # a layer at a time, the same draws as all at once (each is 16·ñ/k of them)
             layer.copy_(random_orthogonal_blocks((width // k,), k, generator).permute(1, 2, 0))

@@ -10,17 +10,17 @@ peak state and step temporaries in values of that dtype:
     Adam, Yogi, RMSprop                  2n         (two moments)
     L-BFGS, O-LBFGS                      2·48·n + 4n (48 (s, y) pairs of history)
     BFGS, Levenberg-Marquardt, Newton    4n²        (an n×n matrix and the step's n×n temporaries)
-    LODO, LODO-No-Momentum, LODO-SGD     5.25T + n  with T = N·ñ·k = 16 · 2n · 4 ≈ 128n, the size of θ
+    LODO, LODO-No-Momentum, LODO-SGD     5T + n     with T = N·ñ·k = 16 · 2n · 4 ≈ 128n, the size of θ
     LODO-Residuals                       15T + n
     LODO-Diagonal, LODO-Global           8n
     L2LBGDBGD                            100n       (a 2-layer, 20-unit LSTM state per coordinate)
     any other (a registered optimizer)   DEFAULT_VALUES_PER_PARAMETER · n = 4n
 
 LODO's state is θ and its two Adam moments, 3T = 3·16·2n·4 ≈ 384n values (ResNet-18, n = 11.2 M:
-16 GiB in float32), plus the N·ñ int64 permutations (0.5T in float32 units) and the momentum; the
+16 GiB in float32), plus the N·ñ int32 permutations (0.25T in float32 units) and the momentum; the
 step keeps each layer's a(m), λ(y), a(g) (0.75T) and int32 gather indices (0.5T), and runs the
-meta-step a layer at a time (lodo.lodo.BlockLanes): 4.9T held, a peak resident set of ≈ 5.2T
-(benchmarks/lodo_memory.py), so 5.25T: ResNet-18 + LODO needs ≈ 28 GiB per trial besides its data.
+meta-step a layer at a time (lodo.lodo.BlockLanes): 4.7T held, a peak resident set of 4.9–5.0T
+(benchmarks/lodo_memory.py), so 5T: ResNet-18 + LODO needs ≈ 27 GiB per trial besides its data.
 
 task_bytes is what the task holds besides its parameters: its data, its activations. A task may
 say it, and its parameter count, without being built: a `memory_footprint(**options)` attribute
@@ -43,7 +43,7 @@ GiB = float(1 << 30)
 _LINEAR = {"Momentum": 1, "LARS": 1, "Adam": 2, "Yogi": 2, "RMSprop": 2, "L-BFGS": 100, "O-LBFGS": 100,
            "LODO-Diagonal": 8, "LODO-Global": 8, "L2LBGDBGD": 100}
 _QUADRATIC = {"BFGS", "Levenberg-Marquardt", "Newton"}
-_LODO_PEAK = {"LODO": 5.25, "LODO-No-Momentum": 5.25, "LODO-SGD": 5.25, "LODO-Residuals": 15}
+_LODO_PEAK = {"LODO": 5, "LODO-No-Momentum": 5, "LODO-SGD": 5, "LODO-Residuals": 15}
 
 
 def optimizer_values(optimizer: str, n: int) -> int:
