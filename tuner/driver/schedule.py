@@ -325,6 +325,9 @@ def _optional(data: dict, key: str) -> Any:
 
 
 def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedule:
+    """The schedule in `data`, every field checked in the file's order (the first mistake is the one
+    reported): task, population and generations, optimizers and their recipes, full runs, lr_scale,
+    task options, scales and start values, horizon, search, GA options, objective, pruning."""
     check = _Checker(source)
     check.mapping("top level", data, "must be a mapping of schedule fields")
     check.keys("", data, REQUIRED, OPTIONAL)
@@ -333,8 +336,38 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
     if task is not None:
         task = check.name("task", task, _task_names(task_names), "tasks")
     population = check.integer("population", data["population"], 2, "must be an integer >= 2", "population")
+    rows = _validate_generations(check, data["generations"], population)
+    registry = _registry(registry)
+    names, specs, known = _validate_optimizers(check, data["optimizers"], registry)
+    recipes = _validate_recipe(check, _optional(data, "recipe"), known)
+    hyperparameters = lambda o: list(specs[o].hyperparameters if o in specs else registry.hyperparameters(o)) \
+        + recipe.tunables(recipes.get(o))  # noqa: E731
+    full_run = _validate_full_run(check, data["full_run"])
+    lr_scale = check.number("lr_scale", data["lr_scale"], lambda v: 0 < v <= LIMITS["lr_scale"],
+                            f"must be a positive number (at most {LIMITS['lr_scale']:g})")
+    task_options = _validate_task_options(check, _optional(data, "task_options"))
+    scales, start = _validate_scales_and_start(check, data, known, hyperparameters)
+    scale_of = lambda o, hp: scales.get(o, {}).get(hp, next(h.scale for h in hyperparameters(o) if h.name == hp))  # noqa: E731
+    powers = _validate_horizon(check, _optional(data, "horizon"), known, hyperparameters)
+    search = _validate_search(check, data.get("search"), population, rows, names, known,
+                              lambda o: [h.name for h in hyperparameters(o)], scale_of)
+    ga = _validate_ga(check, _optional(data, "ga"), len(rows))
+    objective = _validate_objective(check, data.get("objective"))
+    noise_check = data.get("noise_check", True)
+    if not isinstance(noise_check, bool):
+        check.fail("noise_check", noise_check, "must be true or false")
 
-    generations = data["generations"]
+    return Schedule(
+        task=task, population=population, generations=tuple(rows), optimizers=tuple(names), optimizer_specs=specs,
+        full_run=full_run, lr_scale=lr_scale, task_options=dict(task_options),
+        scales={o: dict(e) for o, e in scales.items()},
+        start={o: {k: float(v) for k, v in e.items()} for o, e in start.items()},
+        search=search, source=source, ga=ga, horizon=powers, objective=objective, noise_check=noise_check,
+        recipe=recipes, prune=_validate_prune(check, data))
+
+
+def _validate_generations(check: _Checker, generations: Any, population: int) -> list[Generation]:
+    """Table 5's rows {noise, steps[, population]}, within the documented limits."""
     if not isinstance(generations, list) or not generations:
         check.fail("generations", generations, "must be a non-empty list of {noise, steps}")
     if len(generations) > LIMITS["generations"]:
@@ -354,8 +387,11 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
     if sum(population if g.population is None else g.population for g in rows) > LIMITS["trials"]:
         check.fail("generations", f"{len(rows)} rows", f"must hold at most {LIMITS['trials']:,} individuals in all")
 
-    registry = _registry(registry)
-    optimizers = data["optimizers"]
+    return rows
+
+
+def _validate_optimizers(check: _Checker, optimizers: Any, registry) -> tuple[list[str], dict, list[str]]:
+    """(names in order, {name: OptimizerSpec} of the mappings, every name a field may refer to)."""
     if not isinstance(optimizers, list) or not optimizers:
         check.fail("optimizers", optimizers, "must be a non-empty list of optimizer names or mappings")
     if len(optimizers) > LIMITS["optimizers"]:
@@ -371,30 +407,36 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
             check.fail(f"{where}.name" if where in specs else where, name, "must not repeat an optimizer")
         names.append(name)
     specs = {spec.name: spec for spec in specs.values()}
-    recipes = _validate_recipe(check, _optional(data, "recipe"), known)
-    hyperparameters = lambda o: list(specs[o].hyperparameters if o in specs else registry.hyperparameters(o)) \
-        + recipe.tunables(recipes.get(o))  # noqa: E731
+    return names, specs, known
 
-    full = check.mapping("full_run", data["full_run"], "must be a mapping {steps, seeds, time_milestone_s}")
+
+def _validate_full_run(check: _Checker, full: Any) -> FullRun:
+    """`full_run: {steps, seeds, time_milestone_s}`."""
+    full = check.mapping("full_run", full, "must be a mapping {steps, seeds, time_milestone_s}")
     check.keys("full_run", full, FULL_RUN_KEYS)
     milestone = full["time_milestone_s"]
     if milestone is not None:
         milestone = check.number("full_run.time_milestone_s", milestone, lambda v: 0 < v <= LIMITS["time_milestone_s"],
                                  f"must be a positive number of seconds (at most {LIMITS['time_milestone_s']:,}) or null")
-    full_run = FullRun(check.integer("full_run.steps", full["steps"], 1, "must be a positive integer", "steps"),
-                       check.integer("full_run.seeds", full["seeds"], 1, "must be a positive integer", "seeds"),
-                       milestone)
-    lr_scale = check.number("lr_scale", data["lr_scale"], lambda v: 0 < v <= LIMITS["lr_scale"],
-                            f"must be a positive number (at most {LIMITS['lr_scale']:g})")
+    return FullRun(check.integer("full_run.steps", full["steps"], 1, "must be a positive integer", "steps"),
+                   check.integer("full_run.seeds", full["seeds"], 1, "must be a positive integer", "seeds"),
+                   milestone)
 
-    task_options = check.mapping("task_options", _optional(data, "task_options"),
-                                 "must be a mapping of task options")
+
+def _validate_task_options(check: _Checker, task_options: Any) -> dict:
+    """Plain values only (numbers, strings, booleans, null); what a built-in task takes is the plan's check."""
+    task_options = check.mapping("task_options", task_options, "must be a mapping of task options")
     for key, value in task_options.items():
         if not isinstance(value, (bool, int, float, str)) and value is not None:
             check.fail(f"task_options.{key}", value, "must be a number, string, boolean or null")
         if isinstance(value, float) and not math.isfinite(value) or isinstance(value, int) and not _finite(value):
             check.fail(f"task_options.{key}", value, "must be a finite number")
 
+    return task_options
+
+
+def _validate_scales_and_start(check: _Checker, data: dict, known: list[str], hyperparameters) -> tuple[dict, dict]:
+    """`scales:` and `start:` per optimizer and hyperparameter; a start value in its scale's domain."""
     scales = check.mapping("scales", _optional(data, "scales"), "must be a mapping optimizer -> {name: scale}")
     start = check.mapping("start", _optional(data, "start"), "must be a mapping optimizer -> {name: value}")
     for field_name, table in (("scales", scales), ("start", start)):
@@ -419,8 +461,12 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
                 if problem:
                     check.fail(where, value, problem)
 
-    scale_of = lambda o, hp: scales.get(o, {}).get(hp, next(h.scale for h in hyperparameters(o) if h.name == hp))  # noqa: E731
-    horizon = check.mapping("horizon", _optional(data, "horizon"),
+    return scales, start
+
+
+def _validate_horizon(check: _Checker, horizon: Any, known: list[str], hyperparameters) -> dict[str, dict[str, float]]:
+    """`horizon:` optimizer -> [step-counted names] (power 1) or {name: power}."""
+    horizon = check.mapping("horizon", horizon,
                             "must be a mapping optimizer -> [hyperparameter, ...] or {hyperparameter: power}")
     powers: dict[str, dict[str, float]] = {}
     for optimizer, entries in horizon.items():
@@ -441,21 +487,7 @@ def _validate(data: Any, source: str, registry=None, task_names=None) -> Schedul
             check.name(at, hp, hp_names, f"hyperparameters of {optimizer}")
         if pairs:
             powers[optimizer] = {hp: p for _, hp, p in pairs}
-    search = _validate_search(check, data.get("search"), population, rows, names, known,
-                              lambda o: [h.name for h in hyperparameters(o)], scale_of)
-    ga = _validate_ga(check, _optional(data, "ga"), len(rows))
-    objective = _validate_objective(check, data.get("objective"))
-    noise_check = data.get("noise_check", True)
-    if not isinstance(noise_check, bool):
-        check.fail("noise_check", noise_check, "must be true or false")
-
-    return Schedule(
-        task=task, population=population, generations=tuple(rows), optimizers=tuple(names), optimizer_specs=specs,
-        full_run=full_run, lr_scale=lr_scale, task_options=dict(task_options),
-        scales={o: dict(e) for o, e in scales.items()},
-        start={o: {k: float(v) for k, v in e.items()} for o, e in start.items()},
-        search=search, source=source, ga=ga, horizon=powers, objective=objective, noise_check=noise_check,
-        recipe=recipes, prune=_validate_prune(check, data))
+    return powers
 
 
 def _validate_objective(check: _Checker, data: Any) -> Objective:
