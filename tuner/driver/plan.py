@@ -290,6 +290,94 @@ def _searcher(searcher, manifest: dict | None, where: str) -> dict:
     return {"search": {"searcher": searcher}}
 
 
+def _checked_schedule(schedule, overrides, spec: tasks.TaskSpec, manifest: dict | None, run_dir, where: str):
+    """The run's schedule (the resumed run's must match), its task options checked against the task, and a
+    user task built once (None for a built-in one)."""
+    task = spec.name
+    try:
+        schedule = _schedule(schedule, overrides, spec, manifest, run_dir)
+        if manifest is not None and Schedule.from_dict(
+                manifest["schedule"], task_names=None if spec.builtin else [spec.name]) != schedule:
+            raise PlanError("schedule", f"{where} was run with another schedule")
+    except ScheduleError as e:
+        raise PlanError("schedule", str(e)) from None
+    if schedule.task not in (None, task):
+        raise PlanError("schedule", f"{schedule.source} is for task {schedule.task!r}, not {task!r}")
+    if not spec.accepts_any_option():
+        for name in schedule.task_options:
+            if name not in spec.options():
+                raise PlanError(f"task_options.{clean(name, 40)}", f"not an option of task {task!r} "
+                                                                  f"(valid: {', '.join(spec.options()) or 'none'})")
+    if spec.builtin:
+        try:
+            tasks.check_options(spec, schedule.task_options)
+        except tasks.OptionError as e:
+            raise PlanError(f"task_options.{e.option}", f"{e.message}; in {schedule.source}") from None
+    with preflight.global_rng_kept():  # a user factory may draw from the global generators: not ours to consume
+        built = _check_user_task(spec, schedule.task_options) if not spec.builtin else None
+    return schedule, built
+
+
+def _optimizer_list(optimizers, manifest: dict | None, hyperparameters, schedule: Schedule, where: str):
+    """The optimizers to run: given (each once, each in the schedule), the resumed run's, the given values', or the schedule's."""
+    if optimizers is not None:
+        optimizers = list(optimizers)
+        if not optimizers:
+            raise PlanError("optimizers", "empty list")
+        for i, o in enumerate(optimizers):
+            _one_of("optimizers", "optimizer", o, _optimizer_names(schedule))
+            if o in optimizers[:i]:
+                raise PlanError("optimizers", f"{o!r} is repeated")
+    elif manifest is not None:
+        optimizers = list(manifest["optimizers"])
+    elif isinstance(hyperparameters, Mapping):
+        optimizers = list(hyperparameters)
+    else:
+        optimizers = list(schedule.optimizers)
+    if manifest is not None and manifest["optimizers"] != optimizers:
+        raise PlanError("optimizers", f"{where} runs {', '.join(manifest['optimizers'])}, not {', '.join(optimizers)}")
+    return optimizers
+
+
+def _given_values(hyperparameters, manifest: dict | None, spec: tasks.TaskSpec, optimizers: list, schedule: Schedule):
+    """"tuned", "paper" (Table 6; the paper's tasks only) or {optimizer: {name: value}} checked; a searcher's extra installed."""
+    task = spec.name
+    if hyperparameters is None and manifest is not None:
+        mode = manifest.get("hparams", "tuned")
+        hyperparameters = manifest["given_hyperparameters"] if mode == "given" else mode
+    hyperparameters = "tuned" if hyperparameters is None else hyperparameters
+    if hyperparameters == "paper" and not spec.builtin:
+        raise PlanError("hyperparameters", f"'paper' is only for the paper's tasks (Table 6 has no values for "
+                                           f"{task!r}): tune them, or give a mapping optimizer -> {{hparam: value}}")
+    if hyperparameters == "paper":
+        try:
+            lodo.paper_hyperparameters(task)
+        except ValueError as e:
+            raise PlanError("hyperparameters", str(e)) from None
+    elif hyperparameters != "tuned":
+        hyperparameters = _hyperparameters(hyperparameters, optimizers, schedule)
+
+    if hyperparameters == "tuned" and schedule.search.searcher != "ga":
+        try:
+            require(schedule.search.searcher)
+        except SearcherUnavailable as e:
+            raise PlanError("searcher", str(e)) from None
+    return hyperparameters
+
+
+def _seed(seed, manifest: dict | None, where: str):
+    """The tuner seed: given, the resumed run's, or 0; below 2**40."""
+    if seed is None:
+        seed = (manifest or {}).get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise PlanError("seed", f"{clean(repr(seed), 60)} is not allowed (must be an integer >= 0)")
+    if seed >= MAX_SEED:  # full run i of tuner seed s is trial seed 1000·s + i, which torch's generator must take
+        raise PlanError("seed", f"{clean(repr(seed), 60)} is not allowed (must be below 2**40)")
+    if manifest is not None and manifest["seed"] != seed:
+        raise PlanError("seed", f"{where} was run with seed {manifest['seed']}, not {seed}")
+    return seed
+
+
 def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedule_overrides: Mapping | None = None,
               seed: int | None = None, run_dir=None, resume: bool = False, hyperparameters=None,
               full_runs: bool | None = None, resources: Resources | None = None, searcher: str | None = None) -> Plan:
@@ -320,75 +408,10 @@ def make_plan(task: str | None = None, *, optimizers=None, schedule=None, schedu
     if searcher_override:
         schedule_overrides = merge(dict(schedule_overrides or {}), searcher_override)
 
-    try:
-        schedule = _schedule(schedule, schedule_overrides, spec, manifest, run_dir)
-        if manifest is not None and Schedule.from_dict(
-                manifest["schedule"], task_names=None if spec.builtin else [spec.name]) != schedule:
-            raise PlanError("schedule", f"{where} was run with another schedule")
-    except ScheduleError as e:
-        raise PlanError("schedule", str(e)) from None
-    if schedule.task not in (None, task):
-        raise PlanError("schedule", f"{schedule.source} is for task {schedule.task!r}, not {task!r}")
-    if not spec.accepts_any_option():
-        for name in schedule.task_options:
-            if name not in spec.options():
-                raise PlanError(f"task_options.{clean(name, 40)}", f"not an option of task {task!r} "
-                                                                  f"(valid: {', '.join(spec.options()) or 'none'})")
-    if spec.builtin:
-        try:
-            tasks.check_options(spec, schedule.task_options)
-        except tasks.OptionError as e:
-            raise PlanError(f"task_options.{e.option}", f"{e.message}; in {schedule.source}") from None
-    with preflight.global_rng_kept():  # a user factory may draw from the global generators: not ours to consume
-        built = _check_user_task(spec, schedule.task_options) if not spec.builtin else None
-
-    if optimizers is not None:
-        optimizers = list(optimizers)
-        if not optimizers:
-            raise PlanError("optimizers", "empty list")
-        for i, o in enumerate(optimizers):
-            _one_of("optimizers", "optimizer", o, _optimizer_names(schedule))
-            if o in optimizers[:i]:
-                raise PlanError("optimizers", f"{o!r} is repeated")
-    elif manifest is not None:
-        optimizers = list(manifest["optimizers"])
-    elif isinstance(hyperparameters, Mapping):
-        optimizers = list(hyperparameters)
-    else:
-        optimizers = list(schedule.optimizers)
-    if manifest is not None and manifest["optimizers"] != optimizers:
-        raise PlanError("optimizers", f"{where} runs {', '.join(manifest['optimizers'])}, not {', '.join(optimizers)}")
-
-    if hyperparameters is None and manifest is not None:
-        mode = manifest.get("hparams", "tuned")
-        hyperparameters = manifest["given_hyperparameters"] if mode == "given" else mode
-    hyperparameters = "tuned" if hyperparameters is None else hyperparameters
-    if hyperparameters == "paper" and not spec.builtin:
-        raise PlanError("hyperparameters", f"'paper' is only for the paper's tasks (Table 6 has no values for "
-                                           f"{task!r}): tune them, or give a mapping optimizer -> {{hparam: value}}")
-    if hyperparameters == "paper":
-        try:
-            lodo.paper_hyperparameters(task)
-        except ValueError as e:
-            raise PlanError("hyperparameters", str(e)) from None
-    elif hyperparameters != "tuned":
-        hyperparameters = _hyperparameters(hyperparameters, optimizers, schedule)
-
-    if hyperparameters == "tuned" and schedule.search.searcher != "ga":
-        try:
-            require(schedule.search.searcher)
-        except SearcherUnavailable as e:
-            raise PlanError("searcher", str(e)) from None
-
-    if seed is None:
-        seed = (manifest or {}).get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise PlanError("seed", f"{clean(repr(seed), 60)} is not allowed (must be an integer >= 0)")
-    if seed >= MAX_SEED:  # full run i of tuner seed s is trial seed 1000·s + i, which torch's generator must take
-        raise PlanError("seed", f"{clean(repr(seed), 60)} is not allowed (must be below 2**40)")
-    if manifest is not None and manifest["seed"] != seed:
-        raise PlanError("seed", f"{where} was run with seed {manifest['seed']}, not {seed}")
-
+    schedule, built = _checked_schedule(schedule, schedule_overrides, spec, manifest, run_dir, where)
+    optimizers = _optimizer_list(optimizers, manifest, hyperparameters, schedule, where)
+    hyperparameters = _given_values(hyperparameters, manifest, spec, optimizers, schedule)
+    seed = _seed(seed, manifest, where)
     if full_runs is None:
         full_runs = (manifest or {}).get("full_runs", True)
     plan = Plan(task=task, schedule=schedule, optimizers=tuple(optimizers), seed=seed,
