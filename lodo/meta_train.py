@@ -233,6 +233,8 @@ def meta_train(task: str = "noisy_bowl", out: str | os.PathLike | None = None, s
                carry_error: bool = True, tail_lr: float | None = 3.0) -> str:
     """Meta-train m_φ by truncated BPTT; returns the checkpoint path (loadable by L2LBGDBGD).
 
+    Long: the docstring documents every setting; the body is named steps (_check_settings, _start, _episode).
+
     steps: meta-optimizer (Adam) updates, one per truncation of `unroll` steps; the learning
     rate decays linearly from `lr` to lr/10 over `steps`. An episode is `warmup` steps without
     gradient, then `episode // unroll` truncations, on `batch_of_bowls` fresh bowls.

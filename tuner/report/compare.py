@@ -45,6 +45,8 @@ def _schedule_key(schedule: dict) -> str:
 def compare_runs(run_dirs) -> dict:
     """The numbers behind the comparison report.
 
+    Long: one pass that groups the runs and fills every group's numbers; its docstring is the returned shape.
+
     Returns {"task", "runs": [{"path", "seed", "searcher", "schedule" (id), "full_run"}],
     "schedules": {id: description}, "optimizers": {optimizer: [group, ...]}}, each group
     {"values_from", "schedule", "runs": [paths], "losses": [one per run with full runs],

@@ -357,7 +357,9 @@ def _decay_x(u):
 
 # -- the report ------------------------------------------------------------------------------
 def results_section(data: dict, manifest: dict) -> list[str]:
-    """Our last-10 % losses next to the paper's table for this task, with ours / paper."""
+    """Our last-10 % losses next to the paper's table for this task, with ours / paper.
+
+    Long: one table whose columns depend on the task and the run (milestones, held-out metrics, the paper's)."""
     task, results = data["task"], data["results"]
     paper = RESULTS.get(task)
     full = manifest["schedule"]["full_run"]

@@ -505,6 +505,8 @@ def run_trial(task, optimizer, hparams: dict | None, steps: int, seed: int, task
               recipe: dict | None = None, prune=()) -> TrialResult:
     """Train `optimizer` on `task` for `steps` evaluations and record each evaluation's loss.
 
+    Long: the loop reads top to bottom in one place, as nanoGPT's training loop does; half of it is this docstring.
+
     task: a name (built with `tasks.create(task, seed=seed, device=device, **task_options)`) or a Task.
     optimizer: a registry name (built with `lodo.create(optimizer, task.parameters(), seed=seed,
         **hparams)`) or a ready `torch.optim.Optimizer` over the task's parameters (hparams empty).
@@ -627,6 +629,8 @@ def run_batched_trial(task_name: str, optimizer_name: str, hparams_list: list[di
                       check_every: int = 100, observe_every: int | None = None,
                       checkpoints: list | None = None, checkpoint_every_s: float = 300, prune=()) -> list[TrialResult]:
     """Run len(seeds) trials of `optimizer_name` on `task_name` as one program; one TrialResult per lane.
+
+    Long: its docstring states the lanes' contract (what is bit for bit, checkpoints, times); the body is short.
 
     Lane i is `run_trial(task_name, optimizer_name, hparams_list[i], steps, seeds[i], task_options,
     observe_every=observe_every)`: the same losses (the first-order updates round as torch's, so on the
