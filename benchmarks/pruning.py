@@ -4,7 +4,8 @@ schedule's `prune:`, side by side in one process, over a few GA seeds.
     .venv/bin/python benchmarks/pruning.py [--seeds 0 1 2] [--at 0.25 0.5] [--quantile 0.5]
 
 noisy_bowl: a shortened Table-5 schedule (population 16, 500–2000 steps, full runs of 10,000 steps,
-2 seeds) for Adam and Momentum; digits: examples/digits/schedule.yaml as shipped, for Adam and AdamW.
+2 seeds) for Adam and Momentum; digits: examples/digits/schedule.yaml as shipped, for Adam and AdamW;
+digits-small (`--tasks digits-small`): Adam, population 8, 50/50/100 steps, one 300-step full run.
 Sessions are driven in this process (no Ray), so the numbers are the records' own.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ BOWL = {"task": "noisy_bowl", "population": 16,
         "optimizers": ["Adam", "Momentum"], "full_run": {"steps": 10000, "seeds": 2, "time_milestone_s": None},
         "lr_scale": 1}
 DIGITS = "examples/digits/digits.py:digits"
-NAMES = ["noisy_bowl", "digits"]
+NAMES = ["noisy_bowl", "digits"]  # digits-small is digits with a smaller schedule
 
 
 def run(task, schedule: Schedule, seed: int, folder: Path) -> dict:
@@ -65,7 +66,9 @@ def main() -> None:
     for spec in digits.optimizer_specs.values():
         lodo.register(spec)
     digits_data = {**digits.to_dict(), "optimizers": ["Adam", digits.optimizer_specs["AdamW"].to_dict()]}
-    cases = {"noisy_bowl": ("noisy_bowl", BOWL), "digits": (DIGITS, digits_data)}
+    small = {**digits_data, "optimizers": ["Adam"], "full_run": {"steps": 300, "seeds": 1, "time_milestone_s": None},
+             "generations": [{"noise": 3, "steps": 50}, {"noise": 2, "steps": 50}, {"noise": 1, "steps": 100}]}
+    cases = {"noisy_bowl": ("noisy_bowl", BOWL), "digits": (DIGITS, digits_data), "digits-small": (DIGITS, small)}
     print(f"prune: {prune}")
     print("| task | optimizer | GA seed | individual-steps without | with | fewer | pruned trials | "
           "full-run loss without | with | with / without |")
