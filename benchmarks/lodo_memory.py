@@ -1,10 +1,11 @@
 """LODO's peak memory in units of T = N·ñ·k (the size of θ), and the model sizes it implies.
 
-Each measurement runs in a fresh process: x (n,) float32 and its gradient exist first; the peak
-resident set (VmHWM, reset through /proc/self/clear_refs) is then read over building the
-optimizer and three steps, and the part above the resident set before building it is divided by
-4·T bytes. Large tensors are mmap'd by malloc and returned on free, so the resident set follows
-what is alive; the number is an upper bound (it includes torch's own work space).
+Each measurement runs in a fresh process: a small optimizer of the same form steps first (so the
+code a step runs is paged in), x (n,) float32 and its gradient exist; the peak resident set
+(VmHWM, reset through /proc/self/clear_refs) is then read over building the optimizer and, reset
+again, over its first three steps, each above the resident set before building, divided by 4·T
+bytes. Large tensors are mmap'd by malloc and returned on free, so the resident set follows what
+is alive; the number is an upper bound (it includes the allocator's retained blocks).
 
     python benchmarks/lodo_memory.py                       # lodo.LODO and BatchedLODO (P = 2), n = 1e5, 1e6
     python benchmarks/lodo_memory.py --dims 100000 --baseline-lodo /tmp/old_lodo.py --baseline-batched /tmp/old_batched.py
