@@ -117,12 +117,11 @@ def test_missing_dataset_is_an_error_not_a_download(tmp_path, monkeypatch, offli
     assert datasets.offline() and code == 4  # every trial raised: Adam failed, not tuned
 
 
-@pytest.mark.filterwarnings("ignore:GA Adam generation")
-def test_task_options_reach_tuning_and_full_runs(tmp_path, monkeypatch, tiny_data, offline_ray):
-    """A schedule's task_options (here an invalid batch size) reach the task in GA individuals and full runs."""
+def test_an_invalid_task_option_is_refused_before_any_trial(tmp_path, monkeypatch, tiny_data, capsys):
+    """A schedule's task_options are checked against the built-in task up front (an invalid batch size
+    used to reach every trial and fail each one): exit 2, one line naming the option, nothing written."""
     monkeypatch.setenv("LODO_OFFLINE", "1")
     code, run_dir = _run_cli(tmp_path, "image_generation", tiny_data[0], 0, ["Adam"])
-    errors = sorted(p.name for p in (run_dir / "errors" / "Adam").glob("*.txt"))
-    assert errors == ["g00-i00.txt", "g00-i01.txt"] and code == 4  # both individuals raised: Adam failed, no full run
-    for name in errors:
-        assert "Invalid batch_size: 0" in (run_dir / "errors" / "Adam" / name).read_text()
+    err = capsys.readouterr().err
+    assert code == 2 and not run_dir.exists()
+    assert err.count("\n") == 1 and "task_options.batch_size" in err

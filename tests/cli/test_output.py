@@ -12,6 +12,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+import lodo
 import yaml
 
 from cli import main
@@ -242,8 +244,12 @@ def test_a_trial_that_raises_is_a_warning_of_the_session_logger_and_a_run_log_li
     nesterov = {"name": "SGD-Nesterov", "optimizer": "torch.optim.SGD", "fixed": {"nesterov": True},
                 "hyperparameters": {"lr": {"default": 0.1, "scale": "log"}, "momentum": {"default": 0.5, "scale": "decay"}}}
     schedule = tuner.Schedule.from_dict(merge(load_schedule("noisy_bowl").to_dict(), {"optimizers": [nesterov]}))
-    tuner.evaluate("noisy_bowl", {"SGD-Nesterov": {"lr": 0.1, "momentum": 0.0}}, steps=50, seeds=1, run_dir=rd,
-                   schedule=schedule, resources=tuner.Resources(workers=1, address=ray_session))
+    try:
+        tuner.evaluate("noisy_bowl", {"SGD-Nesterov": {"lr": 0.1, "momentum": 0.0}}, steps=50, seeds=1, run_dir=rd,
+                       schedule=schedule, resources=tuner.Resources(workers=1, address=ray_session))
+    finally:  # run_plan registers the schedule's optimizers in this process: leave the registry as it was
+        if lodo.registry.registered("SGD-Nesterov"):
+            lodo.registry.unregister("SGD-Nesterov")
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [r.name for r in warnings] == ["tuner.driver.session"] and "SGD-Nesterov full-seed-0 raised" in warnings[0].getMessage()
     errors = [e for e in RunLog(rd / "log.jsonl").read() if e["event"] == "trial_error"]
