@@ -512,13 +512,22 @@ def test_actors_declare_their_memory_and_slots_stop_where_memory_ends(ray_sessio
     node = max(n["Resources"]["memory"] for n in ray.nodes() if n["Alive"])
     ex = Executor(workers=2, memory_per_trial=int(node * 0.6))  # room for one such trial only
     assert ex.slots() == 1
-    before = ray.available_resources().get("memory", 0)
+    available = lambda: ray.available_resources().get("memory", 0)  # noqa: E731
+    settle(lambda: available() == ray.cluster_resources().get("memory", 0))  # earlier tests' actors released
+    before = available()
     small = Executor(workers=2, memory_per_trial=1 << 30).start()
-    try:
-        time.sleep(0.5)
-        assert before - ray.available_resources().get("memory", 0) == pytest.approx(2 * (1 << 30), rel=1e-6)
+    try:  # Ray's view of resources is eventually consistent: wait for the reservations to show
+        settle(lambda: before - available() == pytest.approx(2 * (1 << 30), rel=1e-6))
+        assert before - available() == pytest.approx(2 * (1 << 30), rel=1e-6)
     finally:
         small.stop()
+
+
+def settle(condition, timeout: float = 30.0) -> None:
+    """Wait until `condition()` holds or `timeout` seconds pass (the caller asserts it)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def test_a_trial_that_fits_on_no_node_is_refused_before_anything_starts(ray_session, tmp_path, capsys):
