@@ -558,13 +558,16 @@ class RunDir:
         p = self.individual_path(optimizer, generation, index)
         return read_record(p, self.INDIVIDUAL, self._sealed()) if _present(p) else None
 
-    def individuals(self, optimizer: str) -> list[dict]:
-        d = self.path / "tuning" / safe_name(optimizer)
+    def _records(self, folder: str, optimizer: str, pattern: str, required: tuple, shape: dict) -> list[dict]:
+        """Every record of `optimizer` under `folder` matching `pattern`, each verified and shape-checked."""
+        d = self.path / folder / safe_name(optimizer)
         if not d.is_dir():
             return []
         sealed = self._sealed()
-        recs = [_shaped(p, read_record(p, self.INDIVIDUAL, sealed), _INDIVIDUAL_SHAPE)
-                for p in sorted(d.glob("g*-i*.json"))]
+        return [_shaped(p, read_record(p, required, sealed), shape) for p in sorted(d.glob(pattern))]
+
+    def individuals(self, optimizer: str) -> list[dict]:
+        recs = self._records("tuning", optimizer, "g*-i*.json", self.INDIVIDUAL, _INDIVIDUAL_SHAPE)
         return sorted(recs, key=lambda r: (r["generation"], r["index"]))
 
     def _seal_if(self, data: dict) -> dict:
@@ -618,11 +621,7 @@ class RunDir:
         return read_record(p, self.FULL, self._sealed()) if _present(p) else None
 
     def full_runs(self, optimizer: str) -> list[dict]:
-        d = self.path / "full" / safe_name(optimizer)
-        if not d.is_dir():
-            return []
-        sealed = self._sealed()
-        recs = [_shaped(p, read_record(p, self.FULL, sealed), _FULL_SHAPE) for p in d.glob("seed-*.json")]
+        recs = self._records("full", optimizer, "seed-*.json", self.FULL, _FULL_SHAPE)
         return sorted(recs, key=lambda r: r["seed_index"])
 
     def write_summary(self, summary: dict) -> None:
