@@ -396,6 +396,12 @@ class _Recorder:
             self.kept = torch.as_tensor(keep, device=self.device)
         return any(self.diverged)
 
+    def stop_at(self, evaluation: int) -> None:
+        """End a one-lane recording (`run_trial`) at `evaluation`: a pruned trial, not diverged by a
+        NaN/inf after it."""
+        self.count = self.flushed = self.counts[0] = evaluation
+        self.diverged[0] = False
+
     def _times(self, lane: int, n: int) -> np.ndarray:
         times = self.times[:n] + self.offset[lane]
         if self.prefix[lane] is not None:

@@ -105,8 +105,7 @@ class Pruner:
         if state is None:
             return True
         if state:
-            recorder.count = recorder.flushed = recorder.counts[0] = self.pruned[0]["evaluation"]
-            recorder.diverged[0] = False
+            recorder.stop_at(self.pruned[0]["evaluation"])
             return True
         return diverged
 
@@ -116,7 +115,7 @@ class Pruner:
         rows = []
         for row, lane in enumerate(recorder.running):
             if self._advance(lane, recorder.losses[lane], recorder.count):
-                recorder.counts[lane] = self.pruned[lane]["evaluation"]
+                recorder.counts[lane] = self.pruned[lane]["evaluation"]  # the batch's recording goes on
                 rows.append(row)
         return rows
 
