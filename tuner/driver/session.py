@@ -24,6 +24,7 @@ from typing import Callable, Mapping
 
 from tuner.driver import noise
 from tuner.trial.loop import BatchJob, Job, batchable
+from tuner.search import Searcher
 from tuner.search.ga import GeneticAlgorithm
 from tuner.report.results import summarise_full
 from tuner.driver.rundir import RunDir, RunDirError
@@ -62,7 +63,7 @@ class Session:
         self.rd, self.schedule, self.seed, self.full_runs = rd, schedule, seed, full_runs
         self.task = schedule.task if task is None else task  # what jobs carry: a TaskSpec's `ref`
         self.progress = progress or (lambda event: None)
-        self.gas: dict[str, GeneticAlgorithm | SamplerSearch] = {}  # each optimizer's searcher
+        self.gas: dict[str, Searcher] = {}  # each optimizer's searcher (GeneticAlgorithm or SamplerSearch)
         self.partial: dict[str, dict[int, float]] = {}   # fitness of the current generation so far
         self.hyperparameters: dict[str, dict[str, float]] = {}
         self.raw: dict[str, dict[str, float]] = {}
