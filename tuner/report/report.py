@@ -621,7 +621,7 @@ def retries_section(rd: RunDir, manifest: dict) -> list[str]:
     by_cause: dict[str, float] = {}
     jobs = 0
     for o in manifest["optimizers"]:
-        for rec in rd.individuals(o) + rd.full_runs(o):
+        for rec in rd.individuals(o) + rd.full_runs(o) + noise.records(rd, o):  # noise checks are trials too
             if rec.get("retries"):
                 jobs += 1
                 for r in rec["retries"]:  # a batch's retry is in each of its lanes' records: count it once

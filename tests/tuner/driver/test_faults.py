@@ -90,7 +90,8 @@ def outcome(run_dir: Path) -> dict:
 
 
 def retried_records(run_dir: Path) -> list[dict]:
-    return [r for p in list(run_dir.glob("tuning/*/g*.json")) + list(run_dir.glob("full/*/seed-*.json"))
+    return [r for p in list(run_dir.glob("tuning/*/g*.json")) + list(run_dir.glob("tuning/*/noise-g*.json"))
+            + list(run_dir.glob("full/*/seed-*.json"))
             for r in [json.loads(p.read_text())] if r.get("retries")]
 
 
